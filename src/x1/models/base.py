@@ -1,0 +1,110 @@
+"""The one contract every policy backend speaks.
+
+A backend turns batches of text prompts into continuations. Strategies never call a backend
+directly: the engine gathers every pending request of every problem into one ``generate`` call,
+so a backend that declares ``batching`` gets the whole tick at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+
+class BackendError(RuntimeError):
+    """A backend could not do what was asked; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, so callers choose a path instead of guessing."""
+
+    batching: bool = False  # many sequences decoded together in one forward pass
+    logprobs: bool = False  # logprob of each generated token
+    top_logprobs: int = 0  # how many alternatives per position it can return (0 = none)
+    full_distribution: bool = False  # whole next-token distribution (exact entropy/varentropy/gini)
+    prefix_reuse: bool = False  # a prompt prefix already evaluated is not prefilled again
+    scoring: bool = False  # teacher-forced logprobs of a given continuation
+    max_batch: int = 1
+
+
+@dataclass
+class GenerationRequest:
+    """Ask for ``n`` continuations of ``prompt`` (already chat-formatted text)."""
+
+    prompt: str
+    n: int = 1
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    top_logprobs: int = 0  # >0: return that many alternatives per position (for token signals)
+    signals: bool = False  # compute exact token signals from the full distribution where possible
+
+
+FinishReason = Literal["stop", "eos", "length"]
+
+
+@dataclass
+class Completion:
+    """One continuation. ``prompt_tokens`` counts only the prompt tokens actually prefilled for it."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[dict[str, float]] = field(default_factory=list)
+    signals: list[dict[str, float]] = field(default_factory=list)  # per position: entropy, varentropy, ...
+    finish_reason: FinishReason = "eos"
+    stop: str | None = None  # the stop string that ended it, if any (not included in text)
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+
+
+@dataclass
+class BackendStats:
+    """Running totals; benchmarks and the engine read them."""
+
+    calls: int = 0
+    sequences: int = 0
+    prompt_tokens: int = 0  # tokens prefilled (evaluated) after any prefix reuse
+    reused_prompt_tokens: int = 0  # tokens that reuse saved instead of prefilling
+    generated_tokens: int = 0
+    scored_tokens: int = 0
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A policy model. Implementations live next to this file, one per runtime."""
+
+    name: str
+    capabilities: Capabilities
+    stats: BackendStats
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        """One list of ``request.n`` completions per request, in order."""
+        ...
+
+    def score(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
+        """Teacher-forced logprob of every token of each continuation given its prompt."""
+        ...
+
+    def format_chat(self, messages: list[dict[str, str]]) -> str:
+        """Render chat messages with the model's own template, ready for the assistant's turn."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def truncate_at_stop(text: str, stop: list[str]) -> tuple[str, str | None]:
+    """Cut ``text`` at the earliest stop string; return the kept text and the stop that matched."""
+    best: tuple[int, str] | None = None
+    for s in stop:
+        if not s:
+            continue
+        i = text.find(s)
+        if i >= 0 and (best is None or i < best[0]):
+            best = (i, s)
+    if best is None:
+        return text, None
+    return text[: best[0]], best[1]
