@@ -1,0 +1,82 @@
+"""Typed run configuration: loads from YAML or CLI flags and fails at load naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "default"  # bundled name, .gguf path, transformers folder, openai:URL
+    model_name: str | None = None  # the model id an OpenAI-compatible server expects
+    n_ctx: int = Field(32768, gt=0)
+    n_seq_max: int = Field(64, gt=0, le=256)
+    timeout: float = Field(60.0, gt=0)
+
+
+class BudgetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int | None = Field(None, gt=0)
+    max_policy_calls: int | None = Field(None, gt=0)
+    max_nodes: int | None = Field(None, gt=0)
+    max_seconds: float | None = Field(None, gt=0)
+
+
+class SearchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str = "mcts"
+    params: dict[str, Any] = Field(default_factory=dict)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = 0
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        return load_yaml(cls, path)
+
+
+def load_yaml(cls: type[BaseModel], path: str | Path) -> Any:
+    """Load a config class from YAML; any mistake names the file and the field."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: field '{where}': {first['msg']} ({err.error_count()} error(s) in all)") from err
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` strings (CLI --param) to typed values via YAML scalars."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--param {pair!r} must look like key=value, e.g. --param iterations=16")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out

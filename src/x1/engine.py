@@ -1,0 +1,284 @@
+"""The one loop: many problems advance in lock-step, each tick one batched call per model.
+
+Every tick the engine asks each active problem's strategy for requests, sends *all* generate
+requests of *all* problems to the policy in a single ``generate`` call, all evaluate requests
+to each evaluator in a single call, and tells the results back. Budgets are enforced per
+problem; graphs are checkpointed so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from x1.evaluators.base import EvalItem, Evaluator
+from x1.graph import ReasoningGraph, Thought
+from x1.models.base import Backend, BackendError, GenerationRequest
+from x1.operators.generate import attach_children
+from x1.strategies.base import Evaluate, Expand, Problem, Reply, Request, Strategy
+from x1.tasks.base import Task
+
+
+@dataclass
+class Budget:
+    """Per-problem limits; None means unlimited. Tokens count prefilled plus generated."""
+
+    max_tokens: int | None = None
+    max_policy_calls: int | None = None
+    max_nodes: int | None = None
+    max_seconds: float | None = None
+
+    def exceeded(self, graph: ReasoningGraph, elapsed_s: float) -> str:
+        compute = graph.total_compute()
+        if self.max_tokens is not None and compute.tokens >= self.max_tokens:
+            return "token budget"
+        if self.max_policy_calls is not None and compute.policy_calls >= self.max_policy_calls:
+            return "call budget"
+        if self.max_nodes is not None and len(graph) >= self.max_nodes:
+            return "node budget"
+        if self.max_seconds is not None and elapsed_s >= self.max_seconds:
+            return "time budget"
+        return ""
+
+
+@dataclass
+class Sampling:
+    """Defaults for generate requests that do not set their own."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+
+
+@dataclass
+class Outcome:
+    """The end of one problem: answer, verdict, compute, and the whole graph."""
+
+    task: Task
+    graph: ReasoningGraph
+    answer_thought: Thought | None
+    answer: str | None
+    score: float
+    reason: str
+    stop_reason: str
+    wall_s: float
+
+    @property
+    def correct(self) -> bool:
+        return self.score >= 1.0 - 1e-9
+
+    def to_record(self) -> dict[str, Any]:
+        compute = self.graph.total_compute()
+        return {
+            "task_id": self.task.id,
+            "source": self.task.source,
+            "question": self.task.question,
+            "gold": self.task.gold if isinstance(self.task.gold, str | int | float) else str(self.task.gold),
+            "answer": self.answer,
+            "answer_thought": self.answer_thought.id if self.answer_thought else None,
+            "score": self.score,
+            "correct": self.correct,
+            "reason": self.reason,
+            "stop_reason": self.stop_reason,
+            "wall_s": round(self.wall_s, 3),
+            "compute": {
+                "prompt_tokens": compute.prompt_tokens,
+                "generated_tokens": compute.generated_tokens,
+                "policy_calls": compute.policy_calls,
+                "evaluator_calls": compute.evaluator_calls,
+            },
+            "graph": self.graph.to_dict(),
+        }
+
+
+def request_seed(base_seed: int, task_id: str, thought_id: int, counter: int) -> int:
+    """A seed that depends only on where a request comes from, never on batch order."""
+    digest = hashlib.blake2b(f"{base_seed}|{task_id}|{thought_id}|{counter}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
+
+
+@dataclass
+class Engine:
+    policy: Backend
+    evaluators: dict[str, Evaluator] = field(default_factory=dict)
+    budget: Budget = field(default_factory=Budget)
+    sampling: Sampling = field(default_factory=Sampling)
+    seed: int = 0
+    checkpoint_path: Path | None = None
+    checkpoint_every: int = 1  # ticks
+    on_tick: Callable[[int, list[Problem]], None] | None = None
+    on_done: Callable[[Outcome], None] | None = None
+    ticks: int = 0
+
+    # -- public ---------------------------------------------------------------------------
+    def run(self, tasks: list[Task], strategy: Strategy) -> list[Outcome]:
+        """Solve every task; outcomes come back in task order."""
+        problems, started = self._start(tasks, strategy)
+        outcomes: dict[int, Outcome] = {}
+        while True:
+            active = [i for i, p in enumerate(problems) if not p.done]
+            if not active:
+                break
+            asked: dict[int, list[Request]] = {}
+            for i in active:
+                p = problems[i]
+                reason = self.budget.exceeded(p.graph, time.perf_counter() - started[i])
+                requests = [] if reason else strategy.ask(p)
+                if not requests:
+                    p.done, p.stop_reason = True, reason or "finished"
+                    outcomes[i] = self._finish(p, strategy, time.perf_counter() - started[i])
+                else:
+                    asked[i] = requests
+            if not asked:
+                break
+            replies = self._serve(problems, asked)
+            for i, rs in replies.items():
+                strategy.tell(problems[i], rs)
+            self.ticks += 1
+            if self.on_tick:
+                self.on_tick(self.ticks, problems)
+            if self.checkpoint_path and self.ticks % self.checkpoint_every == 0:
+                self._checkpoint(problems, strategy)
+        if self.checkpoint_path:
+            self._checkpoint(problems, strategy)
+        return [outcomes[i] for i in range(len(problems))]
+
+    # -- internals ------------------------------------------------------------------------
+    def _start(self, tasks: list[Task], strategy: Strategy) -> tuple[list[Problem], list[float]]:
+        resumed = self._load_checkpoint(strategy)
+        problems = []
+        for index, task in enumerate(tasks):
+            if task.id in resumed:
+                graph = resumed[task.id]
+                problem = Problem(task=task, graph=graph, seed=self.seed)
+            else:
+                graph = ReasoningGraph(problem=task.question)
+                graph.meta["prefix"] = self.policy.format_chat(task.messages())
+                problem = Problem(task=task, graph=graph, seed=self.seed + index)
+                strategy.start(problem)
+            problems.append(problem)
+        now = time.perf_counter()
+        return problems, [now] * len(problems)
+
+    def _prompt(self, problem: Problem, request: Expand) -> str:
+        if request.prompt is not None:
+            return request.prompt
+        return problem.graph.meta["prefix"] + problem.graph.path_text(request.thought_id)
+
+    def _serve(self, problems: list[Problem], asked: dict[int, list[Request]]) -> dict[int, list[Reply]]:
+        replies: dict[int, list[Reply]] = {i: [] for i in asked}
+        # 1. every generate request of every problem: one policy call.
+        expands: list[tuple[int, Expand]] = [(i, r) for i, rs in asked.items() for r in rs if isinstance(r, Expand)]
+        if expands:
+            gen_requests = []
+            for i, r in expands:
+                p = problems[i]
+                counter = p.graph.meta.setdefault("requests", 0)
+                p.graph.meta["requests"] = counter + 1
+                fmt = p.task.step_format
+                gen_requests.append(
+                    GenerationRequest(
+                        prompt=self._prompt(p, r),
+                        n=r.n,
+                        max_tokens=r.max_tokens or fmt.max_step_tokens,
+                        temperature=self.sampling.temperature if r.temperature is None else r.temperature,
+                        top_p=self.sampling.top_p,
+                        stop=r.stop if r.stop is not None else ([fmt.delimiter] if fmt.delimiter else []),
+                        seed=request_seed(self.seed, p.task.id, r.thought_id, counter),
+                        signals=r.signals,
+                    )
+                )
+            results = self.policy.generate(gen_requests)
+            if len(results) != len(gen_requests):
+                raise BackendError(f"backend {self.policy.name} returned {len(results)} results for {len(gen_requests)} requests")
+            to_score: dict[str, list[tuple[int, int]]] = defaultdict(list)
+            for (i, r), completions in zip(expands, results, strict=True):
+                p = problems[i]
+                if r.attach:
+                    children = attach_children(p.graph, p.task, r.thought_id, completions, r.tag)
+                    replies[i].append(Reply(r, thought_ids=[c.id for c in children]))
+                    if r.evaluator:
+                        to_score[r.evaluator].extend((i, c.id) for c in children)
+                else:
+                    p.graph[r.thought_id].compute.policy_calls += 1
+                    p.graph[r.thought_id].compute.prompt_tokens += sum(c.prompt_tokens for c in completions)
+                    p.graph[r.thought_id].compute.generated_tokens += sum(c.generated_tokens for c in completions)
+                    replies[i].append(Reply(r, completions=completions))
+            self._evaluate(problems, to_score)
+        # 2. every evaluate request: one call per evaluator.
+        evals: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        owners: list[tuple[int, Evaluate]] = []
+        for i, rs in asked.items():
+            for r in rs:
+                if isinstance(r, Evaluate):
+                    evals[r.evaluator].extend((i, tid) for tid in r.thought_ids)
+                    owners.append((i, r))
+        if evals:
+            scored = self._evaluate(problems, evals)
+            for i, r in owners:
+                replies[i].append(Reply(r, thought_ids=list(r.thought_ids), scores=[scored[(r.evaluator, i, t)] for t in r.thought_ids]))
+        return replies
+
+    def _evaluate(self, problems: list[Problem], wanted: dict[str, list[tuple[int, int]]]) -> dict[tuple[str, int, int], float]:
+        scored: dict[tuple[str, int, int], float] = {}
+        for name, pairs in wanted.items():
+            evaluator = self.evaluators.get(name)
+            if evaluator is None:
+                raise BackendError(f"no evaluator named {name!r}; configured: {sorted(self.evaluators) or 'none'}")
+            items = [EvalItem(problems[i].task, problems[i].graph, tid, problems[i].graph.meta["prefix"]) for i, tid in pairs]
+            calls_before = evaluator.model_calls
+            scores = evaluator.evaluate(items)
+            calls = evaluator.model_calls - calls_before
+            for (i, tid), s in zip(pairs, scores, strict=True):
+                problems[i].graph[tid].scores[name] = s
+                scored[(name, i, tid)] = s
+            # Charge the evaluator's calls to the problems it served, spread evenly.
+            if calls and pairs:
+                for i in {i for i, _ in pairs}:
+                    problems[i].graph.root.compute.evaluator_calls += max(1, calls // len({i for i, _ in pairs}))
+        return scored
+
+    def _finish(self, problem: Problem, strategy: Strategy, wall_s: float) -> Outcome:
+        thought = strategy.answer(problem)
+        answer = thought.answer if thought is not None else None
+        if thought is not None and answer is None:
+            answer = problem.task.extract_answer(problem.graph.path_text(thought.id))
+        verdict = problem.task.verify(answer)
+        problem.graph.meta["done"] = True
+        outcome = Outcome(problem.task, problem.graph, thought, answer, verdict.score, verdict.reason, problem.stop_reason, wall_s)
+        if self.on_done:
+            self.on_done(outcome)
+        return outcome
+
+    def _checkpoint(self, problems: list[Problem], strategy: Strategy) -> None:
+        assert self.checkpoint_path is not None
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        with tmp.open("w") as fh:
+            fh.write(json.dumps({"strategy": strategy.name, "config": strategy.config()}) + "\n")
+            for p in problems:
+                fh.write(json.dumps({"task_id": p.task.id, "graph": p.graph.to_dict()}) + "\n")
+        os.replace(tmp, self.checkpoint_path)
+
+    def _load_checkpoint(self, strategy: Strategy) -> dict[str, ReasoningGraph]:
+        if not self.checkpoint_path or not self.checkpoint_path.exists():
+            return {}
+        with self.checkpoint_path.open() as fh:
+            header = json.loads(fh.readline())
+            if header.get("strategy") != strategy.name:
+                raise ValueError(
+                    f"checkpoint {self.checkpoint_path} was written by strategy {header.get('strategy')!r}, "
+                    f"not {strategy.name!r}; fix: use the same strategy or delete the checkpoint"
+                )
+            graphs = {}
+            for line in fh:
+                record = json.loads(line)
+                graph = ReasoningGraph.from_dict(record["graph"])
+                if not graph.meta.get("done"):
+                    graphs[record["task_id"]] = graph
+            return graphs

@@ -1,0 +1,77 @@
+"""Evaluators that need no trained model: the ground truth, the policy's own confidence, a judge."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from x1.evaluators.base import EvalItem
+from x1.models.base import Backend
+
+
+@dataclass
+class VerifierEvaluator:
+    """The task's own checker: true rewards at terminals (training mode), ``neutral`` elsewhere."""
+
+    name: str = "verifier"
+    neutral: float = 0.5
+    model_calls: int = 0
+
+    def evaluate(self, items: list[EvalItem]) -> list[float]:
+        out = []
+        for item in items:
+            thought = item.thought
+            if not thought.terminal:
+                out.append(self.neutral)
+                continue
+            verdict = item.task.verify(thought.answer)
+            thought.reward = verdict.score
+            out.append(verdict.score)
+        return out
+
+
+@dataclass
+class ConfidenceEvaluator:
+    """The policy's mean token probability along the path: free, since generation logged it."""
+
+    name: str = "confidence"
+    model_calls: int = 0
+
+    def evaluate(self, items: list[EvalItem]) -> list[float]:
+        out = []
+        for item in items:
+            logprobs = [lp for t in item.graph.path(item.thought_id) for lp in t.logprobs]
+            out.append(math.exp(sum(logprobs) / len(logprobs)) if logprobs else 0.5)
+        return out
+
+
+JUDGE_QUESTION = (
+    "\n\nIs the reasoning above correct so far? Answer Yes or No.\nAnswer:"
+)
+
+
+@dataclass
+class JudgeEvaluator:
+    """A prompted judge: P(" Yes") against P(" No") after asking the policy to rate the path.
+
+    The blueprint warns that untrained self-critique is unreliable; this is the baseline that
+    trained value and reward models should beat.
+    """
+
+    backend: Backend
+    name: str = "judge"
+    model_calls: int = 0
+    question: str = field(default=JUDGE_QUESTION)
+
+    def evaluate(self, items: list[EvalItem]) -> list[float]:
+        if not items:
+            return []
+        prompts = [item.prefix + item.path_text + self.question for item in items]
+        yes = self.backend.score(prompts, [" Yes"] * len(items))
+        no = self.backend.score(prompts, [" No"] * len(items))
+        self.model_calls += 2
+        out = []
+        for y, n in zip(yes, no, strict=True):
+            py, pn = math.exp(sum(y)), math.exp(sum(n))
+            out.append(py / (py + pn) if py + pn > 0 else 0.5)
+        return out

@@ -1,0 +1,129 @@
+"""A deterministic, scriptable backend: exact logic tests with no model, and zero-cost benchmarks.
+
+Two ways to drive it:
+- ``responses``: a map from the *end of the prompt* (usually the path so far, "" for the first
+  step) to a list of continuations; the k-th time a key is asked for, it answers item k (cycling).
+  The longest key the prompt ends with wins.
+- otherwise a procedural generator: hashed, reproducible steps that end with
+  "The answer is N" after a few steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from x1.models.base import BackendStats, Capabilities, Completion, GenerationRequest, truncate_at_stop
+
+Responder = Callable[[str, int], str]
+EOS = "<eos>"
+
+
+def _hash(*parts: object) -> int:
+    return int.from_bytes(hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest(), "big")
+
+
+class FakeBackend:
+    name = "fake"
+
+    def __init__(
+        self,
+        responses: dict[str, list[str]] | None = None,
+        *,
+        responder: Responder | None = None,
+        latency_s: float = 0.0,
+        token_latency_s: float = 0.0,
+        steps_to_answer: int = 3,
+        answers: int = 4,
+        name: str = "fake",
+    ) -> None:
+        self.name = name
+        self.responses = responses
+        self.responder = responder
+        self.latency_s = latency_s
+        self.token_latency_s = token_latency_s
+        self.steps_to_answer = steps_to_answer
+        self.answers = answers
+        self.stats = BackendStats()
+        self.capabilities = Capabilities(batching=True, logprobs=True, scoring=True, max_batch=1 << 16)
+        self._asked: dict[str, int] = defaultdict(int)
+        self._keys_by_length = sorted(responses or {}, key=len, reverse=True)
+
+    @classmethod
+    def preset(cls, kind: str = "arithmetic", **options: object) -> FakeBackend:
+        """``fake`` / ``fake:arithmetic`` from the CLI: the procedural generator."""
+        return cls(**options)  # type: ignore[arg-type]
+
+    # -- text production ------------------------------------------------------------------
+    def _procedural(self, prompt: str, index: int) -> str:
+        steps_done = prompt.count("Step ")
+        h = _hash(prompt, index)
+        if steps_done + 1 >= self.steps_to_answer or (steps_done >= 1 and h % 5 == 0):
+            return f"The answer is {h % self.answers}.{EOS}"
+        return f"Step {steps_done + 1}: consider {h % 997}.\n\n"
+
+    def _respond(self, prompt: str, seed: int | None, index: int) -> str:
+        if self.responder is not None:
+            return self.responder(prompt, index)
+        if self.responses is not None:
+            for key in self._keys_by_length:
+                if prompt.endswith(key):
+                    options = self.responses[key]
+                    k = self._asked[key]
+                    self._asked[key] += 1
+                    return options[k % len(options)]
+            return EOS
+        return self._procedural(prompt, index + 1000 * (seed or 0))
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        self.stats.calls += 1
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        out: list[list[Completion]] = []
+        for req in requests:
+            prompt_tokens = len(req.prompt.split())
+            self.stats.prompt_tokens += prompt_tokens
+            group = []
+            for i in range(req.n):
+                raw = self._respond(req.prompt, req.seed, i)
+                ended = raw.endswith(EOS)
+                raw = raw.removesuffix(EOS)
+                text, stop = truncate_at_stop(raw, req.stop)
+                words = text.split()[: req.max_tokens]
+                finish = "stop" if stop is not None else ("eos" if ended else "length")
+                if len(text.split()) > req.max_tokens:
+                    text, stop, finish = " ".join(words), None, "length"
+                logprobs = [-((_hash(req.prompt, i, j) % 1000) / 1000.0) for j in range(len(words))]
+                group.append(
+                    Completion(
+                        text=text,
+                        token_ids=[_hash(w) % 50000 for w in words],
+                        logprobs=logprobs,
+                        finish_reason=finish,  # type: ignore[arg-type]
+                        stop=stop,
+                        prompt_tokens=prompt_tokens if i == 0 else 0,
+                        generated_tokens=len(words),
+                    )
+                )
+                self.stats.generated_tokens += len(words)
+                self.stats.sequences += 1
+            if self.token_latency_s:
+                time.sleep(self.token_latency_s * max((len(c.token_ids) for c in group), default=0))
+            out.append(group)
+        return out
+
+    def score(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
+        result = []
+        for p, c in zip(prompts, continuations, strict=True):
+            words = c.split()
+            self.stats.scored_tokens += len(words)
+            result.append([-((_hash(p, w, j) % 1000) / 1000.0) for j, w in enumerate(words)])
+        return result
+
+    def format_chat(self, messages: list[dict[str, str]]) -> str:
+        return "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages) + "<|assistant|>\n"
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,461 @@
+"""In-process llama.cpp: the CPU default. Many sequences decode together in one context.
+
+Why by hand over llama-cpp-python's low-level API rather than its ``Llama`` class: that class
+decodes one sequence at a time and re-evaluates prompts, while tree search needs (a) every
+frontier child of every problem in one ``llama_decode`` batch and (b) a parent's evaluated
+prefix *shared* by its children. Both come from one unified KV cache in which a sequence
+copy (``llama_memory_seq_cp``) only tags cells, so a prefix costs its cells once.
+
+The prefix cache: each of ``n_seq_max`` sequence slots remembers the tokens its KV cells hold.
+A new prompt is matched against every slot by longest common token prefix; the match is
+copied into a fresh slot and only the remainder is prefilled. Children of one request copy the
+prefilled prompt. Slots are evicted least-recently-used.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from x1.metrics import token_signals
+from x1.models.base import BackendError, BackendStats, Capabilities, Completion, GenerationRequest, truncate_at_stop
+from x1.models.registry import check_gguf
+
+try:  # the runtime is optional: `pip install 'x1[cpu]'`
+    import llama_cpp as _llama
+except ImportError:  # pragma: no cover - exercised only without the extra
+    _llama = None
+
+# Module-level so the C callback is never garbage-collected while llama.cpp holds it.
+_SILENT_LOG = _llama.llama_log_callback(lambda level, text, user_data: None) if _llama else None
+
+
+@dataclass
+class _Slot:
+    tokens: list[int] = field(default_factory=list)  # what this sequence's KV cells hold, in order
+    last_used: int = 0
+    busy: bool = False
+
+
+@dataclass
+class _Seq:
+    """One sequence being generated."""
+
+    slot: int
+    request: int
+    child: int
+    rng: np.random.Generator
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    signals: list[dict[str, float]] = field(default_factory=list)
+    raw: bytearray = field(default_factory=bytearray)
+    finish: str = ""
+    stop: str | None = None
+    text: str = ""
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class LlamaCppBackend:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        n_ctx: int = 32768,
+        n_seq_max: int = 64,
+        n_batch: int = 2048,
+        n_threads: int | None = None,
+        prefix_reuse: bool = True,
+        verbose: bool = False,
+        **_: object,
+    ) -> None:
+        if _llama is None:
+            raise BackendError("llama-cpp-python is not installed; fix: pip install 'x1[cpu]' (builds llama.cpp, ~4 min)")
+        path = Path(path)
+        check_gguf(path)
+        self.name = name or path.stem
+        self.path = path
+        self.prefix_reuse = prefix_reuse
+        self.stats = BackendStats()
+        self._lock = threading.Lock()  # one llama context: one caller at a time
+        if not verbose:
+            _llama.llama_log_set(_SILENT_LOG, ctypes.c_void_p(0))
+        _llama.llama_backend_init()
+        mparams = _llama.llama_model_default_params()
+        self._model = _llama.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self._model:
+            raise BackendError(f"llama.cpp could not load {path}; fix: check that it is a complete, uncorrupted GGUF file")
+        self._vocab = _llama.llama_model_get_vocab(self._model)
+        self.n_vocab = _llama.llama_vocab_n_tokens(self._vocab)
+        n_seq_max = min(n_seq_max, _llama.llama_max_parallel_sequences())
+        cparams = _llama.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = min(512, n_batch)
+        cparams.n_seq_max = n_seq_max
+        cparams.kv_unified = True  # seq_cp shares cells instead of copying them
+        threads = n_threads or os.cpu_count() or 1
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        self._ctx = _llama.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            raise BackendError(f"llama.cpp could not create a context of {n_ctx} tokens; fix: lower n_ctx")
+        self._mem = _llama.llama_get_memory(self._ctx)
+        self.n_ctx = _llama.llama_n_ctx(self._ctx)
+        self.n_batch = n_batch
+        self.n_seq_max = n_seq_max
+        self._batch = _llama.llama_batch_init(n_batch, 0, 1)
+        self._slots = [_Slot() for _ in range(n_seq_max)]
+        self._clock = 0
+        self._add_bos = _llama.llama_vocab_get_add_bos(self._vocab)
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._pieces: dict[int, bytes] = {}
+        self._chat_formatter = self._load_chat_template()
+        self.capabilities = Capabilities(
+            batching=True,
+            logprobs=True,
+            top_logprobs=20,
+            full_distribution=True,
+            prefix_reuse=prefix_reuse,
+            scoring=True,
+            max_batch=n_seq_max,
+        )
+
+    # -- text <-> tokens ------------------------------------------------------------------
+    def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]:
+        data = text.encode()
+        add = self._add_bos if add_bos is None else add_bos
+        cap = len(data) + 8
+        buf = (_llama.llama_token * cap)()
+        n = _llama.llama_tokenize(self._vocab, data, len(data), buf, cap, add, True)
+        if n < 0:
+            buf = (_llama.llama_token * -n)()
+            n = _llama.llama_tokenize(self._vocab, data, len(data), buf, -n, add, True)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        cached = self._pieces.get(token)
+        if cached is None:
+            n = _llama.llama_token_to_piece(self._vocab, token, self._piece_buf, 256, 0, False)
+            cached = self._piece_buf.raw[: max(n, 0)]
+            self._pieces[token] = cached
+        return cached
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def _meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = _llama.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode() if n >= 0 else None
+
+    def _load_chat_template(self):  # type: ignore[no-untyped-def]
+        template = self._meta("tokenizer.chat_template")
+        if not template:
+            return None
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        def token_text(key: str) -> str:
+            tid = self._meta(key)
+            return self.piece(int(tid)).decode(errors="replace") if tid is not None else ""
+
+        return Jinja2ChatFormatter(template, token_text("tokenizer.ggml.eos_token_id"), token_text("tokenizer.ggml.bos_token_id"))
+
+    def format_chat(self, messages: list[dict[str, str]]) -> str:
+        if self._chat_formatter is None:
+            return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+        text = self._chat_formatter(messages=messages).prompt
+        bos = self._chat_formatter.bos_token
+        # llama.cpp adds BOS itself when the model wants it; do not double it.
+        return text[len(bos):] if bos and self._add_bos and text.startswith(bos) else text
+
+    # -- KV slots -------------------------------------------------------------------------
+    def _take_slot(self) -> int:
+        free = [i for i, s in enumerate(self._slots) if not s.busy]
+        if not free:
+            raise BackendError(f"all {self.n_seq_max} sequence slots are busy; fix: raise n_seq_max or send smaller batches")
+        empty = [i for i in free if not self._slots[i].tokens]
+        slot = empty[0] if empty else min(free, key=lambda i: self._slots[i].last_used)
+        _llama.llama_memory_seq_rm(self._mem, slot, -1, -1)
+        self._slots[slot] = _Slot(busy=True, last_used=self._clock)
+        return slot
+
+    def _best_prefix(self, tokens: list[int]) -> tuple[int, int]:
+        """(slot, length) of the longest cached prefix of ``tokens``; (-1, 0) if none."""
+        if not self.prefix_reuse:
+            return -1, 0
+        best, best_len = -1, 0
+        for i, s in enumerate(self._slots):
+            if s.tokens:
+                n = _common_prefix(s.tokens, tokens)
+                if n > best_len:
+                    best, best_len = i, n
+        return best, best_len
+
+    def _evict_idle(self) -> bool:
+        idle = [i for i, s in enumerate(self._slots) if not s.busy and s.tokens]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda i: self._slots[i].last_used)
+        _llama.llama_memory_seq_rm(self._mem, victim, -1, -1)
+        self._slots[victim] = _Slot()
+        return True
+
+    # -- decoding -------------------------------------------------------------------------
+    def _decode(self, entries: list[tuple[int, int, int, bool]]) -> np.ndarray:
+        """Decode (token, pos, slot, want_logits) entries; return logits rows of the flagged ones.
+
+        Chunked by n_batch; on a full KV cache, idle cached slots are evicted and it retries.
+        """
+        rows: list[np.ndarray] = []
+        batch = self._batch
+        for start in range(0, len(entries), self.n_batch):
+            chunk = entries[start : start + self.n_batch]
+            n_out = 0
+            for j, (tok, pos, slot, want) in enumerate(chunk):
+                batch.token[j] = tok
+                batch.pos[j] = pos
+                batch.n_seq_id[j] = 1
+                batch.seq_id[j][0] = slot
+                batch.logits[j] = want
+                n_out += want
+            batch.n_tokens = len(chunk)
+            while True:
+                rc = _llama.llama_decode(self._ctx, batch)
+                if rc == 0:
+                    break
+                if rc == 1 and self._evict_idle():
+                    continue
+                raise BackendError(
+                    f"llama_decode failed (code {rc}): the KV cache of {self.n_ctx} tokens is full; "
+                    "fix: raise n_ctx, or lower the batch (fewer problems or children at once)"
+                )
+            if n_out:
+                ptr = _llama.llama_get_logits(self._ctx)
+                rows.append(np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab)).copy())
+        return np.concatenate(rows) if rows else np.empty((0, self.n_vocab), dtype=np.float32)
+
+    def _prefill(self, prompts: list[list[int]]) -> tuple[list[int], np.ndarray, list[int]]:
+        """Put each prompt in a fresh slot reusing the best cached prefix; return slots,
+        last-position logits, and tokens actually prefilled per prompt."""
+        slots, entries, prefilled = [], [], []
+        for tokens in prompts:
+            src, reuse = self._best_prefix(tokens)
+            reuse = min(reuse, len(tokens) - 1)  # the last prompt token is evaluated for its logits
+            slot = self._take_slot()
+            if reuse > 0:
+                _llama.llama_memory_seq_cp(self._mem, src, slot, 0, reuse)
+                self._slots[src].last_used = self._clock
+            for pos in range(reuse, len(tokens)):
+                entries.append((tokens[pos], pos, slot, pos == len(tokens) - 1))
+            self._slots[slot].tokens = list(tokens)
+            slots.append(slot)
+            prefilled.append(len(tokens) - reuse)
+            self.stats.reused_prompt_tokens += reuse
+        self.stats.prompt_tokens += sum(prefilled)
+        return slots, self._decode(entries), prefilled
+
+    @staticmethod
+    def _log_softmax(logits: np.ndarray) -> np.ndarray:
+        x = logits.astype(np.float32, copy=False)
+        m = x.max(axis=-1, keepdims=True)
+        return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+    def _sample(self, logprobs: np.ndarray, seqs: list[_Seq], reqs: list[GenerationRequest]) -> list[int]:
+        out = []
+        for row, seq in zip(logprobs, seqs, strict=True):
+            req = reqs[seq.request]
+            if req.temperature <= 0:
+                out.append(int(row.argmax()))
+                continue
+            scaled = row / req.temperature
+            probs = np.exp(scaled - scaled.max())
+            if req.top_p < 1.0:
+                order = np.argsort(-probs)
+                cum = np.cumsum(probs[order])
+                keep = order[: int(np.searchsorted(cum, req.top_p * cum[-1])) + 1]
+                mask = np.zeros_like(probs)
+                mask[keep] = probs[keep]
+                probs = mask
+            cdf = np.cumsum(probs, dtype=np.float64)
+            tok = int(np.searchsorted(cdf, seq.rng.random() * cdf[-1], side="right"))
+            out.append(min(tok, self.n_vocab - 1))
+        return out
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        with self._lock:
+            results: list[list[Completion]] = [[] for _ in requests]
+            # Waves: as many whole requests as there are slots for their children.
+            wave: list[int] = []
+            used = 0
+            for i, req in enumerate(requests):
+                if req.n > self.n_seq_max:
+                    raise BackendError(f"n={req.n} exceeds the {self.n_seq_max} parallel sequences; fix: raise n_seq_max")
+                if used + req.n > self.n_seq_max:
+                    self._generate_wave(requests, wave, results)
+                    wave, used = [], 0
+                wave.append(i)
+                used += req.n
+            if wave:
+                self._generate_wave(requests, wave, results)
+            self.stats.calls += 1
+            return results
+
+    def _generate_wave(self, requests: list[GenerationRequest], wave: list[int], results: list[list[Completion]]) -> None:
+        self._clock += 1
+        prompts = [self.tokenize(requests[i].prompt) for i in wave]
+        for i, toks in zip(wave, prompts, strict=True):
+            if len(toks) + requests[i].max_tokens > self.n_ctx:
+                raise BackendError(
+                    f"prompt of {len(toks)} tokens + max_tokens {requests[i].max_tokens} exceeds n_ctx {self.n_ctx}; "
+                    "fix: raise n_ctx or shorten the prompt"
+                )
+        slots, last_logits, prefilled = self._prefill(prompts)
+        seqs: list[_Seq] = []
+        first_rows = []
+        for k, i in enumerate(wave):
+            req = requests[i]
+            base = np.random.SeedSequence(req.seed if req.seed is not None else np.random.SeedSequence().entropy)
+            rngs = [np.random.default_rng(s) for s in base.spawn(req.n)]
+            for child in range(req.n):
+                if child == 0:
+                    slot = slots[k]
+                else:
+                    slot = self._take_slot()
+                    _llama.llama_memory_seq_cp(self._mem, slots[k], slot, -1, -1)
+                    self._slots[slot].tokens = list(prompts[k])
+                seqs.append(_Seq(slot=slot, request=k, child=child, rng=rngs[child]))
+                first_rows.append(k)
+        wave_reqs = [requests[i] for i in wave]
+        logprobs = self._log_softmax(last_logits)[first_rows]
+        active = list(seqs)
+        while active:
+            tokens = self._sample(logprobs, active, wave_reqs)
+            entries = []
+            still = []
+            for row, seq, tok in zip(logprobs, active, tokens, strict=True):
+                req = wave_reqs[seq.request]
+                if req.signals:
+                    seq.signals.append(token_signals(row))
+                if _llama.llama_vocab_is_eog(self._vocab, tok):
+                    seq.finish = "eos"
+                    continue
+                seq.tokens.append(tok)
+                seq.logprobs.append(float(row[tok]))
+                seq.raw += self.piece(tok)
+                if req.stop:
+                    text = seq.raw.decode("utf-8", errors="ignore")
+                    cut, hit = truncate_at_stop(text, req.stop)
+                    if hit is not None:
+                        seq.finish, seq.stop, seq.text = "stop", hit, cut
+                        continue
+                if len(seq.tokens) >= req.max_tokens:
+                    seq.finish = "length"
+                    continue
+                slot_tokens = self._slots[seq.slot].tokens
+                entries.append((tok, len(slot_tokens), seq.slot, True))
+                slot_tokens.append(tok)
+                still.append(seq)
+            active = still
+            if active:
+                logprobs = self._log_softmax(self._decode(entries))
+        self._finish_wave(seqs, wave, wave_reqs, prefilled, results)
+
+    def _finish_wave(
+        self, seqs: list[_Seq], wave: list[int], reqs: list[GenerationRequest], prefilled: list[int], results: list[list[Completion]]
+    ) -> None:
+        for seq in seqs:
+            slot = self._slots[seq.slot]
+            slot.busy = False
+            slot.last_used = self._clock
+            text = seq.text if seq.finish == "stop" else seq.raw.decode("utf-8", errors="replace")
+            self.stats.generated_tokens += len(seq.tokens)
+            self.stats.sequences += 1
+            results[wave[seq.request]].append(
+                Completion(
+                    text=text,
+                    token_ids=seq.tokens,
+                    logprobs=seq.logprobs,
+                    signals=seq.signals,
+                    finish_reason=seq.finish,  # type: ignore[arg-type]
+                    stop=seq.stop,
+                    prompt_tokens=prefilled[seq.request] if seq.child == 0 else 0,
+                    generated_tokens=len(seq.tokens),
+                )
+            )
+
+    # -- scoring --------------------------------------------------------------------------
+    def score(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
+        with self._lock:
+            self._clock += 1
+            out: list[list[float]] = []
+            for start in range(0, len(prompts), self.n_seq_max):
+                out.extend(self._score_wave(prompts[start : start + self.n_seq_max], continuations[start : start + self.n_seq_max]))
+            self.stats.calls += 1
+            return out
+
+    def _score_wave(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
+        entries, spans, slots = [], [], []
+        n_flagged = 0
+        for prompt, cont in zip(prompts, continuations, strict=True):
+            p_tokens = self.tokenize(prompt)
+            full = self.tokenize(prompt + cont)
+            split = _common_prefix(p_tokens, full)
+            if split == len(full):
+                raise BackendError("score() needs a non-empty continuation")
+            src, reuse = self._best_prefix(full)
+            reuse = min(reuse, split - 1) if split > 0 else 0
+            slot = self._take_slot()
+            if reuse > 0:
+                _llama.llama_memory_seq_cp(self._mem, src, slot, 0, reuse)
+            start_row = n_flagged
+            for pos in range(reuse, len(full)):
+                want = split - 1 <= pos < len(full) - 1
+                entries.append((full[pos], pos, slot, want))
+                n_flagged += want
+            self._slots[slot].tokens = list(full)
+            spans.append((start_row, full[split:]))
+            slots.append(slot)
+            self.stats.prompt_tokens += len(full) - reuse
+            self.stats.reused_prompt_tokens += reuse
+            self.stats.scored_tokens += len(full) - split
+        logits = self._decode(entries)
+        result = []
+        for start_row, targets in spans:
+            rows = self._log_softmax(logits[start_row : start_row + len(targets)])
+            result.append([float(rows[j, t]) for j, t in enumerate(targets)])
+        for slot in slots:
+            self._slots[slot].busy = False
+            self._slots[slot].last_used = self._clock
+        return result
+
+    def clear_cache(self) -> None:
+        """Forget every cached prefix (benchmarks use it to measure cold prefills)."""
+        with self._lock:
+            _llama.llama_memory_clear(self._mem, True)
+            self._slots = [_Slot() for _ in range(self.n_seq_max)]
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            _llama.llama_batch_free(self._batch)
+            _llama.llama_free(self._ctx)
+            _llama.llama_model_free(self._model)
+            self._ctx = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass

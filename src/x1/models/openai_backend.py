@@ -1,0 +1,338 @@
+"""A backend that talks to any OpenAI-compatible server (vLLM, llama.cpp, llama-cpp-python, ``x1 serve``).
+
+It uses the *completions* endpoint, not chat: tree search extends raw partial reasoning paths,
+which a chat endpoint cannot continue. All requests of one ``generate`` call go out together
+(bounded by ``concurrency``), so a server with continuous batching sees the whole tick at once.
+
+Because the endpoint takes text, ``format_chat`` cannot ask the server for its template: it
+renders ``chat_template`` (a Hugging Face style Jinja string) when one is given, else ChatML
+(``<|im_start|>role\\n...<|im_end|>\\n`` then ``<|im_start|>assistant\\n``), which is right for
+Qwen and SmolLM2 models; pass the model's own template for any other family.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from x1.models._sampling import render_chatml, render_template, sample_seed
+from x1.models.base import (
+    BackendError,
+    BackendStats,
+    Capabilities,
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    truncate_at_stop,
+)
+
+T = TypeVar("T")
+MAX_TOP_LOGPROBS = 20
+SERVE_FIX = "start one (x1 serve policy / llama-server / vllm serve) or correct --model openai:URL"
+
+
+class _LoopThread:
+    """A private event loop in a daemon thread: sync callers (even ones inside a running loop) block on it.
+
+    One long-lived loop also lets the HTTP client keep its connections between calls.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="x1-openai-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+class OpenAIBackend:
+    """Completions against ``base_url`` (e.g. ``http://127.0.0.1:8000/v1``), with retries and clear errors."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model_name: str = "default",
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        concurrency: int = 32,
+        chat_template: str | None = None,
+        extra_body: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> None:
+        try:
+            import openai  # noqa: F401
+        except ImportError as err:
+            raise BackendError("the OpenAI backend needs the openai package; fix: pip install 'x1[openai]'") from err
+        self.base_url = base_url.rstrip("/")
+        self.model_name = model_name
+        self.name = model_name
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self.timeout = float(timeout)
+        self.max_retries = max(0, int(max_retries))
+        self.concurrency = max(1, int(concurrency))
+        self.chat_template = chat_template
+        self.extra_body = dict(extra_body or {})  # server-specific knobs, e.g. {"top_k": 0}
+        self.stats = BackendStats()
+        self.capabilities = Capabilities(
+            batching=True,  # many sequences in flight at once; the server decides how to batch them
+            logprobs=True,
+            top_logprobs=MAX_TOP_LOGPROBS,
+            full_distribution=False,
+            prefix_reuse=False,
+            scoring=False,  # echo support varies by server; score() tries and says when it cannot
+            max_batch=self.concurrency,
+        )
+        self._logprobs_ok = True  # turned off if the server rejects logprobs
+        self._runner: _LoopThread | None = None
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        with self._lock:
+            if self._runner is None:
+                self._runner = _LoopThread()
+            runner = self._runner
+        return runner.run(coro)
+
+    def _get_client(self) -> Any:
+        """Create the client inside the private loop (its connection pool belongs to that loop)."""
+        if self._client is None:
+            from openai import AsyncOpenAI
+
+            self._client = AsyncOpenAI(
+                base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0
+            )
+        return self._client
+
+    def _error(self, err: Exception) -> BackendError:
+        """One line naming the URL, what went wrong, and the fix."""
+        import openai
+
+        url = self.base_url
+        if isinstance(err, openai.APITimeoutError):
+            return BackendError(
+                f"the server at {url} did not answer within {self.timeout:g}s; "
+                "fix: raise --timeout or check the server load"
+            )
+        if isinstance(err, openai.APIConnectionError):
+            cause = err.__cause__ or err
+            text = str(cause).lower()
+            why = "connection refused" if "refused" in text or "connect" in type(cause).__name__.lower() else (
+                str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+            )
+            return BackendError(f"no server answers at {url} ({why}); fix: {SERVE_FIX}")
+        if isinstance(err, openai.NotFoundError):
+            return BackendError(
+                f"the server at {url} has no model {self.model_name!r} or no /completions route (HTTP 404); "
+                "fix: pass the name listed at /v1/models (--model-name) and a URL ending in /v1"
+            )
+        if isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
+            return BackendError(f"the server at {url} refused the API key (HTTP {err.status_code}); fix: set OPENAI_API_KEY")
+        if isinstance(err, openai.APIStatusError):
+            detail = " ".join(str(err.message).split())[:200]
+            fix = "check the server log" if err.status_code >= 500 else "check the request options the server supports"
+            return BackendError(f"the server at {url} answered HTTP {err.status_code}: {detail}; fix: {fix}")
+        return BackendError(f"request to {url} failed: {type(err).__name__}: {err}; fix: check the server")
+
+    async def _call(self, sem: asyncio.Semaphore, **params: Any) -> Any:
+        """One completions request, retried with exponential backoff on transient failures."""
+        import openai
+
+        transient = (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError)
+        client = self._get_client()
+        if self.extra_body:
+            params["extra_body"] = {**self.extra_body, **params.get("extra_body", {})}
+        async with sem:
+            for attempt in range(self.max_retries + 1):
+                try:
+                    return await client.completions.create(model=self.model_name, **params)
+                except transient as err:
+                    if attempt >= self.max_retries:
+                        raise self._error(err) from err
+                    await asyncio.sleep(min(0.25 * 2**attempt, 8.0))
+                except openai.APIError as err:
+                    raise self._error(err) from err
+        raise AssertionError("unreachable")
+
+    # -- generation -----------------------------------------------------------------------
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        """All requests concurrently; each asks the server for ``n`` choices (topped up if it gives fewer)."""
+        self.stats.calls += 1
+        return self._run(self._generate(requests))
+
+    async def _generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        sem = asyncio.Semaphore(self.concurrency)
+        return list(await asyncio.gather(*(self._one(sem, req) for req in requests)))
+
+    async def _one(self, sem: asyncio.Semaphore, req: GenerationRequest) -> list[Completion]:
+        if req.n <= 0:
+            return []
+        out = await self._request(sem, req, req.n, req.seed)
+        # Some servers (llama-cpp-python) ignore n: ask for the missing samples one by one.
+        missing = req.n - len(out)
+        if missing > 0:
+            extra = await asyncio.gather(
+                *(self._request(sem, req, 1, sample_seed(req.seed, len(out) + k)) for k in range(missing))
+            )
+            for batch in extra:
+                out.extend(batch)
+        return out[: req.n]
+
+    async def _request(self, sem: asyncio.Semaphore, req: GenerationRequest, n: int, seed: int | None) -> list[Completion]:
+        import openai
+
+        params: dict[str, Any] = {
+            "prompt": req.prompt,
+            "n": n,
+            "max_tokens": req.max_tokens,
+            "temperature": req.temperature,
+            "top_p": req.top_p,
+        }
+        if req.stop:
+            params["stop"] = list(req.stop)
+        if seed is not None:
+            params["seed"] = seed
+        if self._logprobs_ok:
+            params["logprobs"] = max(1, min(req.top_logprobs, MAX_TOP_LOGPROBS))
+        try:
+            response = await self._call(sem, **params)
+        except BackendError as err:
+            cause = err.__cause__
+            if "logprobs" in params and isinstance(cause, openai.BadRequestError) and "logprob" in str(cause).lower():
+                self._logprobs_ok = False  # this server cannot: carry on without them
+                params.pop("logprobs")
+                response = await self._call(sem, **params)
+            else:
+                raise
+        return self._completions(req, response)
+
+    def _completions(self, req: GenerationRequest, response: Any) -> list[Completion]:
+        usage = getattr(response, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        choices = sorted(response.choices, key=lambda c: c.index or 0)
+        self.stats.sequences += len(choices)
+        self.stats.prompt_tokens += prompt_tokens
+        self.stats.generated_tokens += completion_tokens
+        results = []
+        for i, choice in enumerate(choices):
+            text = choice.text or ""
+            tokens, logprobs, top = self._logprobs(choice, req)
+            text, stop, finish = self._finish(choice, text, req.stop)
+            generated = len(tokens) if tokens else (completion_tokens // max(1, len(choices)))
+            results.append(
+                Completion(
+                    text=text,
+                    logprobs=logprobs,
+                    top_logprobs=top,
+                    finish_reason=finish,
+                    stop=stop,
+                    # the server prefilled the prompt once for all its choices: count it on the first
+                    prompt_tokens=prompt_tokens if i == 0 else 0,
+                    generated_tokens=generated,
+                )
+            )
+        return results
+
+    @staticmethod
+    def _logprobs(choice: Any, req: GenerationRequest) -> tuple[list[str], list[float], list[dict[str, float]]]:
+        lp = getattr(choice, "logprobs", None)
+        if lp is None or not lp.tokens:
+            return [], [], []
+        tokens = list(lp.tokens)
+        values = [float(v) if v is not None else 0.0 for v in (lp.token_logprobs or [])]
+        top: list[dict[str, float]] = []
+        if req.top_logprobs > 0 and lp.top_logprobs:
+            top = [
+                dict(sorted(((k, float(v)) for k, v in (d or {}).items()), key=lambda kv: -kv[1])[: req.top_logprobs])
+                for d in lp.top_logprobs
+            ]
+        return tokens, values, top
+
+    @staticmethod
+    def _finish(choice: Any, text: str, stop: list[str]) -> tuple[str, str | None, FinishReason]:
+        """Map the server's finish to ours; tell a stop string from end-of-sequence where the server says so."""
+        if choice.finish_reason == "length":
+            kept, hit = truncate_at_stop(text, stop)
+            return (kept, hit, "stop") if hit else (text, None, "length")
+        reason = getattr(choice, "stop_reason", None)  # vLLM: the matched stop string, or None for EOS
+        if isinstance(reason, str) and reason in stop:
+            return text, reason, "stop"
+        kept, hit = truncate_at_stop(text, stop)  # a server that returned the stop string in the text
+        if hit is not None:
+            return kept, hit, "stop"
+        return text, None, "eos"
+
+    # -- scoring --------------------------------------------------------------------------
+    def score(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
+        """Teacher-forced logprobs through ``echo=True, logprobs=1, max_tokens=0``, where the server supports it."""
+        if len(prompts) != len(continuations):
+            raise BackendError(f"score got {len(prompts)} prompts but {len(continuations)} continuations")
+        self.stats.calls += 1
+        return self._run(self._score(prompts, continuations))
+
+    async def _score(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
+        sem = asyncio.Semaphore(self.concurrency)
+        return list(await asyncio.gather(*(self._score_one(sem, p, c) for p, c in zip(prompts, continuations, strict=True))))
+
+    async def _score_one(self, sem: asyncio.Semaphore, prompt: str, continuation: str) -> list[float]:
+        if not continuation:
+            return []
+        try:
+            response = await self._call(
+                sem, prompt=prompt + continuation, echo=True, logprobs=1, max_tokens=0, temperature=0.0
+            )
+        except BackendError as err:
+            raise BackendError(
+                f"the server at {self.base_url} cannot score (echo with logprobs failed: {err}); "
+                "fix: use a server that supports echo=True with logprobs (vLLM), or a local backend (hf, llamacpp)"
+            ) from err
+        lp = getattr(response.choices[0], "logprobs", None) if response.choices else None
+        offsets = list(getattr(lp, "text_offset", None) or [])
+        values = list(getattr(lp, "token_logprobs", None) or [])
+        if not offsets or len(offsets) != len(values):
+            raise BackendError(
+                f"the server at {self.base_url} returned no echoed prompt logprobs, so it cannot score; "
+                "fix: use a server that supports echo=True with logprobs (vLLM), or a local backend (hf, llamacpp)"
+            )
+        start = len(prompt)
+        picked = [float(v) for off, v in zip(offsets, values, strict=True) if off >= start and v is not None]
+        # max_tokens=0 should generate nothing; drop anything past the echoed text if a server did.
+        text = response.choices[0].text or ""
+        picked = picked[: len(picked) - max(0, len(text) - len(prompt + continuation) > 0)]
+        self.stats.scored_tokens += len(picked)
+        usage = getattr(response, "usage", None)
+        self.stats.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
+        return picked
+
+    # -- chat -----------------------------------------------------------------------------
+    def format_chat(self, messages: list[dict[str, str]]) -> str:
+        """``chat_template`` if given, else ChatML: the completions endpoint cannot render chats for us."""
+        if self.chat_template:
+            return render_template(self.chat_template, messages)
+        return render_chatml(messages)
+
+    def close(self) -> None:
+        """Close the HTTP client and stop the private loop."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                runner.run(client.close())
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+        runner.stop()

@@ -1,0 +1,185 @@
+"""vLLM in-process backend: continuous batching and automatic prefix caching on a CUDA GPU.
+
+Tree search re-sends a growing path as the prompt of every step; with
+``enable_prefix_caching=True`` vLLM keeps the KV blocks of shared prefixes, so only the new
+suffix is prefilled (``RequestOutput.num_cached_tokens`` reports how much was reused).
+vLLM is optional and imported only when this backend is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from x1.models.base import (
+    BackendError,
+    BackendStats,
+    Capabilities,
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    truncate_at_stop,
+)
+
+MAX_TOP_LOGPROBS = 20  # vLLM's default max_logprobs
+
+
+def _logprob_value(entry: Any) -> float:
+    """vLLM's ``Logprob`` objects carry ``.logprob``; older builds returned bare floats."""
+    return float(getattr(entry, "logprob", entry))
+
+
+class VLLMBackend:
+    """``vllm.LLM`` with prefix caching; ``engine_kwargs`` go straight to ``LLM`` (e.g. ``gpu_memory_utilization``)."""
+
+    def __init__(self, model: str, **engine_kwargs: Any) -> None:
+        try:
+            import vllm
+        except ImportError as err:
+            raise BackendError(
+                f"vLLM is not installed (cannot load {model!r}); "
+                "fix: pip install 'x1[vllm]' on a machine with a CUDA GPU"
+            ) from err
+        self._vllm = vllm
+        name = engine_kwargs.pop("name", None)
+        for ignored in ("model_name", "max_batch"):
+            engine_kwargs.pop(ignored, None)
+        engine_kwargs.setdefault("enable_prefix_caching", True)
+        self.name = str(name or model)
+        try:
+            self.llm = vllm.LLM(model=model, **engine_kwargs)
+        except Exception as err:  # noqa: BLE001 - vLLM raises many types; the message is what helps
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise BackendError(
+                f"vLLM could not load {model!r}: {first}; "
+                "fix: check the model path/name, free GPU memory, or lower gpu_memory_utilization / max_model_len"
+            ) from err
+        self.tokenizer = self.llm.get_tokenizer()
+        self.stats = BackendStats()
+        self.capabilities = Capabilities(
+            batching=True,
+            logprobs=True,
+            top_logprobs=MAX_TOP_LOGPROBS,
+            full_distribution=False,
+            prefix_reuse=bool(engine_kwargs.get("enable_prefix_caching", True)),
+            scoring=True,
+            max_batch=1 << 12,
+        )
+
+    def _params(self, req: GenerationRequest) -> Any:
+        return self._vllm.SamplingParams(
+            n=req.n,
+            temperature=max(req.temperature, 0.0),
+            top_p=req.top_p,
+            max_tokens=req.max_tokens,
+            stop=list(req.stop) or None,
+            seed=req.seed,
+            # vLLM returns the top-k plus the sampled token at each position; 1 still gives the chosen logprob.
+            logprobs=max(1, min(req.top_logprobs, MAX_TOP_LOGPROBS)),
+        )
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        """One ``LLM.generate`` call for the whole batch, one ``SamplingParams`` per request."""
+        self.stats.calls += 1
+        live = [i for i, r in enumerate(requests) if r.n > 0]
+        results: list[list[Completion]] = [[] for _ in requests]
+        if not live:
+            return results
+        outputs = self.llm.generate(
+            [requests[i].prompt for i in live],
+            sampling_params=[self._params(requests[i]) for i in live],
+            use_tqdm=False,
+        )
+        for i, out in zip(live, outputs, strict=True):
+            results[i] = self._completions(requests[i], out)
+        return results
+
+    def _completions(self, req: GenerationRequest, out: Any) -> list[Completion]:
+        prompt_len = len(out.prompt_token_ids or [])
+        cached = int(getattr(out, "num_cached_tokens", 0) or 0)
+        prefilled = max(prompt_len - cached, 0)
+        self.stats.prompt_tokens += prefilled
+        self.stats.reused_prompt_tokens += cached
+        completions = []
+        for k, seq in enumerate(out.outputs):
+            ids = list(seq.token_ids)
+            chosen: list[float] = []
+            top: list[dict[str, float]] = []
+            for tid, position in zip(ids, seq.logprobs or [], strict=False):
+                chosen.append(_logprob_value(position[tid]) if tid in position else float("nan"))
+                if req.top_logprobs > 0:
+                    ranked = sorted(position.items(), key=lambda kv: -_logprob_value(kv[1]))[: req.top_logprobs]
+                    top.append({self._token_text(t, e): _logprob_value(e) for t, e in ranked})
+            finish: FinishReason
+            stop: str | None = None
+            text = seq.text
+            if seq.finish_reason == "length":
+                finish = "length"
+            elif isinstance(seq.stop_reason, str):
+                finish, stop = "stop", seq.stop_reason
+            else:  # None: EOS; an int: a stop token id
+                finish = "eos"
+                text, hit = truncate_at_stop(text, req.stop)
+                if hit is not None:
+                    finish, stop = "stop", hit
+            self.stats.sequences += 1
+            self.stats.generated_tokens += len(ids)
+            completions.append(
+                Completion(
+                    text=text,
+                    token_ids=ids,
+                    logprobs=chosen,
+                    top_logprobs=top,
+                    finish_reason=finish,
+                    stop=stop,
+                    prompt_tokens=prefilled if k == 0 else 0,  # n samples share one prefill
+                    generated_tokens=len(ids),
+                )
+            )
+        return completions
+
+    def _token_text(self, token_id: int, entry: Any) -> str:
+        text = getattr(entry, "decoded_token", None)
+        return text if text is not None else self.tokenizer.decode([token_id])
+
+    def score(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
+        """Teacher-forced logprobs via ``prompt_logprobs=0`` over prompt + continuation token ids."""
+        if len(prompts) != len(continuations):
+            raise BackendError(f"score got {len(prompts)} prompts but {len(continuations)} continuations")
+        self.stats.calls += 1
+        pairs = [
+            (self.tokenizer.encode(p), self.tokenizer.encode(c, add_special_tokens=False))
+            for p, c in zip(prompts, continuations, strict=True)
+        ]
+        todo = [i for i, (_, c) in enumerate(pairs) if c]
+        results: list[list[float]] = [[] for _ in pairs]
+        if not todo:
+            return results
+        params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        try:
+            outputs = self.llm.generate(
+                [{"prompt_token_ids": pairs[i][0] + pairs[i][1]} for i in todo],
+                sampling_params=params,
+                use_tqdm=False,
+            )
+        except (ValueError, NotImplementedError) as err:
+            raise BackendError(
+                f"vLLM refused prompt logprobs: {err}; fix: build the backend with enable_prefix_caching=False to score"
+            ) from err
+        for i, out in zip(todo, outputs, strict=True):
+            prompt_ids, cont_ids = pairs[i]
+            rows = list(out.prompt_logprobs or [])[len(prompt_ids) :]
+            results[i] = [_logprob_value(row[t]) for t, row in zip(cont_ids, rows, strict=True)]
+            self.stats.scored_tokens += len(cont_ids)
+            self.stats.prompt_tokens += len(prompt_ids) + len(cont_ids)
+        return results
+
+    def format_chat(self, messages: list[dict[str, str]]) -> str:
+        """The model's own chat template, through vLLM's tokenizer."""
+        return str(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+
+    def close(self) -> None:
+        """Drop the engine so its GPU memory can be reclaimed."""
+        self.llm = None
+        import gc
+
+        gc.collect()

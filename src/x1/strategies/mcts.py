@@ -1,0 +1,153 @@
+"""Monte Carlo Tree Search as in the x1 paper (BLUEPRINT.md, "MCTS as in x1").
+
+One iteration: *select* a leaf by PUCT from the root → *generate* ``expand`` children → *evaluate*
+each new child (value evaluator; true reward at terminals in training mode; optionally mixed
+with rollouts by α) → *backpropagate* from the expanded leaf. New children start with N = 1.
+``parallel`` > 1 selects several leaves per tick with virtual loss, so one problem fills a batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from x1.graph import ROOT_ID, ReasoningGraph, Thought
+from x1.operators.backpropagate import backpropagate
+from x1.operators.select import argmax, puct_score, to_unit
+from x1.strategies.base import Expand, Problem, Reply, Request, Strategy
+
+
+@dataclass
+class MCTS(Strategy):
+    iterations: int = 16
+    expand: int = 3  # m: children per expansion
+    temperature: float = 0.8
+    c1: float = 1.25
+    c2: float = 19652.0
+    puct_form: str = "muzero"  # or "paper" (√(N−1), log((N+c2)/c2))
+    gamma: float = 0.96
+    lam: float = 1.0
+    alpha: float = 0.0  # weight of rollouts in a new node's value; 0 = value evaluator only
+    rollouts: int = 1
+    evaluator: str = "confidence"
+    training: bool = False  # terminals get the verifier's true reward (±1)
+    answer_by: str = "value"  # or "visits"
+    stop_at_first_terminal: bool = False
+    parallel: int = 1  # leaves selected per tick, with virtual loss
+    name: str = "mcts"
+
+    def start(self, problem: Problem) -> None:
+        problem.meta.update(iteration=0, pending_rollouts=[], virtual={})
+        problem.graph.root.value = 0.0
+
+    # -- select ---------------------------------------------------------------------------
+    def _score(self, graph: ReasoningGraph, child: Thought, parent: Thought, virtual: dict[str, int]) -> float:
+        vl = virtual.get(str(child.id), 0)
+        if vl:
+            # virtual loss: pretend vl extra visits that all lost, so parallel picks spread out
+            q = child.value if child.value is not None else 0.0
+            shadow = Thought(id=child.id, value=(q * child.visits - vl) / (child.visits + vl), visits=child.visits + vl)
+            return puct_score(shadow, parent.visits + vl, self.c1, self.c2, self.puct_form)
+        return puct_score(child, parent.visits, self.c1, self.c2, self.puct_form)
+
+    def select_leaf(self, graph: ReasoningGraph, virtual: dict[str, int]) -> Thought:
+        node = graph.root
+        while True:
+            children = [graph[c] for c in node.children if not graph[c].pruned]
+            if not children or node.terminal:
+                return node
+            node = argmax(children, key=lambda c, parent=node: self._score(graph, c, parent, virtual))
+
+    # -- ask / tell -----------------------------------------------------------------------
+    def _finished(self, problem: Problem) -> bool:
+        if problem.meta["iteration"] >= self.iterations:
+            return True
+        return self.stop_at_first_terminal and any(
+            t.terminal and (not self.training or (t.reward or 0) >= 1) for t in problem.graph
+        )
+
+    def ask(self, problem: Problem) -> list[Request]:
+        graph = problem.graph
+        if problem.meta["pending_rollouts"]:
+            return [
+                Expand(t, n=self.rollouts, stop=[], max_tokens=512, attach=False, tag="rollout")
+                for t in problem.meta["pending_rollouts"]
+            ]
+        requests: list[Request] = []
+        virtual: dict[str, int] = {}
+        chosen: set[int] = set()
+        guard = 0
+        while len(requests) < self.parallel and not self._finished(problem) and guard < 4 * self.parallel + 8:
+            guard += 1
+            leaf = self.select_leaf(graph, virtual)
+            if leaf.terminal:
+                # A terminal cannot grow: count the visit, back its value up, and go again.
+                backpropagate(graph, leaf.id, self.gamma, self.lam)
+                problem.meta["iteration"] += 1
+                continue
+            if leaf.id in chosen:
+                break
+            chosen.add(leaf.id)
+            for t in [leaf, *graph.path(leaf.id)[:-1]]:
+                virtual[str(t.id)] = virtual.get(str(t.id), 0) + 1
+            requests.append(Expand(leaf.id, n=self.expand, temperature=self.temperature, evaluator=self.evaluator))
+        problem.meta["virtual"] = virtual
+        return requests
+
+    def _value_of(self, problem: Problem, child: Thought) -> float:
+        if child.terminal and self.training:
+            verdict = problem.task.verify(child.answer)
+            child.reward = verdict.score
+            return 2.0 * verdict.score - 1.0
+        return 2.0 * child.scores.get(self.evaluator, 0.5) - 1.0
+
+    def tell(self, problem: Problem, replies: list[Reply]) -> None:
+        graph = problem.graph
+        problem.meta["virtual"] = {}
+        if any(r.completions for r in replies) or problem.meta["pending_rollouts"]:
+            self._tell_rollouts(problem, replies)
+            return
+        waiting: list[int] = []
+        for reply in replies:
+            pending = []
+            for cid in reply.thought_ids:
+                child = graph[cid]
+                child.value = self._value_of(problem, child)
+                child.visits = 1
+                if self.alpha > 0 and self.training and not child.terminal:
+                    pending.append(cid)
+            if pending:
+                waiting.extend(pending)  # backed up once their rollouts return
+            else:
+                backpropagate(graph, reply.request.thought_id, self.gamma, self.lam)
+                problem.meta["iteration"] += 1
+        problem.meta["pending_rollouts"] = waiting
+
+    def _tell_rollouts(self, problem: Problem, replies: list[Reply]) -> None:
+        graph = problem.graph
+        leaves = set()
+        for reply in replies:
+            child = graph[reply.request.thought_id]
+            returns = []
+            for c in reply.completions:
+                text = graph.path_text(child.id) + c.text
+                _, verdict = problem.task.check_solution(text)
+                steps = max(1, c.text.count(problem.task.step_format.delimiter or "\n\n") + 1)
+                returns.append(self.gamma**steps * (2.0 * verdict.score - 1.0))
+            rollout_value = sum(returns) / len(returns) if returns else 0.0
+            child.value = (1 - self.alpha) * (child.value or 0.0) + self.alpha * rollout_value
+            child.meta["rollout_value"] = rollout_value
+            leaves.add(child.parents[0])
+        problem.meta["pending_rollouts"] = []
+        for leaf in sorted(leaves):
+            backpropagate(graph, leaf, self.gamma, self.lam)
+            problem.meta["iteration"] += 1
+
+    def answer(self, problem: Problem) -> Thought | None:
+        graph = problem.graph
+        terminals = [t for t in graph if t.terminal and not t.pruned]
+        pool = terminals or [t for t in graph.leaves() if t.id != ROOT_ID]
+        if not pool:
+            return None
+        if self.answer_by == "visits":
+            return min(pool, key=lambda t: (-t.visits, -to_unit(t.value), t.id))
+        return min(pool, key=lambda t: (-to_unit(t.value), -t.visits, t.id))
