@@ -64,7 +64,7 @@ class FakeBackend:
             return f"The answer is {h % self.answers}.{EOS}"
         return f"Step {steps_done + 1}: consider {h % 997}.\n\n"
 
-    def _respond(self, prompt: str, seed: int | None, index: int) -> str:
+    def _respond(self, prompt: str, seed: int | None, index: int, temperature: float = 1.0) -> str:
         if self.responder is not None:
             return self.responder(prompt, index)
         if self.responses is not None:
@@ -75,6 +75,8 @@ class FakeBackend:
                     self._asked[key] += 1
                     return options[k % len(options)]
             return EOS
+        if temperature <= 0:  # greedy: the same prompt always gets the same continuation
+            return self._procedural(prompt, 0)
         return self._procedural(prompt, index + 1000 * (seed or 0))
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
@@ -87,7 +89,7 @@ class FakeBackend:
             self.stats.prompt_tokens += prompt_tokens
             group = []
             for i in range(req.n):
-                raw = self._respond(req.prompt, req.seed, i)
+                raw = self._respond(req.prompt, req.seed, i, req.temperature)
                 ended = raw.endswith(EOS)
                 raw = raw.removesuffix(EOS)
                 text, stop = truncate_at_stop(raw, req.stop)

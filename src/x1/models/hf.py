@@ -42,6 +42,14 @@ def _import_torch() -> Any:
     return torch
 
 
+def _dtype_kwarg() -> str:
+    """transformers 4.56 renamed ``torch_dtype`` to ``dtype`` (the old name warns in 5.x)."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
 def _token_signals(row: Any) -> dict[str, float]:
     from x1.metrics import token_signals
 
@@ -97,7 +105,7 @@ class TransformersBackend:
         load: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(location), **load)
-            model = AutoModelForCausalLM.from_pretrained(str(location), torch_dtype=self.dtype, **load)
+            model = AutoModelForCausalLM.from_pretrained(str(location), **{_dtype_kwarg(): self.dtype}, **load)
         except (OSError, ValueError, ImportError) as err:
             raise BackendError(
                 f"transformers could not load {path}: {str(err).splitlines()[0]}; "

@@ -33,12 +33,27 @@ def extract_boxed(text: str) -> str | None:
 
 def _clean(answer: str) -> str:
     answer = answer.strip().splitlines()[0].strip() if answer.strip() else ""
+    # "The answer is: The answer is: 15 + 5 = 20." — models repeat the marker and show work.
+    while (m := _ANSWER_IS.search(answer)) is not None:
+        answer = m.group(1).strip()
+    if "=" in answer:
+        answer = answer.rsplit("=", 1)[1].strip()
     answer = answer.strip(" *`$")
     return answer.rstrip(".").strip()
 
 
 def extract_answer(text: str) -> str | None:
     """The final answer in ``text``, or None when there is nothing answer-like."""
+    marked = extract_marked_answer(text)
+    return marked if marked is not None else last_number(text)
+
+
+def extract_marked_answer(text: str) -> str | None:
+    """An answer the solution marks as final (boxed, "The answer is", ``####``), else None.
+
+    Separate from :func:`extract_answer` so that tasks whose answers are not numbers can
+    supply their own fallback instead of "the last number in the text".
+    """
     boxed = extract_boxed(text)
     if boxed:
         return boxed
@@ -51,7 +66,7 @@ def extract_answer(text: str) -> str | None:
     matches = _HASHES.findall(text)
     if matches:
         return _clean(matches[-1])
-    return last_number(text)
+    return None
 
 
 def last_number(text: str) -> str | None:

@@ -1,0 +1,75 @@
+"""The engine: lock-step batching, budgets, determinism, checkpoint and resume."""
+
+import pytest
+from helpers import number_task
+
+from x1.engine import Budget, Engine
+from x1.evaluators.simple import ConfidenceEvaluator
+from x1.models.fake import FakeBackend
+from x1.strategies import BestOfN, build_strategy
+
+
+class CountingFake(FakeBackend):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batch_sizes: list[int] = []
+
+    def generate(self, requests):
+        self.batch_sizes.append(len(requests))
+        return super().generate(requests)
+
+
+def tasks(n: int = 5):
+    return [number_task(f"t{i}", question=f"question {i}") for i in range(n)]
+
+
+def test_all_problems_share_one_policy_call_per_tick():
+    fake = CountingFake(steps_to_answer=3)
+    engine = Engine(fake, {"confidence": ConfidenceEvaluator()})
+    engine.run(tasks(5), build_strategy("mcts", iterations=4, expand=2))
+    assert fake.stats.calls == engine.ticks == len(fake.batch_sizes)
+    assert fake.batch_sizes[0] == 5  # every problem's first expansion in the same call
+
+
+def test_same_seed_same_graphs_and_different_seed_differs():
+    def run(seed):
+        outs = Engine(FakeBackend(), {"confidence": ConfidenceEvaluator()}, seed=seed).run(tasks(3), build_strategy("mcts", iterations=5))
+        return [o.graph.to_dict() for o in outs]
+
+    assert run(1) == run(1)
+    assert run(1) != run(2)
+
+
+def test_budgets_stop_a_problem():
+    engine = Engine(FakeBackend(steps_to_answer=50), budget=Budget(max_nodes=6))
+    (outcome,) = engine.run(tasks(1), BestOfN(n=4))
+    assert outcome.stop_reason == "node budget"
+    assert len(outcome.graph) >= 6
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path):
+    strategy = build_strategy("mcts", iterations=6, expand=2)
+    reference_engine = Engine(FakeBackend(), {"confidence": ConfidenceEvaluator()})
+    reference = reference_engine.run(tasks(3), strategy)
+
+    checkpoint = tmp_path / "ckpt.jsonl"
+
+    def stop_after_two(tick, problems):
+        if tick == 2:
+            raise KeyboardInterrupt
+
+    engine = Engine(FakeBackend(), {"confidence": ConfidenceEvaluator()}, checkpoint_path=checkpoint, on_tick=stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(tasks(3), strategy)
+    assert checkpoint.exists()
+    resumed_engine = Engine(FakeBackend(), {"confidence": ConfidenceEvaluator()}, checkpoint_path=checkpoint)
+    resumed = resumed_engine.run(tasks(3), strategy)
+    assert [o.graph.to_dict() for o in resumed] == [o.graph.to_dict() for o in reference]
+    assert 0 < resumed_engine.ticks < reference_engine.ticks  # finished work was not redone
+
+
+def test_checkpoint_of_another_strategy_is_refused(tmp_path):
+    checkpoint = tmp_path / "ckpt.jsonl"
+    Engine(FakeBackend(), checkpoint_path=checkpoint).run(tasks(1), BestOfN(n=2))
+    with pytest.raises(ValueError, match="delete the checkpoint"):
+        Engine(FakeBackend(), {"confidence": ConfidenceEvaluator()}, checkpoint_path=checkpoint).run(tasks(1), build_strategy("mcts"))

@@ -1,0 +1,105 @@
+"""Strategies and operators against values computed by hand (fake backend, no model)."""
+
+import math
+
+import pytest
+from helpers import ScriptedEvaluator, number_task
+
+from x1.engine import Engine
+from x1.graph import ReasoningGraph
+from x1.models.fake import FakeBackend
+from x1.operators.backpropagate import backpropagate
+from x1.operators.select import puct_score
+from x1.strategies import BeamSearch, BestOfN, ChainOfThought, build_strategy, vote
+from x1.strategies.mcts import MCTS
+
+
+def test_puct_by_hand():
+    g = ReasoningGraph()
+    a = g.add(0, "A", value=0.6, visits=1)
+    # muzero: 0.8 + sqrt(1)/(1+1) * (1.25 + log((1+19652+1)/19652))
+    expected = 0.8 + 0.5 * (1.25 + math.log(19654 / 19652))
+    assert puct_score(a, 1) == pytest.approx(expected)
+    # paper form: sqrt(N-1) = 0 at N = 1, so the second selection is purely greedy
+    assert puct_score(a, 1, form="paper") == pytest.approx(0.8)
+    assert puct_score(a, 5, form="paper") == pytest.approx(0.8 + 2 / 2 * (1.25 + math.log((5 + 19652) / 19652)))
+
+
+def test_backpropagate_without_children_does_not_divide_by_zero():
+    g = ReasoningGraph()
+    leaf = g.add(0, "x", value=0.4, visits=0)
+    backpropagate(g, leaf.id)
+    assert leaf.value == 0.4 and leaf.visits == 1
+    assert g.root.value == pytest.approx(0.96 * 0.4) and g.root.visits == 1
+
+
+def test_mcts_q_and_n_after_scripted_expansions():
+    fake = FakeBackend({"": ["A\n\n", "B\n\n"], "A\n\n": ["A1\n\n", "A2\n\n"]})
+    evaluator = ScriptedEvaluator({"A": 0.8, "B": 0.4, "A1": 1.0, "A2": 0.5})
+    engine = Engine(fake, {"scripted": evaluator})
+    strategy = MCTS(iterations=2, expand=2, evaluator="scripted")
+    (outcome,) = engine.run([number_task()], strategy)
+    g = outcome.graph
+    texts = {t.text.strip(): t for t in g if t.id}
+    assert texts["A"].value == pytest.approx(0.96 * (1.0 + 0.0) / 2)  # 0.48
+    assert texts["A"].visits == 2 and texts["B"].visits == 1
+    assert texts["B"].value == pytest.approx(-0.2)
+    assert g.root.visits == 2
+    assert g.root.value == pytest.approx(0.96 * (2 * 0.48 + 1 * -0.2) / 3)  # 0.2432
+    assert texts["A1"].value == pytest.approx(1.0) and texts["A1"].visits == 1
+
+
+def test_mcts_parallel_virtual_loss_spreads_selections():
+    fake = FakeBackend({"": ["A\n\n", "B\n\n"], "A\n\n": ["A1\n\n"], "B\n\n": ["B1\n\n"]})
+    evaluator = ScriptedEvaluator({"A": 0.6, "B": 0.55})
+    engine = Engine(fake, {"scripted": evaluator})
+    (outcome,) = engine.run([number_task()], MCTS(iterations=3, expand=2, parallel=2, evaluator="scripted"))
+    expanded = {outcome.graph[t.parents[0]].text.strip() for t in outcome.graph if t.id and t.parents[0] != 0}
+    assert expanded == {"A", "B"}  # one tick expanded both, thanks to the virtual loss
+
+
+def test_mcts_training_mode_uses_true_terminal_reward():
+    fake = FakeBackend({"": ["The answer is 2.", "The answer is 3."]})
+    engine = Engine(fake, {"confidence": ScriptedEvaluator({}, name="confidence")})
+    (outcome,) = engine.run([number_task(gold="2")], MCTS(iterations=1, expand=2, training=True))
+    rewards = sorted((t.answer, t.reward, t.value) for t in outcome.graph if t.terminal)
+    assert rewards == [("2", 1.0, 1.0), ("3", 0.0, -1.0)]
+    assert outcome.answer == "2" and outcome.correct
+
+
+def test_beam_width_one_equals_greedy():
+    tasks = [number_task(f"t{i}", question=f"q{i}") for i in range(3)]
+    greedy = Engine(FakeBackend(steps_to_answer=4)).run(tasks, ChainOfThought(temperature=0.0))
+    beam = Engine(FakeBackend(steps_to_answer=4), {"confidence": ScriptedEvaluator({}, name="confidence")}).run(
+        tasks, BeamSearch(width=1, branch=1, temperature=0.0)
+    )
+    for a, b in zip(greedy, beam, strict=True):
+        assert a.graph.path_text(a.answer_thought.id) == b.graph.path_text(b.answer_thought.id)
+
+
+def test_depth_one_beam_equals_reward_ranked_best_of_n():
+    responses = {"": ["The answer is 1.", "The answer is 2.", "The answer is 3.", "The answer is 4."]}
+    scores = ScriptedEvaluator({"The answer is 1.": 0.2, "The answer is 2.": 0.9, "The answer is 3.": 0.5, "The answer is 4.": 0.1})
+    task = number_task(delimiter="")
+    beam = Engine(FakeBackend(responses), {"scripted": scores}).run([task], BeamSearch(width=2, branch=2, evaluator="scripted"))
+    bon = Engine(FakeBackend(responses), {"scripted": scores}).run([task], BestOfN(n=4, voting="reward", evaluator="scripted"))
+    assert beam[0].answer == bon[0].answer == "2"
+
+
+def test_voting_ties_resolve_to_the_first_answer():
+    g = ReasoningGraph()
+    ts = [g.add(0, f"s{i}", terminal=True, answer=a) for i, a in enumerate(["7", "5", "5", "7"])]
+    assert vote(ts, "majority").answer == "7"
+    assert vote(list(reversed(ts)), "majority").id == ts[0].id
+    ts[1].scores["v"] = 0.9
+    ts[0].scores["v"] = 0.2
+    assert vote(ts, "weighted", "v").answer == "5"
+    assert vote(ts, "reward", "v").id == ts[1].id
+    assert vote([g.add(0, "x", terminal=True, answer="1,000"), g.add(0, "y", terminal=True, answer="1000")], "majority").answer == "1,000"
+
+
+def test_unknown_strategy_and_parameter_name_the_fix():
+    with pytest.raises(ValueError, match="choose one of"):
+        build_strategy("alphazero")
+    with pytest.raises(ValueError, match="it takes"):
+        build_strategy("mcts", iterationz=3)
