@@ -31,7 +31,15 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def build_config(model: str, strategy: str, params: list[str] | None, seed: int, temperature: float, config: Path | None, model_name: str | None = None) -> RunConfig:
+def build_config(
+    model: str,
+    strategy: str,
+    params: list[str] | None,
+    seed: int,
+    temperature: float,
+    config: Path | None,
+    model_name: str | None = None,
+) -> RunConfig:
     cfg = RunConfig.from_yaml(config) if config else RunConfig()
     cfg.model.name = model
     if model_name:
@@ -45,7 +53,10 @@ def build_config(model: str, strategy: str, params: list[str] | None, seed: int,
 
 def compute_line(outcome: Outcome) -> str:
     c = outcome.graph.total_compute()
-    return f"{c.generated_tokens} generated + {c.prompt_tokens} prefilled tokens, {c.policy_calls} policy calls, {len(outcome.graph) - 1} thoughts, {outcome.wall_s:.1f}s"
+    return (
+        f"{c.generated_tokens} generated + {c.prompt_tokens} prefilled tokens, {c.policy_calls} policy calls, "
+        f"{len(outcome.graph) - 1} thoughts, {outcome.wall_s:.1f}s"
+    )
 
 
 @app.command()
@@ -79,7 +90,8 @@ def strategies() -> None:
 def _run_with_progress(tasks, cfg: RunConfig, trace: Path | None, show_solution: bool):  # type: ignore[no-untyped-def]
     from x1.pipelines.solve import run_tasks
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True) as progress:
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
         bar = progress.add_task(f"{cfg.search.strategy} on {cfg.model.name}", total=len(tasks))
 
         def done(outcome: Outcome) -> None:

@@ -14,6 +14,7 @@ prefilled prompt. Slots are evicted least-recently-used.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import threading
@@ -182,8 +183,9 @@ class LlamaCppBackend:
         return text[len(bos):] if bos and self._add_bos and text.startswith(bos) else text
 
     # -- KV slots -------------------------------------------------------------------------
-    def _take_slot(self) -> int:
-        free = [i for i, s in enumerate(self._slots) if not s.busy]
+    def _take_slot(self, protect: int = -1) -> int:
+        """A free slot, evicting the least recently used cached one (never ``protect``)."""
+        free = [i for i, s in enumerate(self._slots) if not s.busy and i != protect]
         if not free:
             raise BackendError(f"all {self.n_seq_max} sequence slots are busy; fix: raise n_seq_max or send smaller batches")
         empty = [i for i in free if not self._slots[i].tokens]
@@ -192,13 +194,13 @@ class LlamaCppBackend:
         self._slots[slot] = _Slot(busy=True, last_used=self._clock)
         return slot
 
-    def _best_prefix(self, tokens: list[int]) -> tuple[int, int]:
+    def _best_prefix(self, tokens: list[int], among: set[int] | None = None) -> tuple[int, int]:
         """(slot, length) of the longest cached prefix of ``tokens``; (-1, 0) if none."""
         if not self.prefix_reuse:
             return -1, 0
         best, best_len = -1, 0
         for i, s in enumerate(self._slots):
-            if s.tokens:
+            if s.tokens and (among is None or i in among):
                 n = _common_prefix(s.tokens, tokens)
                 if n > best_len:
                     best, best_len = i, n
@@ -249,23 +251,37 @@ class LlamaCppBackend:
 
     def _prefill(self, prompts: list[list[int]]) -> tuple[list[int], np.ndarray, list[int]]:
         """Put each prompt in a fresh slot reusing the best cached prefix; return slots,
-        last-position logits, and tokens actually prefilled per prompt."""
-        slots, entries, prefilled = [], [], []
+        last-position logits, and tokens actually prefilled per prompt.
+
+        A prompt may share a long prefix with an earlier prompt of the same batch whose cells
+        are not decoded yet: then the pending entries are decoded first (one extra call), so
+        the copy sees real cells. Short in-batch overlaps are simply prefilled again.
+        """
+        slots, entries, prefilled, rows = [], [], [], []
+        pending: set[int] = set()
         for tokens in prompts:
-            src, reuse = self._best_prefix(tokens)
+            ready = {i for i, s in enumerate(self._slots) if s.tokens} - pending
+            src, reuse = self._best_prefix(tokens, ready)
+            later, later_reuse = self._best_prefix(tokens, pending)
+            if later_reuse > reuse + 32:
+                rows.append(self._decode(entries))
+                entries, pending = [], set()
+                src, reuse = later, later_reuse
             reuse = min(reuse, len(tokens) - 1)  # the last prompt token is evaluated for its logits
-            slot = self._take_slot()
+            slot = self._take_slot(protect=src)
             if reuse > 0:
                 _llama.llama_memory_seq_cp(self._mem, src, slot, 0, reuse)
                 self._slots[src].last_used = self._clock
             for pos in range(reuse, len(tokens)):
                 entries.append((tokens[pos], pos, slot, pos == len(tokens) - 1))
             self._slots[slot].tokens = list(tokens)
+            pending.add(slot)
             slots.append(slot)
             prefilled.append(len(tokens) - reuse)
             self.stats.reused_prompt_tokens += reuse
+        rows.append(self._decode(entries))
         self.stats.prompt_tokens += sum(prefilled)
-        return slots, self._decode(entries), prefilled
+        return slots, np.concatenate(rows), prefilled
 
     @staticmethod
     def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -415,9 +431,10 @@ class LlamaCppBackend:
             split = _common_prefix(p_tokens, full)
             if split == len(full):
                 raise BackendError("score() needs a non-empty continuation")
-            src, reuse = self._best_prefix(full)
+            ready = {i for i, sl in enumerate(self._slots) if sl.tokens} - set(slots)
+            src, reuse = self._best_prefix(full, ready)
             reuse = min(reuse, split - 1) if split > 0 else 0
-            slot = self._take_slot()
+            slot = self._take_slot(protect=src)
             if reuse > 0:
                 _llama.llama_memory_seq_cp(self._mem, src, slot, 0, reuse)
             start_row = n_flagged
@@ -455,7 +472,5 @@ class LlamaCppBackend:
             self._ctx = None
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown
             self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass

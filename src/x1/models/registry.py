@@ -93,9 +93,9 @@ def default_model_path() -> Path:
     stamp = target.with_suffix(".verified")
     parts = [_package_file(p, ".bin") for p in DEFAULT_PARTS]
     expected_size = sum(p.stat().st_size for p in parts)
-    if target.exists() and stamp.exists() and target.stat().st_size == expected_size:
-        if stamp.read_text().strip() == f"{DEFAULT_SHA256} {target.stat().st_mtime_ns}":
-            return target
+    fresh = target.exists() and stamp.exists() and target.stat().st_size == expected_size
+    if fresh and stamp.read_text().strip() == f"{DEFAULT_SHA256} {target.stat().st_mtime_ns}":
+        return target
     tmp = target.with_suffix(".partial")
     with tmp.open("wb") as out:
         for part in parts:

@@ -47,10 +47,9 @@ def vote(terminals: list[Thought], method: str = "majority", evaluator: str | No
         else:
             raise ValueError(f"unknown voting method {method!r}; use majority, weighted or reward")
         first.setdefault(key, t)
-        if method == "weighted":
-            # within an answer, represent it by its best-scored chain
-            if t.scores.get(evaluator or "", 0.0) > first[key].scores.get(evaluator or "", 0.0):
-                first[key] = t
+        # within an answer, weighted voting represents it by its best-scored chain
+        if method == "weighted" and t.scores.get(evaluator or "", 0.0) > first[key].scores.get(evaluator or "", 0.0):
+            first[key] = t
     best_key = max(tally, key=lambda k: (tally[k], -first[k].id))
     return first[best_key]
 
