@@ -223,6 +223,7 @@ class LlamaCppBackend:
         """
         rows: list[np.ndarray] = []
         batch = self._batch
+        chunks = (len(entries) + self.n_batch - 1) // self.n_batch
         for start in range(0, len(entries), self.n_batch):
             chunk = entries[start : start + self.n_batch]
             n_out = 0
@@ -246,7 +247,9 @@ class LlamaCppBackend:
                 )
             if n_out:
                 ptr = _llama.llama_get_logits(self._ctx)
-                rows.append(np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab)).copy())
+                view = np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab))
+                # The buffer lives until the next decode; callers consume it before that.
+                rows.append(view if chunks == 1 else view.copy())
         return np.concatenate(rows) if rows else np.empty((0, self.n_vocab), dtype=np.float32)
 
     def _prefill(self, prompts: list[list[int]]) -> tuple[list[int], np.ndarray, list[int]]:
@@ -289,15 +292,22 @@ class LlamaCppBackend:
         m = x.max(axis=-1, keepdims=True)
         return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
-    def _sample(self, logprobs: np.ndarray, seqs: list[_Seq], reqs: list[GenerationRequest]) -> list[int]:
-        out = []
-        for row, seq in zip(logprobs, seqs, strict=True):
+    def _sample(
+        self, logits: np.ndarray, seqs: list[_Seq], reqs: list[GenerationRequest]
+    ) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """Next token per row and its logprob (at temperature 1), from raw logits.
+
+        Greedy rows need only argmax and a log-sum-exp, vectorised over the batch, so no
+        full log-probability matrix is built on the hot path.
+        """
+        maxes = logits.max(axis=1)
+        lse = maxes + np.log(np.exp(logits - maxes[:, None]).sum(axis=1))
+        tokens = logits.argmax(axis=1)
+        for r, seq in enumerate(seqs):
             req = reqs[seq.request]
             if req.temperature <= 0:
-                out.append(int(row.argmax()))
                 continue
-            scaled = row / req.temperature
-            probs = np.exp(scaled - scaled.max())
+            probs = np.exp((logits[r] - maxes[r]) / req.temperature)
             if req.top_p < 1.0:
                 order = np.argsort(-probs)
                 cum = np.cumsum(probs[order])
@@ -306,9 +316,9 @@ class LlamaCppBackend:
                 mask[keep] = probs[keep]
                 probs = mask
             cdf = np.cumsum(probs, dtype=np.float64)
-            tok = int(np.searchsorted(cdf, seq.rng.random() * cdf[-1], side="right"))
-            out.append(min(tok, self.n_vocab - 1))
-        return out
+            tokens[r] = min(int(np.searchsorted(cdf, seq.rng.random() * cdf[-1], side="right")), self.n_vocab - 1)
+        chosen = logits[np.arange(len(seqs)), tokens] - lse
+        return [int(t) for t in tokens], chosen, lse
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
         with self._lock:
@@ -355,21 +365,21 @@ class LlamaCppBackend:
                 seqs.append(_Seq(slot=slot, request=k, child=child, rng=rngs[child]))
                 first_rows.append(k)
         wave_reqs = [requests[i] for i in wave]
-        logprobs = self._log_softmax(last_logits)[first_rows]
+        logits = last_logits[first_rows]
         active = list(seqs)
         while active:
-            tokens = self._sample(logprobs, active, wave_reqs)
+            tokens, chosen, lse = self._sample(logits, active, wave_reqs)
             entries = []
             still = []
-            for row, seq, tok in zip(logprobs, active, tokens, strict=True):
+            for r, (seq, tok) in enumerate(zip(active, tokens, strict=True)):
                 req = wave_reqs[seq.request]
                 if req.signals:
-                    seq.signals.append(token_signals(row))
+                    seq.signals.append(token_signals(logits[r] - lse[r]))
                 if _llama.llama_vocab_is_eog(self._vocab, tok):
                     seq.finish = "eos"
                     continue
                 seq.tokens.append(tok)
-                seq.logprobs.append(float(row[tok]))
+                seq.logprobs.append(float(chosen[r]))
                 seq.raw += self.piece(tok)
                 if req.stop:
                     text = seq.raw.decode("utf-8", errors="ignore")
@@ -386,7 +396,7 @@ class LlamaCppBackend:
                 still.append(seq)
             active = still
             if active:
-                logprobs = self._log_softmax(self._decode(entries))
+                logits = self._decode(entries)
         self._finish_wave(seqs, wave, wave_reqs, prefilled, results)
 
     def _finish_wave(

@@ -13,11 +13,13 @@ Qwen and SmolLM2 models; pass the model's own template for any other family.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from x1.metrics import signals_from_top_logprobs
 from x1.models._sampling import render_chatml, render_template, sample_seed
 from x1.models.base import (
     BackendError,
@@ -111,9 +113,7 @@ class OpenAIBackend:
         if self._client is None:
             from openai import AsyncOpenAI
 
-            self._client = AsyncOpenAI(
-                base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0
-            )
+            self._client = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0)
         return self._client
 
     def _error(self, err: Exception) -> BackendError:
@@ -123,14 +123,15 @@ class OpenAIBackend:
         url = self.base_url
         if isinstance(err, openai.APITimeoutError):
             return BackendError(
-                f"the server at {url} did not answer within {self.timeout:g}s; "
-                "fix: raise --timeout or check the server load"
+                f"the server at {url} did not answer within {self.timeout:g}s; fix: raise --timeout or check the server load"
             )
         if isinstance(err, openai.APIConnectionError):
             cause = err.__cause__ or err
             text = str(cause).lower()
-            why = "connection refused" if "refused" in text or "connect" in type(cause).__name__.lower() else (
-                str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+            why = (
+                "connection refused"
+                if "refused" in text or "connect" in type(cause).__name__.lower()
+                else (str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
             )
             return BackendError(f"no server answers at {url} ({why}); fix: {SERVE_FIX}")
         if isinstance(err, openai.NotFoundError):
@@ -183,9 +184,7 @@ class OpenAIBackend:
         # Some servers (llama-cpp-python) ignore n: ask for the missing samples one by one.
         missing = req.n - len(out)
         if missing > 0:
-            extra = await asyncio.gather(
-                *(self._request(sem, req, 1, sample_seed(req.seed, len(out) + k)) for k in range(missing))
-            )
+            extra = await asyncio.gather(*(self._request(sem, req, 1, sample_seed(req.seed, len(out) + k)) for k in range(missing)))
             for batch in extra:
                 out.extend(batch)
         return out[: req.n]
@@ -205,7 +204,9 @@ class OpenAIBackend:
         if seed is not None:
             params["seed"] = seed
         if self._logprobs_ok:
-            params["logprobs"] = max(1, min(req.top_logprobs, MAX_TOP_LOGPROBS))
+            # Signals need alternatives: ask for the most a server commonly allows (vLLM's default cap is 20).
+            wanted = MAX_TOP_LOGPROBS if req.signals else req.top_logprobs
+            params["logprobs"] = max(1, min(wanted, MAX_TOP_LOGPROBS))
         try:
             response = await self._call(sem, **params)
         except BackendError as err:
@@ -228,56 +229,74 @@ class OpenAIBackend:
         self.stats.generated_tokens += completion_tokens
         results = []
         for i, choice in enumerate(choices):
-            text = choice.text or ""
-            tokens, logprobs, top = self._logprobs(choice, req)
-            text, stop, finish = self._finish(choice, text, req.stop)
-            generated = len(tokens) if tokens else (completion_tokens // max(1, len(choices)))
-            results.append(
-                Completion(
-                    text=text,
-                    logprobs=logprobs,
-                    top_logprobs=top,
-                    finish_reason=finish,
-                    stop=stop,
-                    # the server prefilled the prompt once for all its choices: count it on the first
-                    prompt_tokens=prompt_tokens if i == 0 else 0,
-                    generated_tokens=generated,
-                )
-            )
+            completion = self._choice(choice, req)
+            if not completion.generated_tokens:
+                completion.generated_tokens = completion_tokens // max(1, len(choices))
+            # the server prefilled the prompt once for all its choices: count it on the first
+            completion.prompt_tokens = prompt_tokens if i == 0 else 0
+            results.append(completion)
         return results
 
     @staticmethod
-    def _logprobs(choice: Any, req: GenerationRequest) -> tuple[list[str], list[float], list[dict[str, float]]]:
+    def _choice(choice: Any, req: GenerationRequest) -> Completion:
+        """One choice as a Completion: finish reason, stop string, and logprobs trimmed to the text."""
+        text = choice.text or ""
         lp = getattr(choice, "logprobs", None)
-        if lp is None or not lp.tokens:
-            return [], [], []
-        tokens = list(lp.tokens)
-        values = [float(v) if v is not None else 0.0 for v in (lp.token_logprobs or [])]
+        tokens = list(getattr(lp, "tokens", None) or [])
+        values = [float(v) if v is not None else 0.0 for v in (getattr(lp, "token_logprobs", None) or [])]
         top: list[dict[str, float]] = []
-        if req.top_logprobs > 0 and lp.top_logprobs:
-            top = [
-                dict(sorted(((k, float(v)) for k, v in (d or {}).items()), key=lambda kv: -kv[1])[: req.top_logprobs])
-                for d in lp.top_logprobs
-            ]
-        return tokens, values, top
-
-    @staticmethod
-    def _finish(choice: Any, text: str, stop: list[str]) -> tuple[str, str | None, FinishReason]:
-        """Map the server's finish to ours; tell a stop string from end-of-sequence where the server says so."""
-        if choice.finish_reason == "length":
-            kept, hit = truncate_at_stop(text, stop)
-            return (kept, hit, "stop") if hit else (text, None, "length")
-        reason = getattr(choice, "stop_reason", None)  # vLLM: the matched stop string, or None for EOS
-        if isinstance(reason, str) and reason in stop:
-            return text, reason, "stop"
-        kept, hit = truncate_at_stop(text, stop)  # a server that returned the stop string in the text
+        signals: list[dict[str, float]] = []
+        for d in (getattr(lp, "top_logprobs", None) or []) if (req.top_logprobs > 0 or req.signals) else []:
+            ranked = dict(sorted(((k, float(v)) for k, v in (d or {}).items()), key=lambda kv: -kv[1]))
+            if req.top_logprobs > 0:
+                top.append(dict(list(ranked.items())[: req.top_logprobs]))
+            if req.signals:
+                # Only the top-k is visible: the tail is lumped together, so entropy is a lower bound.
+                signals.append(signals_from_top_logprobs(ranked))
+        generated = len(tokens)
+        finish: FinishReason
+        stop: str | None = None
+        reason = getattr(choice, "stop_reason", None)  # vLLM: the matched stop string; None for EOS
+        kept, hit = truncate_at_stop(text, req.stop)  # a server that left the stop string in the text
         if hit is not None:
-            return kept, hit, "stop"
-        return text, None, "eos"
+            text, stop, finish = kept, hit, "stop"
+        elif choice.finish_reason == "length":
+            finish = "length"
+        elif isinstance(reason, str) and reason in req.stop:
+            finish, stop = "stop", reason
+        else:
+            # llama.cpp servers cut the stop string from the text but keep its tokens in the logprobs.
+            joined_kept, joined_hit = truncate_at_stop("".join(tokens), req.stop)
+            if joined_hit is not None and joined_kept == text:
+                finish, stop = "stop", joined_hit
+            else:
+                finish = "eos"
+        if tokens and stop is not None:
+            # Drop the tokens that lie wholly inside the stop string (a token straddling it stays).
+            n, length = 0, 0
+            while n < len(tokens) and length < len(text):
+                length += len(tokens[n])
+                n += 1
+            values, top, signals = values[:n], top[:n], signals[:n]
+        return Completion(
+            text=text,
+            logprobs=values,
+            top_logprobs=top,
+            signals=signals,
+            finish_reason=finish,
+            stop=stop,
+            generated_tokens=generated,
+        )
 
     # -- scoring --------------------------------------------------------------------------
     def score(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
-        """Teacher-forced logprobs through ``echo=True, logprobs=1, max_tokens=0``, where the server supports it."""
+        """Teacher-forced logprobs through ``echo=True, logprobs=1``, where the server supports it.
+
+        A token straddling the prompt/continuation boundary counts as prompt. llama-cpp-python's
+        server pairs echoed tokens with the wrong positions unless the prompt starts with the model's
+        BOS token; that is detected when it can be (a BackendError), but not always, so
+        ``capabilities.scoring`` stays False.
+        """
         if len(prompts) != len(continuations):
             raise BackendError(f"score got {len(prompts)} prompts but {len(continuations)} continuations")
         self.stats.calls += 1
@@ -290,28 +309,39 @@ class OpenAIBackend:
     async def _score_one(self, sem: asyncio.Semaphore, prompt: str, continuation: str) -> list[float]:
         if not continuation:
             return []
+        full = prompt + continuation
+        fix = "fix: use a server whose echo returns prompt logprobs (vLLM), or a local backend (hf, llamacpp)"
         try:
-            response = await self._call(
-                sem, prompt=prompt + continuation, echo=True, logprobs=1, max_tokens=0, temperature=0.0
-            )
+            # max_tokens=1, not 0: llama-cpp-python reads 0 as "until the context is full".
+            response = await self._call(sem, prompt=full, echo=True, logprobs=1, max_tokens=1, temperature=0.0)
         except BackendError as err:
-            raise BackendError(
-                f"the server at {self.base_url} cannot score (echo with logprobs failed: {err}); "
-                "fix: use a server that supports echo=True with logprobs (vLLM), or a local backend (hf, llamacpp)"
-            ) from err
-        lp = getattr(response.choices[0], "logprobs", None) if response.choices else None
-        offsets = list(getattr(lp, "text_offset", None) or [])
+            raise BackendError(f"the server at {self.base_url} cannot score (echo with logprobs failed: {err}); {fix}") from err
+        choice = response.choices[0] if response.choices else None
+        lp = getattr(choice, "logprobs", None)
+        tokens = [str(t) for t in (getattr(lp, "tokens", None) or [])]
         values = list(getattr(lp, "token_logprobs", None) or [])
-        if not offsets or len(offsets) != len(values):
-            raise BackendError(
-                f"the server at {self.base_url} returned no echoed prompt logprobs, so it cannot score; "
-                "fix: use a server that supports echo=True with logprobs (vLLM), or a local backend (hf, llamacpp)"
-            )
-        start = len(prompt)
-        picked = [float(v) for off, v in zip(offsets, values, strict=True) if off >= start and v is not None]
-        # max_tokens=0 should generate nothing; drop anything past the echoed text if a server did.
-        text = response.choices[0].text or ""
-        picked = picked[: len(picked) - max(0, len(text) - len(prompt + continuation) > 0)]
+        if not tokens or len(tokens) != len(values):
+            raise BackendError(f"the server at {self.base_url} returned no echoed prompt logprobs, so it cannot score; {fix}")
+        # Match entries to text from the end (token strings, not text_offset: llama-cpp-python's
+        # offsets skip special tokens). First the generated token, which must be there when text was generated.
+        echoed = getattr(choice, "text", None) or ""
+        generated = echoed[len(full) :] if echoed.startswith(full) else ""
+        end, tail = len(tokens), ""
+        while generated and end > 0 and len(tail) < len(generated):
+            end -= 1
+            tail = tokens[end] + tail
+        if tail != generated:
+            # e.g. llama-cpp-python 0.3.x without a BOS token: each logprob is shifted one position.
+            raise BackendError(f"the server at {self.base_url} returns misaligned echo logprobs, so it cannot score; {fix}")
+        start, covered = end, ""
+        while start > 0 and len(covered) < len(continuation):
+            start -= 1
+            covered = tokens[start] + covered
+        if not covered.endswith(continuation):
+            raise BackendError(f"the server at {self.base_url} echoed text that does not end with the continuation; {fix}")
+        if len(covered) > len(continuation):
+            start += 1  # the first token straddles the prompt boundary: it counts as prompt
+        picked = [float(v) if v is not None else 0.0 for v in values[start:end]]
         self.stats.scored_tokens += len(picked)
         usage = getattr(response, "usage", None)
         self.stats.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
@@ -331,8 +361,6 @@ class OpenAIBackend:
             return
         client, self._client = self._client, None
         if client is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing is best effort
                 runner.run(client.close())
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
         runner.stop()

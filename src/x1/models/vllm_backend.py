@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from x1.metrics import signals_from_top_logprobs
 from x1.models.base import (
     BackendError,
     BackendStats,
@@ -36,8 +37,7 @@ class VLLMBackend:
             import vllm
         except ImportError as err:
             raise BackendError(
-                f"vLLM is not installed (cannot load {model!r}); "
-                "fix: pip install 'x1[vllm]' on a machine with a CUDA GPU"
+                f"vLLM is not installed (cannot load {model!r}); fix: pip install 'x1[vllm]' on a machine with a CUDA GPU"
             ) from err
         self._vllm = vllm
         name = engine_kwargs.pop("name", None)
@@ -47,7 +47,7 @@ class VLLMBackend:
         self.name = str(name or model)
         try:
             self.llm = vllm.LLM(model=model, **engine_kwargs)
-        except Exception as err:  # noqa: BLE001 - vLLM raises many types; the message is what helps
+        except Exception as err:  # vLLM raises many types; the message is what helps
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise BackendError(
                 f"vLLM could not load {model!r}: {first}; "
@@ -74,7 +74,7 @@ class VLLMBackend:
             stop=list(req.stop) or None,
             seed=req.seed,
             # vLLM returns the top-k plus the sampled token at each position; 1 still gives the chosen logprob.
-            logprobs=max(1, min(req.top_logprobs, MAX_TOP_LOGPROBS)),
+            logprobs=max(1, min(MAX_TOP_LOGPROBS if req.signals else req.top_logprobs, MAX_TOP_LOGPROBS)),
         )
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
@@ -104,11 +104,15 @@ class VLLMBackend:
             ids = list(seq.token_ids)
             chosen: list[float] = []
             top: list[dict[str, float]] = []
+            signals: list[dict[str, float]] = []
             for tid, position in zip(ids, seq.logprobs or [], strict=False):
                 chosen.append(_logprob_value(position[tid]) if tid in position else float("nan"))
+                ranked = sorted(position.items(), key=lambda kv: -_logprob_value(kv[1]))
                 if req.top_logprobs > 0:
-                    ranked = sorted(position.items(), key=lambda kv: -_logprob_value(kv[1]))[: req.top_logprobs]
-                    top.append({self._token_text(t, e): _logprob_value(e) for t, e in ranked})
+                    top.append({self._token_text(t, e): _logprob_value(e) for t, e in ranked[: req.top_logprobs]})
+                if req.signals:
+                    # Approximate (top-k only, the tail lumped together): vLLM does not expose full distributions.
+                    signals.append(signals_from_top_logprobs({str(t): _logprob_value(e) for t, e in ranked}))
             finish: FinishReason
             stop: str | None = None
             text = seq.text
@@ -129,6 +133,7 @@ class VLLMBackend:
                     token_ids=ids,
                     logprobs=chosen,
                     top_logprobs=top,
+                    signals=signals,
                     finish_reason=finish,
                     stop=stop,
                     prompt_tokens=prefilled if k == 0 else 0,  # n samples share one prefill

@@ -76,3 +76,7 @@ class Task:
     def check_solution(self, solution: str) -> tuple[str | None, Verification]:
         answer = self.extract_answer(solution)
         return answer, self.verify(answer)
+
+
+class TaskError(ValueError):
+    """A task source could not be loaded; the message says what was wrong and how to fix it."""
