@@ -176,6 +176,78 @@ def demo(
     )
 
 
+@app.command()
+def tasks() -> None:
+    """List the task sources, with a one-line description each."""
+    from x1.tasks.registry import list_task_sources
+
+    table = Table("spec", "what it is")
+    for spec, description in list_task_sources():
+        table.add_row(spec, description)
+    console.print(table)
+
+
+@app.command(name="eval")
+def eval_(
+    task: Annotated[str, typer.Option("--task", "-t", help="task spec: rg:NAME, jsonl:PATH, synthetic:sat, champ, samples (x1 tasks)")],
+    model: ModelOpt = "default",
+    strategy: StrategyOpt = "cot",
+    param: ParamOpt = None,
+    n: Annotated[int, typer.Option("--n", help="how many problems")] = 50,
+    seed: int = 0,
+    temperature: float = 0.7,
+    out: Annotated[Path | None, typer.Option(help="run directory (traces.jsonl, results.json); default runs/eval-TASK-STRATEGY")] = None,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted run in --out, skipping finished problems")] = False,
+    task_option: Annotated[list[str] | None, typer.Option("--task-option", help="task config key=value (e.g. difficulty=0.5)")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="token budget per problem (prefilled + generated)")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML run config (flags override it)")] = None,
+    model_name: Annotated[str | None, typer.Option(help="model id for an openai: server")] = None,
+) -> None:
+    """Evaluate a strategy on a data set: accuracy with a 95% bootstrap interval, compute, traces."""
+    from x1.pipelines.evaluate import EvalError, evaluate
+    from x1.tasks.base import TaskError
+    from x1.tasks.registry import load_tasks
+
+    try:
+        cfg = build_config(model, strategy, param, seed, temperature, config, model_name)
+        if max_tokens:
+            cfg.search.budget.max_tokens = max_tokens
+        problems = load_tasks(task, n=n, seed=seed, **parse_params(task_option or []))
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in task)
+        out_dir = out or Path("runs") / f"eval-{safe}-{strategy}"
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=err_console) as progress:
+            bar = progress.add_task(f"{strategy} · {task}", total=len(problems))
+            right = [0, 0]
+
+            def done(outcome: Outcome) -> None:
+                right[0] += outcome.correct
+                right[1] += 1
+                progress.update(bar, advance=1, description=f"{strategy} · {task} · {right[0]}/{right[1]} right")
+
+            result = evaluate(
+                problems, cfg, out_dir, task, resume=resume, on_done=done, on_skip=lambda k: progress.advance(bar, k)
+            )
+    except (BackendError, ConfigError, EvalError, TaskError, ValueError) as err:
+        fail(str(err))
+        return
+    table = Table("task", "strategy", "model", "n", "accuracy (95% CI)", "tokens gen / prefilled", "policy calls", "wall")
+    table.add_row(
+        result.task,
+        result.strategy,
+        result.model,
+        str(result.n),
+        f"{result.accuracy:.1%} [{result.ci_low:.1%}, {result.ci_high:.1%}]",
+        f"{result.generated_tokens} / {result.prompt_tokens}",
+        str(result.policy_calls),
+        f"{result.wall_s:.0f}s",
+    )
+    console.print(table)
+    if result.resumed:
+        console.print(f"resumed: {result.resumed} problems were already finished and were not run again")
+    console.print(f"traces and results: {out_dir}")
+
+
 def main() -> None:  # pragma: no cover
     try:
         app()

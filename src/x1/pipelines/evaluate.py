@@ -1,0 +1,135 @@
+"""The evaluation pipeline: a data set through the engine, with an honest error bar.
+
+A run directory holds ``traces.jsonl`` (one record per finished problem, written as soon as
+it finishes), ``checkpoint.jsonl`` (graphs of problems still in flight) and ``results.json``.
+``resume`` reads the finished task ids back from the trace and runs only the rest, so an
+interrupted run loses at most the in-flight ticks and never runs a problem twice.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from x1.config import RunConfig
+from x1.engine import Outcome
+from x1.models.base import Backend
+from x1.pipelines.solve import open_policy, run_tasks
+from x1.strategies import Problem
+from x1.tasks.base import Task
+from x1.trace import read_traces
+
+
+class EvalError(ValueError):
+    pass
+
+
+@dataclass
+class EvalResult:
+    task: str
+    strategy: str
+    model: str
+    n: int
+    correct: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    mean_score: float
+    prompt_tokens: int
+    generated_tokens: int
+    policy_calls: int
+    wall_s: float
+    resumed: int  # problems taken from an earlier, interrupted run
+
+
+def bootstrap_ci(values: list[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean; (0, 0) for no data."""
+    if not values:
+        return 0.0, 0.0
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
+    lo = means[int((1 - confidence) / 2 * resamples)]
+    hi = means[min(resamples - 1, int((1 + confidence) / 2 * resamples))]
+    return lo, hi
+
+
+def finished_records(trace_path: Path, strategy: str) -> dict[str, dict]:
+    """Task id → trace record of problems an earlier run finished with the same strategy."""
+    if not trace_path.exists():
+        return {}
+    done = {}
+    for record in read_traces(trace_path):
+        if record.get("strategy") != strategy:
+            raise EvalError(
+                f"{trace_path} holds a run of strategy {record.get('strategy')!r}, not {strategy!r}; "
+                "fix: use another --out directory, or the same strategy to resume"
+            )
+        done[record["task_id"]] = record
+    return done
+
+
+def summarize(records: list[dict], task: str, strategy: str, model: str, wall_s: float, resumed: int) -> EvalResult:
+    correct = [1.0 if r["correct"] else 0.0 for r in records]
+    lo, hi = bootstrap_ci(correct)
+    return EvalResult(
+        task=task,
+        strategy=strategy,
+        model=model,
+        n=len(records),
+        correct=int(sum(correct)),
+        accuracy=sum(correct) / len(correct) if correct else 0.0,
+        ci_low=lo,
+        ci_high=hi,
+        mean_score=sum(r["score"] for r in records) / len(records) if records else 0.0,
+        prompt_tokens=sum(r["compute"]["prompt_tokens"] for r in records),
+        generated_tokens=sum(r["compute"]["generated_tokens"] for r in records),
+        policy_calls=sum(r["compute"]["policy_calls"] for r in records),
+        wall_s=wall_s,
+        resumed=resumed,
+    )
+
+
+def evaluate(
+    tasks: list[Task],
+    config: RunConfig,
+    out_dir: Path,
+    task_spec: str,
+    resume: bool = False,
+    policy: Backend | None = None,
+    on_done: Callable[[Outcome], None] | None = None,
+    on_tick: Callable[[int, list[Problem]], None] | None = None,
+    on_skip: Callable[[int], None] | None = None,
+) -> EvalResult:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trace_path = out_dir / "traces.jsonl"
+    checkpoint = out_dir / "checkpoint.jsonl"
+    if not resume and (trace_path.exists() or checkpoint.exists()):
+        raise EvalError(f"{out_dir} already holds a run; fix: pass --resume to continue it, or choose another --out")
+    done = finished_records(trace_path, config.search.strategy) if resume else {}
+    if not resume:
+        checkpoint.unlink(missing_ok=True)
+    ids = {t.id for t in tasks}
+    resumed = len(done.keys() & ids)
+    todo = [t for t in tasks if t.id not in done]
+    if on_skip:
+        on_skip(resumed)
+    start = time.perf_counter()
+    model_name = config.model.name
+    if todo:
+        policy = policy or open_policy(config)
+        model_name = policy.name
+        run_tasks(todo, config, policy=policy, trace_path=trace_path, checkpoint_path=checkpoint, on_done=on_done, on_tick=on_tick)
+    checkpoint.unlink(missing_ok=True)
+    records = [r for r in read_traces(trace_path) if r["task_id"] in ids] if trace_path.exists() else []
+    previous_wall = 0.0
+    results_path = out_dir / "results.json"
+    if resume and results_path.exists():
+        previous_wall = json.loads(results_path.read_text()).get("wall_s", 0.0)
+    result = summarize(records, task_spec, config.search.strategy, model_name, previous_wall + time.perf_counter() - start, resumed)
+    results_path.write_text(json.dumps({**asdict(result), "config": config.model_dump()}, indent=2))
+    return result

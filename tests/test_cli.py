@@ -1,0 +1,49 @@
+"""The `x1` command as a user runs it."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from x1.cli import app
+
+runner = CliRunner()
+
+
+def test_models_and_strategies_and_tasks_list():
+    assert "smollm2" in runner.invoke(app, ["models"]).output
+    out = runner.invoke(app, ["strategies"]).output
+    assert "mcts" in out and "beam" in out
+    assert "rg:NAME" in runner.invoke(app, ["tasks"]).output
+
+
+def test_bad_input_gives_one_line_errors(tmp_path):
+    result = runner.invoke(app, ["solve", "1+1?", "--model", "nosuchmodel"])
+    assert result.exit_code == 2 and "x1 models" in result.output
+    result = runner.invoke(app, ["solve", "1+1?", "--model", "fake", "--strategy", "alphazero"])
+    assert result.exit_code == 2 and "choose one of" in result.output
+    result = runner.invoke(app, ["solve", "1+1?", "--model", "fake", "--param", "iterations"])
+    assert result.exit_code == 2 and "key=value" in result.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "answer": "1"}\n{oops\n')
+    result = runner.invoke(app, ["eval", "--task", f"jsonl:{bad}", "--model", "fake", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "line 2" in result.output
+
+
+def test_solve_with_fake_model_writes_a_trace(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    result = runner.invoke(app, ["solve", "What is 1+1?", "--model", "fake", "--gold", "2", "--trace", str(trace), "-s", "mcts"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(trace.read_text().splitlines()[0])
+    assert record["strategy"] == "mcts" and record["graph"]["schema_version"] == 1
+
+
+@pytest.mark.model
+def test_demo_runs_a_tree_search_on_a_real_model(tmp_path):
+    trace = tmp_path / "demo.jsonl"
+    result = runner.invoke(app, ["demo", "--model", "smollm2", "--n", "2", "-p", "iterations=2", "--trace", str(trace)])
+    assert result.exit_code == 0, result.output
+    assert "right" in result.output
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert len(records) == 2
+    assert all(len(r["graph"]["thoughts"]) > 2 for r in records)  # a tree, not a single chain

@@ -1,0 +1,55 @@
+"""The evaluation harness: intervals, traces, resume without re-running, clear errors."""
+
+import json
+
+import pytest
+from helpers import number_task
+
+from x1.config import RunConfig
+from x1.models.fake import FakeBackend
+from x1.pipelines.evaluate import EvalError, bootstrap_ci, evaluate
+
+
+def config(strategy="best_of_n", **params):
+    cfg = RunConfig()
+    cfg.model.name = "fake"
+    cfg.search.strategy = strategy
+    cfg.search.params = params
+    return cfg
+
+
+def test_bootstrap_interval_brackets_the_mean():
+    values = [1.0] * 30 + [0.0] * 70
+    lo, hi = bootstrap_ci(values)
+    assert lo < 0.3 < hi
+    assert lo > 0.18 and hi < 0.42
+    assert bootstrap_ci([1.0] * 10) == (1.0, 1.0)
+    assert bootstrap_ci([]) == (0.0, 0.0)
+
+
+def test_eval_writes_traces_and_results(tmp_path):
+    tasks = [number_task(f"t{i}", gold=str(i % 4), question=f"q{i}") for i in range(6)]
+    result = evaluate(tasks, config(n=3), tmp_path / "run", "scripted", policy=FakeBackend())
+    lines = (tmp_path / "run" / "traces.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and result.n == 6
+    record = json.loads(lines[0])
+    assert record["strategy"] == "best_of_n" and "graph" in record and record["compute"]["generated_tokens"] > 0
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["n"] == 6 and saved["correct"] == result.correct
+    assert result.ci_low <= result.accuracy <= result.ci_high
+
+
+def test_resume_runs_only_unfinished_problems(tmp_path):
+    tasks = [number_task(f"t{i}", question=f"q{i}") for i in range(6)]
+    out = tmp_path / "run"
+    evaluate(tasks[:4], config(n=2), out, "scripted", policy=FakeBackend())
+    with pytest.raises(EvalError, match="--resume"):
+        evaluate(tasks, config(n=2), out, "scripted", policy=FakeBackend())
+    fake = FakeBackend()
+    result = evaluate(tasks, config(n=2), out, "scripted", resume=True, policy=fake)
+    ids = [json.loads(line)["task_id"] for line in (out / "traces.jsonl").read_text().splitlines()]
+    assert sorted(ids) == [f"t{i}" for i in range(6)]  # none twice
+    assert result.resumed == 4 and result.n == 6
+    assert fake.stats.calls > 0
+    with pytest.raises(EvalError, match="strategy"):
+        evaluate(tasks, config("cot"), out, "scripted", resume=True, policy=FakeBackend())
