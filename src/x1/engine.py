@@ -36,6 +36,12 @@ class Budget:
     max_seconds: float | None = None
 
     def exceeded(self, graph: ReasoningGraph, elapsed_s: float) -> str:
+        if self.max_nodes is not None and len(graph) >= self.max_nodes:
+            return "node budget"
+        if self.max_seconds is not None and elapsed_s >= self.max_seconds:
+            return "time budget"
+        if self.max_tokens is None and self.max_policy_calls is None:
+            return ""  # summing compute walks the whole graph: only when a limit needs it
         compute = graph.total_compute()
         if self.max_tokens is not None and compute.tokens >= self.max_tokens:
             return "token budget"

@@ -121,7 +121,8 @@ class ReasoningGraph:
         for pid in parent_ids:
             if pid not in self.thoughts:
                 raise GraphError(f"parent {pid} is not in the graph")
-        new_id = max(self.thoughts) + 1
+        # ids only grow (thoughts are never deleted), so the last key + 1 is free: O(1)
+        new_id = next(reversed(self.thoughts)) + 1
         thought = Thought(id=new_id, text=text, parents=parent_ids, **attrs)
         self.thoughts[new_id] = thought
         for pid in parent_ids:
@@ -210,7 +211,8 @@ class ReasoningGraph:
             raise GraphError(
                 f"graph schema version {version!r} is not supported (this x1 reads version {SCHEMA_VERSION})"
             )
-        thoughts = {int(t["id"]): Thought.from_dict(t) for t in data["thoughts"]}
+        loaded = sorted((Thought.from_dict(t) for t in data["thoughts"]), key=lambda t: t.id)
+        thoughts = {t.id: t for t in loaded}
         graph = cls(problem=data.get("problem", ""), thoughts=thoughts, meta=data.get("meta", {}))
         graph.validate()
         return graph

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -97,11 +98,12 @@ class FakeBackend:
                 finish = "stop" if stop is not None else ("eos" if ended else "length")
                 if len(text.split()) > req.max_tokens:
                     text, stop, finish = " ".join(words), None, "length"
-                logprobs = [-((_hash(req.prompt, i, j) % 1000) / 1000.0) for j in range(len(words))]
+                h = _hash(req.prompt, i)  # one hash per completion keeps the fake nearly free
+                logprobs = [-(((h >> (j % 48)) + 7 * j) % 1000) / 1000.0 for j in range(len(words))]
                 group.append(
                     Completion(
                         text=text,
-                        token_ids=[_hash(w) % 50000 for w in words],
+                        token_ids=[zlib.crc32(w.encode()) % 50000 for w in words],
                         logprobs=logprobs,
                         finish_reason=finish,  # type: ignore[arg-type]
                         stop=stop,
