@@ -85,7 +85,8 @@ def main() -> int:
     strategy = MCTS(iterations=args.iterations, expand=2)
     seq_wall, seq_prompt, seq_gen, seq_ok = model_run(backend, tasks, batched=False, strategy=strategy)
     bat_wall, bat_prompt, bat_gen, bat_ok = model_run(backend, tasks, batched=True, strategy=strategy)
-    table = Table("mode", "wall s", "generated", "prefilled", "prefilled / generated", "correct", title=f"(b) MCTS on {spec.name}, {len(tasks)} problems")
+    title = f"(b) MCTS on {spec.name}, {len(tasks)} problems"
+    table = Table("mode", "wall s", "generated", "prefilled", "prefilled / generated", "correct", title=title)
     table.add_row("one at a time", f"{seq_wall:.0f}", str(seq_gen), str(seq_prompt), f"{seq_prompt / max(seq_gen, 1):.3f}", str(seq_ok))
     table.add_row("lock-step batched", f"{bat_wall:.0f}", str(bat_gen), str(bat_prompt), f"{bat_prompt / max(bat_gen, 1):.3f}", str(bat_ok))
     table.add_row("speed-up", f"{seq_wall / bat_wall:.2f}×", "", "", "target ≤ 0.1", "")
