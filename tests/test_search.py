@@ -103,3 +103,22 @@ def test_unknown_strategy_and_parameter_name_the_fix():
         build_strategy("alphazero")
     with pytest.raises(ValueError, match="it takes"):
         build_strategy("mcts", iterationz=3)
+
+
+def test_token_level_steps():
+    """Step granularity of one token: every thought is a single token of the solution."""
+    from x1.tasks.base import StepFormat
+
+    task = number_task()
+    task.step_format = StepFormat(delimiter="", max_step_tokens=1, max_steps=50)
+    words = [" The", " answer", " is", " 2.<eos>"]
+
+    def one_token(prompt: str, index: int) -> str:
+        done = len(prompt.split("<|assistant|>\n", 1)[1].split())
+        return words[min(done, 3)]
+
+    fake = FakeBackend(responder=one_token)
+    (outcome,) = Engine(fake).run([task], ChainOfThought())
+    steps = [t.text for t in outcome.graph.path(outcome.answer_thought.id)]
+    assert steps == words[:3] + [" 2."]
+    assert outcome.graph.path(outcome.answer_thought.id)[-1].terminal
