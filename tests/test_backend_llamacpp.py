@@ -86,6 +86,26 @@ def test_children_reuse_their_parents_prefix(smollm2_llama):
         assert prefilled <= sum(len(b.tokenize(p)) - root_tokens for p in parents) + 3 * 2
 
 
+def test_lock_step_chains_near_the_slot_limit_are_not_re_prefilled():
+    """6 chains on 8 slots, 3 steps: each step extends its chain's slot in place, so a later step
+    prefills only its boundary token, never the prompt (LRU eviction used to evict the sources)."""
+    from x1.models.llamacpp import LlamaCppBackend
+    from x1.models.registry import smollm2_path
+
+    b = LlamaCppBackend(smollm2_path(), n_ctx=4096, n_seq_max=8)
+    try:
+        prompts = [chat(b, f"Count from {i} to {i + 20}, one number per line.") for i in range(6)]
+        for _step in range(3):
+            before = b.stats.prompt_tokens
+            done = [g[0] for g in b.generate([GenerationRequest(p, max_tokens=8, temperature=0, stop=["\n"]) for p in prompts])]
+            prefilled = b.stats.prompt_tokens - before
+            if _step > 0:
+                assert prefilled <= 6 * 3, prefilled
+            prompts = [p + c.text + (c.stop or "") for p, c in zip(prompts, done, strict=True)]
+    finally:
+        b.close()
+
+
 def test_score_matches_generation_logprobs(smollm2_llama):
     p = chat(smollm2_llama)
     (c,) = smollm2_llama.generate([GenerationRequest(p, max_tokens=8, temperature=0)])[0]

@@ -7,8 +7,9 @@ prefix *shared* by its children. Both come from one unified KV cache in which a 
 copy (``llama_memory_seq_cp``) only tags cells, so a prefix costs its cells once.
 
 The prefix cache: each of ``n_seq_max`` sequence slots remembers the tokens its KV cells hold.
-A new prompt is matched against every slot by longest common token prefix; the match is
-copied into a fresh slot and only the remainder is prefilled. Children of one request copy the
+A new prompt is matched against every slot by longest common token prefix; a slot whose whole
+sequence is a prefix of the prompt, and that no other prompt of the batch reads, is extended in
+place; otherwise the match is copied into a fresh slot. Only the remainder is prefilled. Children of one request copy the
 prefilled prompt. Slots are evicted least-recently-used.
 """
 
@@ -183,13 +184,16 @@ class LlamaCppBackend:
         return text[len(bos):] if bos and self._add_bos and text.startswith(bos) else text
 
     # -- KV slots -------------------------------------------------------------------------
-    def _take_slot(self, protect: int = -1) -> int:
-        """A free slot, evicting the least recently used cached one (never ``protect``)."""
+    def _take_slot(self, protect: int = -1, keep: set[int] | frozenset[int] = frozenset()) -> int:
+        """A free slot, evicting the least recently used cached one: never ``protect`` (a copy is
+        about to read it), and slots in ``keep`` (later prompts of this batch read them) only when
+        nothing else is free."""
         free = [i for i, s in enumerate(self._slots) if not s.busy and i != protect]
         if not free:
             raise BackendError(f"all {self.n_seq_max} sequence slots are busy; fix: raise n_seq_max or send smaller batches")
         empty = [i for i in free if not self._slots[i].tokens]
-        slot = empty[0] if empty else min(free, key=lambda i: self._slots[i].last_used)
+        spare = [i for i in free if i not in keep] or free
+        slot = empty[0] if empty else min(spare, key=lambda i: self._slots[i].last_used)
         _llama.llama_memory_seq_rm(self._mem, slot, -1, -1)
         self._slots[slot] = _Slot(busy=True, last_used=self._clock)
         return slot
@@ -262,7 +266,11 @@ class LlamaCppBackend:
         """
         slots, entries, prefilled, rows = [], [], [], []
         pending: set[int] = set()
-        for tokens in prompts:
+        cached = {i for i, s in enumerate(self._slots) if s.tokens}
+        # Which cached slot each prompt will read: a slot no later prompt reads is extended in
+        # place (no copy, no new slot), and the others are kept from eviction until read.
+        planned = [self._best_prefix(tokens, cached)[0] for tokens in prompts]
+        for k, tokens in enumerate(prompts):
             ready = {i for i, s in enumerate(self._slots) if s.tokens} - pending
             src, reuse = self._best_prefix(tokens, ready)
             later, later_reuse = self._best_prefix(tokens, pending)
@@ -271,10 +279,17 @@ class LlamaCppBackend:
                 entries, pending = [], set()
                 src, reuse = later, later_reuse
             reuse = min(reuse, len(tokens) - 1)  # the last prompt token is evaluated for its logits
-            slot = self._take_slot(protect=src)
-            if reuse > 0:
-                _llama.llama_memory_seq_cp(self._mem, src, slot, 0, reuse)
-                self._slots[src].last_used = self._clock
+            keep = {j for j in planned[k + 1 :] if j >= 0}
+            if src >= 0 and src not in keep and src not in slots and reuse >= len(self._slots[src].tokens) - 1:
+                # The cached sequence is a prefix of this prompt and nobody else needs it: extend it.
+                slot = src
+                _llama.llama_memory_seq_rm(self._mem, slot, reuse, -1)
+                self._slots[slot] = _Slot(busy=True, last_used=self._clock)
+            else:
+                slot = self._take_slot(protect=src, keep=keep)
+                if reuse > 0:
+                    _llama.llama_memory_seq_cp(self._mem, src, slot, 0, reuse)
+                    self._slots[src].last_used = self._clock
             for pos in range(reuse, len(tokens)):
                 entries.append((tokens[pos], pos, slot, pos == len(tokens) - 1))
             self._slots[slot].tokens = list(tokens)
