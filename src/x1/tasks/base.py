@@ -13,9 +13,9 @@ from typing import Any
 from x1.tasks.answers import extract_answer
 
 DEFAULT_SYSTEM = (
-    "You are a careful reasoner. Solve the problem step by step, one short step per paragraph, "
-    "separating steps with a blank line. Finish with a line of the form "
-    "'The answer is: <answer>'."
+    "Solve the problem. Reason step by step, one short step per paragraph, separating steps "
+    "with a blank line and showing each calculation. Only after the reasoning, write a final "
+    "line of the form 'The answer is: <answer>'."
 )
 
 
