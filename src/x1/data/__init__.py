@@ -1,0 +1,45 @@
+"""Traces → training data: the blueprint's outcome-, process- and trace-based supervision.
+
+Every extractor reads trace records (``x1.trace.read_traces``) and returns plain dataclasses
+with ``to_dict()``; ``write_jsonl`` stores them in the JSONL layout that
+``datasets.load_dataset("json", data_files=...)`` and the trainers in ``x1.training`` read.
+"""
+
+from __future__ import annotations
+
+EOIS = "<eois>"  # end of an intermediate step (the blueprint's step marker); the last step ends with EOS
+
+from x1.data.extract import (  # noqa: E402  (EOIS must exist before extract imports it)
+    PreferencePair,
+    ProcessLabel,
+    SFTExample,
+    ValueTarget,
+    journey_chains,
+    load_records,
+    outcome_rewards,
+    preference_pairs,
+    process_labels,
+    read_jsonl,
+    sft_examples,
+    trace_samples,
+    value_targets,
+    write_jsonl,
+)
+
+__all__ = [
+    "EOIS",
+    "PreferencePair",
+    "ProcessLabel",
+    "SFTExample",
+    "ValueTarget",
+    "journey_chains",
+    "load_records",
+    "outcome_rewards",
+    "preference_pairs",
+    "process_labels",
+    "read_jsonl",
+    "sft_examples",
+    "trace_samples",
+    "value_targets",
+    "write_jsonl",
+]

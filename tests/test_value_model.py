@@ -1,0 +1,203 @@
+"""Value, outcome and process reward models on a tiny random Llama with SmolLM2's real tokenizer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from helpers import number_task  # noqa: E402
+
+from x1.evaluators.base import EvalItem  # noqa: E402
+from x1.evaluators.reward_model import (  # noqa: E402
+    OutcomeRewardModel,
+    PRMEvaluator,
+    ProcessRewardModel,
+    aggregate_steps,
+    load_evaluator,
+)
+from x1.evaluators.value_model import ValueModel, ValueModelEvaluator  # noqa: E402
+from x1.graph import ReasoningGraph  # noqa: E402
+from x1.models.base import BackendError  # noqa: E402
+
+TEXTS = [
+    "<|im_start|>user\nWhat is 1+1?<|im_end|>\n<|im_start|>assistant\n1 + 1 = 2\n\nThe answer is: 2",
+    "short",
+    "The answer is: 3<|im_end|>",  # ends in the pad token (pad == eos): the mask, not the id, finds the end
+    "Step one.\n\nStep two, which is a good deal longer than the first one.\n\n",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices on a shared 2-core machine: one torch thread beats two spinning ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def smollm2_tokenizer():
+    """SmolLM2's tokenizer. Converting it from the GGUF takes 8-18 s on 2 cores, so the converted
+    folder is kept in x1's cache (keyed by the GGUF's size) and later sessions load it in 0.5 s."""
+    import os
+    import shutil
+
+    from x1.models.registry import cache_dir, smollm2_path
+
+    try:
+        gguf = smollm2_path()
+    except BackendError as err:
+        pytest.skip(str(err))
+    cached = cache_dir().parent / "test-assets" / f"smollm2-tokenizer-{gguf.stat().st_size}"
+    if (cached / "tokenizer.json").exists():
+        return transformers.AutoTokenizer.from_pretrained(str(cached))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
+    tokenizer.save_pretrained(str(partial))
+    try:
+        partial.rename(cached)
+    except OSError:  # another session got there first
+        shutil.rmtree(partial, ignore_errors=True)
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory):
+    """A 2-layer Llama folder (random weights) with SmolLM2's real tokenizer."""
+    tokenizer = smollm2_tokenizer()
+    config = transformers.LlamaConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=len(tokenizer)
+    )
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config)
+    folder = tmp_path_factory.mktemp("tiny-lm")
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def value_model(tiny_lm):
+    return ValueModel.from_pretrained_lm(tiny_lm, device="cpu", seed=1, head_std=1.0)
+
+
+def test_outputs_are_q_values_that_differ_per_text(value_model):
+    ids, mask = value_model.pad([value_model.encode(t) for t in TEXTS])
+    with torch.no_grad():
+        q = value_model(ids, mask)
+    assert q.shape == (len(TEXTS),) and bool((q.abs() <= 1).all())
+    assert len({round(v, 6) for v in q.tolist()}) == len(TEXTS)  # a constant head would make the padding test vacuous
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_padding_does_not_change_a_prediction(value_model, side):
+    value_model.padding_side = side
+    try:
+        batched = value_model.predict(TEXTS, batch_size=len(TEXTS))
+        single = [value_model.predict([t])[0] for t in TEXTS]
+    finally:
+        value_model.padding_side = "right"
+    assert batched == pytest.approx(single, abs=1e-5)
+
+
+def test_save_and_load_give_identical_outputs(value_model, tmp_path):
+    value_model.save(tmp_path / "vm")
+    loaded = ValueModel.load(tmp_path / "vm", device="cpu")
+    ids, mask = value_model.pad([value_model.encode(t) for t in TEXTS])
+    with torch.no_grad():
+        assert torch.equal(value_model(ids, mask), loaded(ids, mask))
+    assert loaded.tokenizer("1 + 1 = 2")["input_ids"] == value_model.tokenizer("1 + 1 = 2")["input_ids"]
+    with pytest.raises(BackendError, match="'value' model"):
+        ProcessRewardModel.load(tmp_path / "vm")
+    assert isinstance(load_evaluator(tmp_path / "vm", device="cpu"), ValueModelEvaluator)
+
+
+def test_gradients_reach_head_and_backbone(value_model):
+    ids, mask = value_model.pad([value_model.encode(t) for t in TEXTS[:2]])
+    value_model.zero_grad()
+    loss = ((value_model(ids, mask) - torch.tensor([1.0, -1.0])) ** 2).mean()
+    loss.backward()
+    assert value_model.head.weight.grad is not None and value_model.head.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in value_model.backbone.parameters())
+    value_model.zero_grad()
+
+
+def items_for(paths: list[list[str]], prefix: str = "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n") -> list[EvalItem]:
+    task = number_task()
+    out = []
+    for steps in paths:
+        graph = ReasoningGraph(problem="q")
+        tip = 0
+        for text in steps:
+            tip = graph.add(tip, text).id
+        out.append(EvalItem(task, graph, tip, prefix))
+    return out
+
+
+def test_value_evaluator_maps_q_to_unit_interval(value_model):
+    items = items_for([["a\n\n", "b"], ["The answer is: 2"], []])
+    evaluator = ValueModelEvaluator(value_model)
+    scores = evaluator.evaluate(items)
+    q = value_model.predict([i.prefix + i.path_text for i in items])
+    assert scores == pytest.approx([(v + 1) / 2 for v in q], abs=1e-7)
+    assert all(0.0 <= s <= 1.0 for s in scores) and evaluator.model_calls == 1 and evaluator.name == "value"
+    head = value_model.head
+    saved = head.weight.detach().clone(), head.bias.detach().clone()
+    try:
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.fill_(math.atanh(0.6))  # q = 0.6 for every text → score 0.8
+        assert evaluator.evaluate(items) == pytest.approx([0.8] * 3, abs=1e-6)
+    finally:
+        with torch.no_grad():
+            head.weight.copy_(saved[0])
+            head.bias.copy_(saved[1])
+
+
+def test_outcome_reward_model_is_a_sigmoid(tiny_lm):
+    orm = OutcomeRewardModel.from_pretrained_lm(tiny_lm, device="cpu", head_std=1.0)
+    ids, mask = orm.pad([orm.encode(t) for t in TEXTS])
+    with torch.no_grad():
+        assert torch.equal(orm(ids, mask), torch.sigmoid(orm.last_logits(ids, mask)))
+    assert all(0.0 < p < 1.0 for p in orm.predict(TEXTS))
+
+
+def test_process_reward_model_scores_each_step_end(tiny_lm, tmp_path):
+    prm = ProcessRewardModel.from_pretrained_lm(tiny_lm, device="cpu", seed=2, head_std=1.0)
+    prompts = ["<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n", "Q: 2+2?\n", "x"]
+    steps = [["a = 1\n\n", "The answer is: 1"], ["4\n\n", "so 4\n\n", "The answer is: 4"], ["done"]]
+    ids, ends = prm.encode_steps(prompts[0], steps[0])
+    assert ids[: ends[0] + 1] == prm.encode(prompts[0]) + prm.tokenizer("a = 1\n\n", add_special_tokens=False)["input_ids"]
+    assert ends[-1] == len(ids) - 1
+    assert prm.encode_steps(prompts[0], ["a = 1", " The answer is: 1 "]) == (ids, ends)  # stripped steps read the same
+    for side in ("right", "left"):
+        prm.padding_side = side
+        batched = prm.predict_steps(prompts, steps, batch_size=3)
+        single = [prm.predict_steps([p], [s])[0] for p, s in zip(prompts, steps, strict=True)]
+        assert [len(s) for s in batched] == [2, 3, 1]
+        for b, s in zip(batched, single, strict=True):
+            assert b == pytest.approx(s, abs=1e-5)
+    prm.padding_side = "right"
+    # the evaluator reads the graph path's thought texts and aggregates
+    items = items_for([steps[0]], prefix=prompts[0])
+    per_step = prm.predict_steps(prompts[:1], steps[:1])[0]
+    for how, expected in [("min", min(per_step)), ("last", per_step[-1]), ("product", math.prod(per_step))]:
+        assert PRMEvaluator(prm, aggregate=how).evaluate(items) == pytest.approx([expected], abs=1e-7)
+    prm.save(tmp_path / "prm")
+    loaded = ProcessRewardModel.load(tmp_path / "prm", device="cpu")
+    assert loaded.predict_steps(prompts, steps) == prm.predict_steps(prompts, steps)
+    assert load_evaluator(tmp_path / "prm", device="cpu", aggregate="mean").aggregate == "mean"
+
+
+def test_step_aggregation():
+    assert aggregate_steps([0.9, 0.5, 0.8], "min") == 0.5
+    assert aggregate_steps([0.9, 0.5, 0.8], "last") == 0.8
+    assert aggregate_steps([0.5, 0.5], "product") == 0.25
+    assert aggregate_steps([0.5, 1.0], "mean") == 0.75
+    assert aggregate_steps([], "min") == 0.5
+    with pytest.raises(ValueError, match="min, last, product, mean"):
+        aggregate_steps([0.5], "max")
