@@ -53,3 +53,27 @@ def test_resume_runs_only_unfinished_problems(tmp_path):
     assert fake.stats.calls > 0
     with pytest.raises(EvalError, match="strategy"):
         evaluate(tasks, config("cot"), out, "scripted", resume=True, policy=FakeBackend())
+
+
+def test_resume_drops_a_record_torn_by_a_kill(tmp_path):
+    tasks = [number_task(f"t{i}", question=f"q{i}") for i in range(4)]
+    out = tmp_path / "run"
+    evaluate(tasks[:3], config(n=2), out, "scripted", policy=FakeBackend())
+    trace = out / "traces.jsonl"
+    lines = trace.read_text().splitlines(keepends=True)
+    trace.write_text("".join(lines[:2]) + lines[2][:40])  # killed in the middle of writing t2
+    result = evaluate(tasks, config(n=2), out, "scripted", resume=True, policy=FakeBackend())
+    ids = [json.loads(line)["task_id"] for line in trace.read_text().splitlines()]
+    assert sorted(ids) == ["t0", "t1", "t2", "t3"]
+    assert result.resumed == 2 and result.n == 4
+
+
+def test_wall_time_counts_the_interrupted_sessions_too(tmp_path):
+    tasks = [number_task(f"t{i}", question=f"q{i}") for i in range(4)]
+    out = tmp_path / "run"
+    evaluate(tasks[:2], config(n=2), out, "scripted", policy=FakeBackend())
+    assert json.loads((out / "elapsed.json").read_text())["wall_s"] >= 0
+    (out / "elapsed.json").write_text(json.dumps({"wall_s": 100.0}))  # as left by a run killed after 100 s
+    result = evaluate(tasks, config(n=2), out, "scripted", resume=True, policy=FakeBackend())
+    assert 100.0 <= result.wall_s < 160.0
+    assert json.loads((out / "results.json").read_text())["wall_s"] == result.wall_s

@@ -41,6 +41,7 @@ class SearchConfig(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = 0
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    value_url: str | None = None  # an `x1 serve value` server, scoring as the evaluator named "value"
 
 
 class RunConfig(BaseModel):

@@ -109,6 +109,11 @@ def request_seed(base_seed: int, task_id: str, thought_id: int, counter: int) ->
     return int.from_bytes(digest, "big")
 
 
+def problem_seed(base_seed: int, task_id: str) -> int:
+    """A problem's own seed: from its task id, so sharding or reordering a data set changes no problem."""
+    return request_seed(base_seed, task_id, -1, 0)
+
+
 @dataclass
 class Engine:
     policy: Backend
@@ -159,14 +164,14 @@ class Engine:
     def _start(self, tasks: list[Task], strategy: Strategy) -> tuple[list[Problem], list[float]]:
         resumed = self._load_checkpoint(strategy)
         problems = []
-        for index, task in enumerate(tasks):
+        for task in tasks:
+            seed = problem_seed(self.seed, task.id)
             if task.id in resumed:
-                graph = resumed[task.id]
-                problem = Problem(task=task, graph=graph, seed=self.seed)
+                problem = Problem(task=task, graph=resumed[task.id], seed=seed)
             else:
                 graph = ReasoningGraph(problem=task.question)
                 graph.meta["prefix"] = self.policy.format_chat(task.messages())
-                problem = Problem(task=task, graph=graph, seed=self.seed + index)
+                problem = Problem(task=task, graph=graph, seed=seed)
                 strategy.start(problem)
             problems.append(problem)
         now = time.perf_counter()

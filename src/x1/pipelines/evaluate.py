@@ -9,6 +9,7 @@ interrupted run loses at most the in-flight ticks and never runs a problem twice
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -58,10 +59,18 @@ def bootstrap_ci(values: list[float], confidence: float = 0.95, resamples: int =
     return lo, hi
 
 
+def drop_torn_last_line(trace_path: Path) -> None:
+    """A run killed while writing leaves half a record without its newline: drop it, that problem reruns."""
+    data = trace_path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        trace_path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
 def finished_records(trace_path: Path, strategy: str) -> dict[str, dict]:
     """Task id → trace record of problems an earlier run finished with the same strategy."""
     if not trace_path.exists():
         return {}
+    drop_torn_last_line(trace_path)
     done = {}
     for record in read_traces(trace_path):
         if record.get("strategy") != strategy:
@@ -94,6 +103,47 @@ def summarize(records: list[dict], task: str, strategy: str, model: str, wall_s:
     )
 
 
+def open_run(tasks: list[Task], config: RunConfig, out_dir: Path, resume: bool) -> tuple[list[Task], int]:
+    """Check the run directory; the tasks still to run, and how many of ``tasks`` an earlier run finished."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trace_path = out_dir / "traces.jsonl"
+    checkpoint = out_dir / "checkpoint.jsonl"
+    if not resume and (trace_path.exists() or checkpoint.exists()):
+        raise EvalError(f"{out_dir} already holds a run; fix: pass --resume to continue it, or choose another --out")
+    done = finished_records(trace_path, config.search.strategy) if resume else {}
+    if not resume:
+        checkpoint.unlink(missing_ok=True)
+    return [t for t in tasks if t.id not in done], len(done.keys() & {t.id for t in tasks})
+
+
+def write_results(
+    tasks: list[Task], config: RunConfig, out_dir: Path, task_spec: str, model_name: str, wall_s: float, resumed: int
+) -> EvalResult:
+    """Summarize the trace into results.json, in task order: the interval must not depend on which problem finished first."""
+    trace_path = out_dir / "traces.jsonl"
+    (out_dir / "checkpoint.jsonl").unlink(missing_ok=True)
+    ids = {t.id for t in tasks}
+    by_id = {r["task_id"]: r for r in read_traces(trace_path) if r["task_id"] in ids} if trace_path.exists() else {}
+    records = [by_id[t.id] for t in tasks if t.id in by_id]
+    result = summarize(records, task_spec, config.search.strategy, model_name, wall_s, resumed)
+    (out_dir / "results.json").write_text(json.dumps({**asdict(result), "config": config.model_dump()}, indent=2))
+    record_wall(out_dir, wall_s)
+    return result
+
+
+def earlier_wall(out_dir: Path, resume: bool) -> float:
+    """Seconds that earlier, interrupted sessions of this run spent: the reported wall time covers them all."""
+    path = out_dir / "elapsed.json"
+    return float(json.loads(path.read_text())["wall_s"]) if resume and path.exists() else 0.0
+
+
+def record_wall(out_dir: Path, wall_s: float) -> None:
+    """Kept up to date while a run goes, so a kill loses at most one tick of the wall-time count."""
+    tmp = out_dir / "elapsed.json.tmp"
+    tmp.write_text(json.dumps({"wall_s": wall_s}))
+    os.replace(tmp, out_dir / "elapsed.json")
+
+
 def evaluate(
     tasks: list[Task],
     config: RunConfig,
@@ -105,31 +155,20 @@ def evaluate(
     on_tick: Callable[[int, list[Problem]], None] | None = None,
     on_skip: Callable[[int], None] | None = None,
 ) -> EvalResult:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    trace_path = out_dir / "traces.jsonl"
-    checkpoint = out_dir / "checkpoint.jsonl"
-    if not resume and (trace_path.exists() or checkpoint.exists()):
-        raise EvalError(f"{out_dir} already holds a run; fix: pass --resume to continue it, or choose another --out")
-    done = finished_records(trace_path, config.search.strategy) if resume else {}
-    if not resume:
-        checkpoint.unlink(missing_ok=True)
-    ids = {t.id for t in tasks}
-    resumed = len(done.keys() & ids)
-    todo = [t for t in tasks if t.id not in done]
+    todo, resumed = open_run(tasks, config, out_dir, resume)
     if on_skip:
         on_skip(resumed)
-    start = time.perf_counter()
+    start, before = time.perf_counter(), earlier_wall(out_dir, resume)
     model_name = config.model.name
+
+    def tick(n: int, problems: list[Problem]) -> None:
+        record_wall(out_dir, before + time.perf_counter() - start)
+        if on_tick:
+            on_tick(n, problems)
+
     if todo:
         policy = policy or open_policy(config)
         model_name = policy.name
-        run_tasks(todo, config, policy=policy, trace_path=trace_path, checkpoint_path=checkpoint, on_done=on_done, on_tick=on_tick)
-    checkpoint.unlink(missing_ok=True)
-    records = [r for r in read_traces(trace_path) if r["task_id"] in ids] if trace_path.exists() else []
-    previous_wall = 0.0
-    results_path = out_dir / "results.json"
-    if resume and results_path.exists():
-        previous_wall = json.loads(results_path.read_text()).get("wall_s", 0.0)
-    result = summarize(records, task_spec, config.search.strategy, model_name, previous_wall + time.perf_counter() - start, resumed)
-    results_path.write_text(json.dumps({**asdict(result), "config": config.model_dump()}, indent=2))
-    return result
+        run_tasks(todo, config, policy=policy, trace_path=out_dir / "traces.jsonl", checkpoint_path=out_dir / "checkpoint.jsonl",
+                  on_done=on_done, on_tick=tick)
+    return write_results(tasks, config, out_dir, task_spec, model_name, before + time.perf_counter() - start, resumed)

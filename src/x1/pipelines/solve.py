@@ -13,6 +13,7 @@ from x1 import __version__
 from x1.config import RunConfig
 from x1.engine import Budget, Engine, Outcome, Sampling
 from x1.evaluators import build_evaluators
+from x1.evaluators.remote import RemoteValueEvaluator
 from x1.models.base import Backend
 from x1.models.registry import load_backend, resolve_model
 from x1.strategies import Problem, build_strategy
@@ -56,9 +57,13 @@ def run_tasks(
     policy = policy or open_policy(config)
     strategy = build_strategy(config.search.strategy, **config.search.params)
     b = config.search.budget
+    evaluators = build_evaluators(policy)
+    remote_value = RemoteValueEvaluator(config.search.value_url, timeout=config.model.timeout) if config.search.value_url else None
+    if remote_value is not None:
+        evaluators["value"] = remote_value  # strategies pick it with evaluator=value
     engine = Engine(
         policy=policy,
-        evaluators=build_evaluators(policy),
+        evaluators=evaluators,
         budget=Budget(b.max_tokens, b.max_policy_calls, b.max_nodes, b.max_seconds),
         sampling=Sampling(config.search.temperature, config.search.top_p),
         seed=config.search.seed,
@@ -88,6 +93,8 @@ def run_tasks(
     finally:
         if trace_fh:
             trace_fh.close()
+        if remote_value is not None:
+            remote_value.close()
     return RunSummary(
         outcomes=outcomes,
         wall_s=time.perf_counter() - start,
