@@ -10,9 +10,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from x1.cli_fit import fit_app
 from x1.config import ConfigError, RunConfig, parse_params
 from x1.engine import Outcome
 from x1.models.base import BackendError
@@ -24,10 +26,13 @@ err_console = Console(stderr=True)
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="bundled name (default, smollm2), .gguf path, folder, or openai:URL")]
 StrategyOpt = Annotated[str, typer.Option("--strategy", "-s", help="cot, best_of_n, beam, mcts (x1 strategies)")]
 ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="strategy hyper-parameter key=value, repeatable")]
+ValueUrlOpt = Annotated[
+    str | None, typer.Option("--value-url", help="`x1 serve value` server (http://HOST:8001) as the evaluator 'value' (-p evaluator=value)")
+]
 
 
 def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {escape(message)}")  # escaped: a fix such as pip install 'x1[ray]' is no markup
     raise typer.Exit(2)
 
 
@@ -39,11 +44,14 @@ def build_config(
     temperature: float,
     config: Path | None,
     model_name: str | None = None,
+    value_url: str | None = None,
 ) -> RunConfig:
     cfg = RunConfig.from_yaml(config) if config else RunConfig()
     cfg.model.name = model
     if model_name:
         cfg.model.model_name = model_name
+    if value_url:
+        cfg.search.value_url = value_url
     cfg.search.strategy = strategy
     cfg.search.params.update(parse_params(params or []))
     cfg.search.seed = seed
@@ -122,6 +130,7 @@ def solve(
     trace: Annotated[Path, typer.Option(help="where to write the trace (JSONL)")] = Path("runs/solve.jsonl"),
     config: Annotated[Path | None, typer.Option(help="YAML run config (flags override it)")] = None,
     model_name: Annotated[str | None, typer.Option(help="model id for an openai: server")] = None,
+    value_url: ValueUrlOpt = None,
 ) -> None:
     """Solve one question with a reasoning strategy; print the answer and save the trace."""
     from x1.tasks.answers import numbers_equal
@@ -134,7 +143,7 @@ def solve(
         return Verification(1.0 if ok else 0.0, "matches gold" if ok else "differs from gold")
 
     try:
-        cfg = build_config(model, strategy, param, seed, temperature, config, model_name)
+        cfg = build_config(model, strategy, param, seed, temperature, config, model_name, value_url)
         trace.parent.mkdir(parents=True, exist_ok=True)
         task = Task(id="question", question=question, gold=gold, verifier=check, source="cli")
         summary = _run_with_progress([task], cfg, trace, show_solution=True)
@@ -202,14 +211,19 @@ def eval_(
     max_tokens: Annotated[int | None, typer.Option(help="token budget per problem (prefilled + generated)")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML run config (flags override it)")] = None,
     model_name: Annotated[str | None, typer.Option(help="model id for an openai: server")] = None,
+    value_url: ValueUrlOpt = None,
+    workers: Annotated[int, typer.Option(min=0, help="spread the problems over N Ray actors (0: in this process)")] = 0,
+    address: Annotated[str | None, typer.Option(help="Ray cluster to join with --workers: auto, HOST:6379 or ray://HOST:10001")] = None,
 ) -> None:
     """Evaluate a strategy on a data set: accuracy with a 95% bootstrap interval, compute, traces."""
     from x1.pipelines.evaluate import EvalError, evaluate
     from x1.tasks.base import TaskError
     from x1.tasks.registry import load_tasks
 
+    if address and not workers:
+        fail(f"--address {address} needs --workers N (how many Ray actors to start there)")
     try:
-        cfg = build_config(model, strategy, param, seed, temperature, config, model_name)
+        cfg = build_config(model, strategy, param, seed, temperature, config, model_name, value_url)
         if max_tokens:
             cfg.search.budget.max_tokens = max_tokens
         problems = load_tasks(task, n=n, seed=seed, **parse_params(task_option or []))
@@ -220,14 +234,21 @@ def eval_(
             bar = progress.add_task(f"{strategy} · {task}", total=len(problems))
             right = [0, 0]
 
-            def done(outcome: Outcome) -> None:
-                right[0] += outcome.correct
+            def done(correct: bool) -> None:
+                right[0] += correct
                 right[1] += 1
                 progress.update(bar, advance=1, description=f"{strategy} · {task} · {right[0]}/{right[1]} right")
 
-            result = evaluate(
-                problems, cfg, out_dir, task, resume=resume, on_done=done, on_skip=lambda k: progress.advance(bar, k)
-            )
+            def skip(k: int) -> None:
+                progress.advance(bar, k)
+
+            if workers:
+                from x1.pipelines.distributed import evaluate_distributed
+
+                result = evaluate_distributed(problems, cfg, out_dir, task, workers, address=address, resume=resume,
+                                              on_done=lambda record: done(record["correct"]), on_skip=skip)
+            else:
+                result = evaluate(problems, cfg, out_dir, task, resume=resume, on_done=lambda outcome: done(outcome.correct), on_skip=skip)
     except (BackendError, ConfigError, EvalError, TaskError, ValueError) as err:
         fail(str(err))
         return
@@ -246,6 +267,199 @@ def eval_(
     if result.resumed:
         console.print(f"resumed: {result.resumed} problems were already finished and were not run again")
     console.print(f"traces and results: {out_dir}")
+
+
+serve_app = typer.Typer(no_args_is_help=True, help="Serve a policy (OpenAI-compatible) or a value model over HTTP, batched.")
+app.add_typer(serve_app, name="serve")
+
+HostOpt = Annotated[str, typer.Option(help="address to bind (loopback by default; pass --api-key before exposing it)")]
+ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="X1_API_KEY", help="require 'Authorization: Bearer KEY' on /v1")]
+MaxBatchOpt = Annotated[int, typer.Option(min=1, help="most sequences per model call")]
+MaxWaitOpt = Annotated[float, typer.Option(min=0.0, help="how long to gather a batch after its first request (ms)")]
+
+
+def _serve(kind: str, model: str, host: str, port: int, api_key: str | None, max_batch: int, max_wait_ms: float, n_ctx: int,
+           threads: int | None, served_name: str | None, log_level: str, limits: dict[str, int]) -> None:
+    from x1.serve.run import check_exposure, load_serving_backend, run_app
+
+    try:
+        backend = load_serving_backend(model, n_ctx=n_ctx, n_seq_max=max(64, 2 * max_batch), threads=threads)
+    except (BackendError, ValueError) as err:
+        fail(str(err))
+        return
+    try:
+        if kind == "policy":
+            from x1.serve.policy import create_policy_app
+
+            server = create_policy_app(backend, api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                                       model_name=served_name, **limits)
+            route = "/v1/completions, /v1/chat/completions"
+        else:
+            from x1.serve.value import create_value_app
+
+            server = create_value_app(backend, api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                                      model_name=served_name, **limits)
+            route = "/v1/score"
+        if warning := check_exposure(host, api_key):
+            err_console.print(f"[bold yellow]warning:[/] {warning}")
+        err_console.print(f"x1 {kind} server: {served_name or backend.name} at http://{host}:{port}/v1 ({route}; /health, /metrics)")
+        run_app(server, host, port, log_level)
+    except BackendError as err:
+        fail(str(err))
+    finally:
+        backend.close()
+
+
+@serve_app.command("policy")
+def serve_policy(
+    model: ModelOpt = "default",
+    host: HostOpt = "127.0.0.1",
+    port: int = 8000,
+    api_key: ApiKeyOpt = None,
+    max_batch: MaxBatchOpt = 32,
+    max_wait_ms: MaxWaitOpt = 5.0,
+    max_prompt_chars: Annotated[int, typer.Option(min=1, help="longest prompt accepted (characters); longer ones get 413")] = 65536,
+    max_tokens_limit: Annotated[int, typer.Option(min=1, help="largest max_tokens accepted; larger gets 400")] = 4096,
+    n_ctx: Annotated[int, typer.Option(min=256, help="llama.cpp context size (tokens, shared by the batch)")] = 32768,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the model (default: all)")] = None,
+    served_name: Annotated[str | None, typer.Option(help="model id clients send (default: the model's name)")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """OpenAI-compatible completions and chat for a policy model, with dynamic batching."""
+    limits = {"max_prompt_chars": max_prompt_chars, "max_tokens_limit": max_tokens_limit}
+    _serve("policy", model, host, port, api_key, max_batch, max_wait_ms, n_ctx, threads, served_name, log_level, limits)
+
+
+@serve_app.command("value")
+def serve_value(
+    model: ModelOpt = "default",
+    host: HostOpt = "127.0.0.1",
+    port: int = 8001,
+    api_key: ApiKeyOpt = None,
+    max_batch: MaxBatchOpt = 32,
+    max_wait_ms: MaxWaitOpt = 5.0,
+    max_prompt_chars: Annotated[int, typer.Option(min=1, help="longest prompt + continuation accepted (characters)")] = 65536,
+    n_ctx: Annotated[int, typer.Option(min=256, help="llama.cpp context size (tokens, shared by the batch)")] = 32768,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the model (default: all)")] = None,
+    served_name: Annotated[str | None, typer.Option(help="model id clients send (default: the model's name)")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """POST /v1/score: values in [0, 1] for reasoning paths (for now the model's mean token probability)."""
+    _serve("value", model, host, port, api_key, max_batch, max_wait_ms, n_ctx, threads, served_name, log_level,
+           {"max_prompt_chars": max_prompt_chars})
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Training data from traces: SFT, preference pairs, process labels, value targets.")
+app.add_typer(data_app, name="data")
+app.add_typer(fit_app, name="fit")
+
+TracesOpt = Annotated[list[Path], typer.Option("--traces", help="trace file(s) (JSONL) written by x1 solve / x1 eval; repeatable")]
+DataOutOpt = Annotated[Path, typer.Option("--out", help="where to write the records (JSONL)")]
+
+
+def _write_data(traces: list[Path], out: Path, what: str, extract) -> None:  # type: ignore[no-untyped-def]
+    """Read every trace, extract, write; one-line errors; say how many records were written."""
+    from x1.data import load_records, write_jsonl
+    from x1.trace import TraceError
+
+    try:
+        records = load_records(traces)
+        n = write_jsonl(out, extract(records))
+    except (TraceError, ValueError, KeyError) as err:
+        fail(str(err) if not isinstance(err, KeyError) else f"a trace record lacks the field {err}; is it an x1 trace?")
+        return
+    console.print(f"wrote {n} {what} from {len(records)} trace records to {out}")
+    if n == 0:
+        console.print("[yellow]nothing qualified[/] (e.g. no verified-correct solutions, no visited thoughts, no sibling gaps)")
+
+
+@data_app.command("sft")
+def data_sft(
+    traces: TracesOpt,
+    out: DataOutOpt,
+    min_score: Annotated[float, typer.Option(help="keep records whose verdict reaches this score")] = 1.0,
+    all_correct_paths: Annotated[bool, typer.Option(help="also every other correct terminal path in the graphs")] = False,
+    step_format: Annotated[bool, typer.Option(help="join steps with the <eois> marker (else the raw text)")] = True,
+) -> None:
+    """Rejection sampling: verified-correct paths as SFT examples."""
+    from x1.data import sft_examples
+
+    _write_data(traces, out, "SFT examples", lambda r: sft_examples(r, min_score, all_correct_paths, step_format))
+
+
+@data_app.command("pairs")
+def data_pairs(
+    traces: TracesOpt,
+    out: DataOutOpt,
+    min_gap: Annotated[float, typer.Option(help="smallest q difference between chosen and rejected")] = 0.2,
+    outcome: Annotated[bool, typer.Option(help="also correct-vs-incorrect whole solutions of a task")] = True,
+    max_per_parent: Annotated[int | None, typer.Option(help="at most this many step pairs per parent")] = None,
+) -> None:
+    """Preference pairs (DPO): sibling steps by q, and correct vs incorrect solutions."""
+    from x1.data import preference_pairs
+
+    _write_data(traces, out, "preference pairs", lambda r: preference_pairs(r, min_gap, outcome, max_per_parent))
+
+
+@data_app.command("process")
+def data_process(
+    traces: TracesOpt,
+    out: DataOutOpt,
+    hard: Annotated[bool, typer.Option(help="1 if any rollout below a step is correct (else the fraction)")] = False,
+) -> None:
+    """Monte-Carlo process labels (one labelled path per known outcome) for a process reward model."""
+    from x1.data import process_labels
+
+    _write_data(traces, out, "labelled paths", lambda r: process_labels(r, hard=hard))
+
+
+@data_app.command("values")
+def data_values(
+    traces: TracesOpt,
+    out: DataOutOpt,
+    source: Annotated[str, typer.Option(help="mcts (backed-up q) or mc (discounted terminal rewards)")] = "mcts",
+    gamma: Annotated[float, typer.Option(help="discount per step for --source mc")] = 0.96,
+    min_visits: Annotated[int, typer.Option(help="for --source mcts: skip thoughts visited fewer times")] = 1,
+) -> None:
+    """Value-model targets in [-1, 1] for every labelled partial solution."""
+    from x1.data import value_targets
+
+    if source not in ("mcts", "mc"):
+        fail(f"--source {source!r}: choose one of mcts, mc")
+    _write_data(traces, out, "value targets", lambda r: value_targets(r, gamma, source, min_visits))  # type: ignore[arg-type]
+
+
+@data_app.command("journey")
+def data_journey(
+    traces: TracesOpt,
+    out: DataOutOpt,
+    min_score: Annotated[float, typer.Option(help="keep records whose verdict reaches this score")] = 1.0,
+    step_format: Annotated[bool, typer.Option(help="join steps with the <eois> marker (else the raw text)")] = True,
+    whole_trace: Annotated[bool, typer.Option(help="the whole search graph as text instead of one journey chain")] = False,
+) -> None:
+    """Trace-based SFT: searches flattened with their dead ends and backtracks (journey learning)."""
+    from x1.data import journey_chains, trace_samples
+
+    if whole_trace:
+        _write_data(traces, out, "trace samples", lambda r: trace_samples(r, min_score))
+    else:
+        _write_data(traces, out, "journey chains", lambda r: journey_chains(r, min_score, step_format))
+
+
+@app.command()
+def train(config: Annotated[Path, typer.Argument(help="recipe YAML (see examples/recipe-smollm2.yaml)")]) -> None:
+    """The two-phase training recipe: SFT + value model, then MCTS rounds. Re-run to resume."""
+    from x1.pipelines.recipe import RecipeConfig, RecipeError, metrics_table, run_recipe
+    from x1.tasks.base import TaskError
+
+    try:
+        cfg = RecipeConfig.from_yaml(config)
+        result = run_recipe(cfg, log=lambda message: err_console.print(f"[dim]{message}[/]"))
+    except (BackendError, ConfigError, RecipeError, TaskError, ValueError, OSError) as err:
+        fail(str(err))
+        return
+    console.print(metrics_table(result.metrics))
+    console.print(f"metrics: {result.metrics_path}  state: {result.output_dir / 'state.json'}")
 
 
 def main() -> None:  # pragma: no cover
