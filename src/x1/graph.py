@@ -20,7 +20,7 @@ class GraphError(ValueError):
     """A graph that breaks an invariant (a cycle, a dangling parent, a bad schema)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Compute:
     """Model work spent to produce one thought (or a whole run, when summed)."""
 
@@ -40,7 +40,7 @@ class Compute:
         return self.prompt_tokens + self.generated_tokens
 
 
-@dataclass
+@dataclass(slots=True)
 class Thought:
     """One step of reasoning: its text, how it was produced, and what search learned about it."""
 

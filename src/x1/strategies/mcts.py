@@ -9,11 +9,19 @@ with rollouts by α) → *backpropagate* from the expanded leaf. New children st
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from x1.graph import ROOT_ID, ReasoningGraph, Thought
 from x1.operators.backpropagate import backpropagate
 from x1.operators.select import argmax, puct_score, to_unit
 from x1.strategies.base import Expand, Problem, Reply, Request, Strategy
+
+
+class _Shadow(NamedTuple):
+    """What PUCT reads of a child, with virtual loss applied."""
+
+    value: float
+    visits: int
 
 
 @dataclass
@@ -45,8 +53,8 @@ class MCTS(Strategy):
         if vl:
             # virtual loss: pretend vl extra visits that all lost, so parallel picks spread out
             q = child.value if child.value is not None else 0.0
-            shadow = Thought(id=child.id, value=(q * child.visits - vl) / (child.visits + vl), visits=child.visits + vl)
-            return puct_score(shadow, parent.visits + vl, self.c1, self.c2, self.puct_form)
+            shadow = _Shadow((q * child.visits - vl) / (child.visits + vl), child.visits + vl)
+            return puct_score(shadow, parent.visits + vl, self.c1, self.c2, self.puct_form)  # type: ignore[arg-type]
         return puct_score(child, parent.visits, self.c1, self.c2, self.puct_form)
 
     def select_leaf(self, graph: ReasoningGraph, virtual: dict[str, int]) -> Thought:
