@@ -8,12 +8,13 @@ with rollouts by α) → *backpropagate* from the expanded leaf. New children st
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from x1.graph import ROOT_ID, ReasoningGraph, Thought
 from x1.operators.backpropagate import backpropagate
-from x1.operators.select import argmax, puct_score, to_unit
+from x1.operators.select import puct_score, to_unit
 from x1.strategies.base import Expand, Problem, Reply, Request, Strategy
 
 
@@ -49,7 +50,7 @@ class MCTS(Strategy):
 
     # -- select ---------------------------------------------------------------------------
     def _score(self, graph: ReasoningGraph, child: Thought, parent: Thought, virtual: dict[str, int]) -> float:
-        vl = virtual.get(str(child.id), 0)
+        vl = virtual.get(str(child.id), 0) if virtual else 0
         if vl:
             # virtual loss: pretend vl extra visits that all lost, so parallel picks spread out
             q = child.value if child.value is not None else 0.0
@@ -58,12 +59,23 @@ class MCTS(Strategy):
         return puct_score(child, parent.visits, self.c1, self.c2, self.puct_form)
 
     def select_leaf(self, graph: ReasoningGraph, virtual: dict[str, int]) -> Thought:
+        """Descend by PUCT to a leaf; ties go to the lowest id (the hot loop of the engine benchmark)."""
+        thoughts = graph.thoughts
         node = graph.root
-        while True:
-            children = [graph[c] for c in node.children if not graph[c].pruned]
-            if not children or node.terminal:
+        while not node.terminal:
+            best: Thought | None = None
+            best_score = -math.inf
+            for cid in node.children:
+                child = thoughts[cid]
+                if child.pruned:
+                    continue
+                score = self._score(graph, child, node, virtual)
+                if best is None or score > best_score or (score == best_score and cid < best.id):
+                    best, best_score = child, score
+            if best is None:
                 return node
-            node = argmax(children, key=lambda c, parent=node: self._score(graph, c, parent, virtual))
+            node = best
+        return node
 
     # -- ask / tell -----------------------------------------------------------------------
     def _finished(self, problem: Problem) -> bool:
