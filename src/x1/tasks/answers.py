@@ -38,6 +38,7 @@ def _clean(answer: str) -> str:
         answer = m.group(1).strip()
     if "=" in answer:
         answer = answer.rsplit("=", 1)[1].strip()
+    answer = answer.replace("\\$", "$")  # a LaTeX-escaped dollar: "\$8" -> "$8"
     answer = answer.strip(" *`$").rstrip(".").strip(" *`$")  # "**$1,234$**." -> "1,234"
     return answer.rstrip(".").strip()
 
