@@ -410,6 +410,35 @@ def test_ppo_with_a_value_head(tiny: str, tmp_path: Path) -> None:
     assert load_policy(result.output_dir).model is not None
 
 
+def test_ppo_on_buffered_search_paths_raises_the_rewarded_path(tiny: str, tmp_path: Path) -> None:
+    """PPO from the replay buffer: no sampling; the right path's log-probability rises, the wrong one's falls."""
+    from x1.data import RewardedPath
+    from x1.training.model_io import load_policy
+    from x1.training.ppo import buffered_rollout, train_ppo
+    from x1.training.rl import forward_logprobs
+
+    buffer = [
+        RewardedPath("Q: 2+2?\nA:", " 4", 1.0, "a"),
+        RewardedPath("Q: 2+2?\nA:", " 5", -1.0, "a"),
+    ]
+    cfg = PPOTrainConfig(
+        **common(tiny, tmp_path, learning_rate=3e-3), prompts_per_iteration=2, samples_per_prompt=1, ppo_epochs=4, kl_coef=0.0
+    )
+
+    def path_logprobs(model_dir: str) -> list[float]:
+        policy = load_policy(model_dir)
+        rollout = buffered_rollout(policy.tokenizer, buffer, torch.device("cpu"))
+        with torch.no_grad():
+            logp, _ = forward_logprobs(policy.model, rollout.input_ids, rollout.attention_mask, rollout.completion_mask.shape[1])
+        return (logp * rollout.completion_mask).sum(dim=1).tolist()
+
+    before = path_logprobs(tiny)
+    result = train_ppo(cfg, [], buffer=buffer)
+    after = path_logprobs(result.output_dir)
+    assert result.steps == 4 and result.metrics["reward"] == [0.0]
+    assert after[0] > before[0] and after[1] < before[1], (before, after)
+
+
 @pytest.mark.parametrize("loss", ["mse", "bce"])
 def test_value_model_regression(tiny: str, tmp_path: Path, loss: str) -> None:
     from x1.evaluators.value_model import ValueModel

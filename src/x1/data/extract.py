@@ -94,6 +94,16 @@ class ValueTarget(_Row):
     task_id: str
 
 
+@dataclass
+class RewardedPath(_Row):
+    """A whole solution the search produced and its true outcome reward in [−1, 1]: a PPO rollout from the replay buffer."""
+
+    prompt: str
+    completion: str
+    reward: float
+    task_id: str
+
+
 # -- reading traces --------------------------------------------------------------------------
 def load_records(paths: str | Path | Iterable[str | Path]) -> list[Record]:
     """All records of one or more trace files, in order."""
@@ -257,6 +267,22 @@ def sft_examples(
                 continue
             seen.add((run.task_id, completion))
             out.append(SFTExample([dict(m) for m in run.messages], completion, run.task_id, source))
+    return out
+
+
+def rewarded_paths(records: Iterable[Record], system: str | None = DEFAULT_SYSTEM) -> list[RewardedPath]:
+    """Every path whose outcome is known (verifier rewards of training-mode search, the record's
+    verdict on its answer) as prompt text + raw path text, reward mapped to ±1; each (task,
+    completion) once. The prompt is the search's own chat prefix, so the tokens are the ones it sampled."""
+    out: list[RewardedPath] = []
+    seen: set[tuple[str, str]] = set()
+    for run in _runs(records, system):
+        for tid, reward in sorted(run.rewards.items()):
+            completion = "".join(run.steps(tid))
+            if not completion.strip() or (run.task_id, completion) in seen:
+                continue
+            seen.add((run.task_id, completion))
+            out.append(RewardedPath(run.prefix, completion, 2.0 * reward - 1.0, run.task_id))
     return out
 
 

@@ -43,10 +43,12 @@ from x1 import __version__
 from x1.config import BudgetConfig, load_yaml
 from x1.data import (
     PreferencePair,
+    RewardedPath,
     SFTExample,
     ValueTarget,
     preference_pairs,
     read_jsonl,
+    rewarded_paths,
     sft_examples,
     value_targets,
     write_jsonl,
@@ -553,8 +555,15 @@ class Recipe:
         target = here / "policy"
         records = list(read_traces(here / "buffer.jsonl"))
         if p2.update == "ppo":
-            result = train_ppo(self._trainer(p2.ppo, self.policy, target, seed_offset=k), train)
-            info: dict[str, Any] = {"method": "ppo", "trained": True, **_losses(result)}
+            # PPO on the replay buffer: the search's paths with their true rewards are the rollouts.
+            paths = rewarded_paths(records)
+            write_jsonl(here / "data" / "rollouts.jsonl", paths)
+            if not paths:
+                self.log(f"round{k}.policy: no rewarded paths in the buffer, so the policy is not updated")
+                return {"method": "ppo", "trained": False, "rollouts": 0}
+            paths = read_jsonl(here / "data" / "rollouts.jsonl", RewardedPath)
+            result = train_ppo(self._trainer(p2.ppo, self.policy, target, seed_offset=k), train, buffer=paths)
+            info: dict[str, Any] = {"method": "ppo", "trained": True, "rollouts": len(paths), **_losses(result)}
             if result.metrics.get("reward"):
                 info["mean_reward"] = sum(result.metrics["reward"]) / len(result.metrics["reward"])
         elif p2.update == "dpo":

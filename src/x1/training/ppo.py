@@ -37,7 +37,19 @@ from x1.training._common import TrainResult, autocast, masked_mean
 from x1.training.config import PPOTrainConfig
 from x1.training.grpo import prompt_text
 from x1.training.model_io import EOIS, Policy, pick_device, policy_from_config, save_from_config
-from x1.training.rl import clipped_surrogate, forward_logprobs, frozen_reference, gae, kl_k3, reference_context, sample, whiten
+from x1.training.rl import (
+    Rollout,
+    clipped_surrogate,
+    forward_logprobs,
+    frozen_reference,
+    gae,
+    kl_k3,
+    left_pad,
+    reference_context,
+    sample,
+    whiten,
+)
+from x1.training.sft import field_of
 
 RewardFn = Callable[[Task, str], float]
 VALUE_HEAD_FILE = "ppo_value_head.safetensors"
@@ -102,16 +114,42 @@ def ppo_step_loss(
     return loss, parts
 
 
+def buffered_rollout(tokenizer: Any, paths: Sequence[Any], device: torch.device) -> Rollout:
+    """Rollouts from the replay buffer (``RewardedPath``s or dicts with prompt, completion, reward):
+    the search's own prompt text and path, tokenised, with an end-of-sequence token closing each path."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prompts = [list(tokenizer(field_of(p, "prompt"), add_special_tokens=False)["input_ids"]) for p in paths]
+    prompt_ids, prompt_mask = left_pad(prompts, pad_id, device)
+    eos = [tokenizer.eos_token_id]
+    completions = [list(tokenizer(field_of(p, "completion"), add_special_tokens=False)["input_ids"]) + eos for p in paths]
+    width = max(len(c) for c in completions)
+    completion_ids = torch.full((len(paths), width), pad_id, dtype=torch.long)
+    completion_mask = torch.zeros((len(paths), width), dtype=torch.long)
+    for i, c in enumerate(completions):
+        completion_ids[i, : len(c)] = torch.tensor(c, dtype=torch.long)
+        completion_mask[i, : len(c)] = 1
+    texts = [str(field_of(p, "completion")) for p in paths]
+    return Rollout(prompt_ids, prompt_mask, completion_ids.to(device), completion_mask.to(device), texts)
+
+
 def train_ppo(
     cfg: PPOTrainConfig,
     tasks: Sequence[Task],
     reward_fn: RewardFn = signed_verifier_reward,
     policy: Policy | None = None,
     value_head: ValueHead | None = None,
+    buffer: Sequence[Any] | None = None,
 ) -> TrainResult:
-    """Run ``cfg.iterations`` rounds of rollout + PPO updates; losses are per optimiser step."""
-    if not tasks:
-        raise ValueError("PPO got no tasks")
+    """Run ``cfg.iterations`` rounds of rollout + PPO updates; losses are per optimiser step.
+
+    With ``buffer`` (``RewardedPath``s: search paths and their true rewards, from
+    ``x1.data.rewarded_paths``) each iteration takes its ``prompts_per_iteration ×
+    samples_per_prompt`` rollouts from the replay buffer instead of sampling: the x1 recipe's
+    phase 2, where MCTS produced the trajectories. π_old is the policy at the start of the
+    iteration, as in on-policy PPO.
+    """
+    if not tasks and not buffer:
+        raise ValueError("PPO got no tasks and no buffered rollouts")
     torch.manual_seed(cfg.seed)
     policy = policy or policy_from_config(cfg)
     model, tokenizer = policy.model, policy.tokenizer
@@ -125,16 +163,24 @@ def train_ppo(
     metrics: dict[str, list[float]] = {"reward": [], "policy_loss": [], "value_loss": [], "kl": [], "entropy": []}
     cursor = 0
     for it in range(cfg.iterations):
-        batch = [tasks[(cursor + j) % len(tasks)] for j in range(cfg.prompts_per_iteration)]
-        cursor += cfg.prompts_per_iteration
-        owners = [t for t in batch for _ in range(cfg.samples_per_prompt)]
-        prompts = [prompt_text(tokenizer, t) for t in owners]
-        rollout = sample(
-            model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed + it
-        )
+        if buffer:
+            size = cfg.prompts_per_iteration * cfg.samples_per_prompt
+            owners = [buffer[(cursor + j) % len(buffer)] for j in range(size)]
+            cursor += size
+            rollout = buffered_rollout(tokenizer, owners, device)
+            score_list = [float(field_of(p, "reward")) for p in owners]
+        else:
+            batch = [tasks[(cursor + j) % len(tasks)] for j in range(cfg.prompts_per_iteration)]
+            cursor += cfg.prompts_per_iteration
+            owners = [t for t in batch for _ in range(cfg.samples_per_prompt)]
+            prompts = [prompt_text(tokenizer, t) for t in owners]
+            rollout = sample(
+                model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed + it
+            )
+            score_list = [float(reward_fn(t, text)) for t, text in zip(owners, rollout.texts, strict=True)]
         ids, mask, cmask = rollout.input_ids, rollout.attention_mask, rollout.completion_mask
         n = cmask.shape[1]
-        scores = torch.tensor([float(reward_fn(t, text)) for t, text in zip(owners, rollout.texts, strict=True)], device=device)
+        scores = torch.tensor(score_list, device=device)
         metrics["reward"].append(float(scores.mean()))
         last = (cmask.sum(dim=1) - 1).clamp(min=0)
         rewards = torch.zeros(cmask.shape, device=device)
