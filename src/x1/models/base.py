@@ -26,6 +26,7 @@ class Capabilities:
     prefix_reuse: bool = False  # a prompt prefix already evaluated is not prefilled again
     scoring: bool = False  # teacher-forced logprobs of a given continuation
     max_batch: int = 1
+    adapters: bool = False  # requests may name a LoRA adapter applied over one shared base model
 
 
 @dataclass
@@ -41,6 +42,7 @@ class GenerationRequest:
     seed: int | None = None
     top_logprobs: int = 0  # >0: return that many alternatives per position (for token signals)
     signals: bool = False  # compute exact token signals from the full distribution where possible
+    adapter: str | None = None  # name of a LoRA adapter the backend has loaded; None = the base model
 
 
 FinishReason = Literal["stop", "eos", "length"]
@@ -94,6 +96,17 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def refuse_adapters(backend: str, requests: list[GenerationRequest]) -> None:
+    """For backends without LoRA support: fail loudly rather than silently answer with the base model."""
+    named = sorted({r.adapter for r in requests if r.adapter is not None})
+    if named:
+        raise BackendError(
+            f"backend {backend!r} cannot apply LoRA adapters (requested: {', '.join(map(repr, named))}); "
+            "fix: serve the base model with the transformers backend (a transformers folder or hf:PATH, with adapters=...) "
+            "or vLLM, or merge the adapter into the weights and load that model"
+        )
 
 
 def truncate_at_stop(text: str, stop: list[str]) -> tuple[str, str | None]:

@@ -16,7 +16,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable
 
-from x1.models.base import BackendStats, Capabilities, Completion, GenerationRequest, truncate_at_stop
+from x1.models.base import BackendStats, Capabilities, Completion, GenerationRequest, refuse_adapters, truncate_at_stop
 
 Responder = Callable[[str, int], str]
 EOS = "<eos>"
@@ -81,6 +81,7 @@ class FakeBackend:
         return self._procedural(prompt, index + 1000 * (seed or 0))
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        refuse_adapters(self.name, requests)
         self.stats.calls += 1
         if self.latency_s:
             time.sleep(self.latency_s)

@@ -7,12 +7,19 @@ latter de-quantised to float weights by transformers, slowly but with no other r
 
 Logprobs, top logprobs and signals are always those of the model's raw distribution
 (temperature 1, no top-p), so they agree with ``score`` whatever the sampling settings.
+
+``adapters`` attaches several PEFT LoRA adapters to the one base model (its weights are held once);
+each request picks one by name (``GenerationRequest.adapter``) or the base model (None), and a
+``generate`` call decodes each adapter's requests together, switching adapters between groups.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import inspect
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +55,42 @@ def _dtype_kwarg() -> str:
 
     major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
+def _adapter_folder(name: str, path: str | Path, vocab: int) -> Path:
+    """Check that ``path`` is a LoRA adapter that only adds weights, so it can share the base with others."""
+    folder = Path(path).expanduser()
+    if not name:
+        raise BackendError(f"an adapter at {folder} has an empty name; fix: pass adapters={{'NAME': folder}}")
+    if not (folder / "adapter_config.json").is_file():
+        raise BackendError(
+            f"adapter {name!r}: {folder} is not a PEFT adapter folder (no adapter_config.json); fix: pass the folder of a "
+            "LoRA run saved unmerged (lora.merge_on_save: false); a merged folder is a whole model: load it as the model instead"
+        )
+    meta = folder / "x1_policy.json"  # written by x1's save_policy beside an unmerged adapter
+    if meta.is_file():
+        saved_vocab = json.loads(meta.read_text()).get("vocab_size")
+        if saved_vocab is not None and int(saved_vocab) != vocab:
+            raise BackendError(
+                f"adapter {name!r} was trained with a {saved_vocab}-token vocabulary but this base model's tokenizer has {vocab}; "
+                "fix: serve it on the base it was trained on (its x1_policy.json names it), or merge it and load it as a model"
+            )
+    weights = folder / "adapter_model.safetensors"
+    if weights.is_file():
+        from safetensors import safe_open
+
+        config = json.loads((folder / "adapter_config.json").read_text())
+        own = [str(m) for m in config.get("modules_to_save") or []]  # PEFT keeps one copy of these per adapter
+        with safe_open(str(weights), framework="pt") as fh:
+            names: list[str] = list(fh.keys())  # safe_open is not iterable itself
+        foreign = [k for k in names if "lora_" not in k and not any(f".{m}." in f".{k}" for m in own)]
+        if foreign:
+            # e.g. embeddings saved because <eois> was added: loading them would rewrite the shared base for everyone.
+            raise BackendError(
+                f"adapter {name!r} also stores base-model weights ({foreign[0]}, ...), which would change the base shared by "
+                "every adapter; fix: merge it and load it as its own model, or train the adapter without a new token (eois_token: false)"
+            )
+    return folder
 
 
 def _token_signals(row: Any) -> dict[str, float]:
@@ -88,6 +131,7 @@ class TransformersBackend:
         gguf_file: str | None = None,
         max_batch: int = 16,
         threads: int | None = None,
+        adapters: dict[str, str | Path] | None = None,
         **options: Any,
     ) -> None:
         torch = _import_torch()
@@ -126,12 +170,62 @@ class TransformersBackend:
             prefix_reuse=False,
             scoring=True,
             max_batch=self.max_batch,
+            adapters=True,
         )
         self.stats = BackendStats()
         self._eos = self._eos_ids()
         pad = self.tokenizer.pad_token_id
         self._pad = pad if pad is not None else (min(self._eos) if self._eos else 0)
-        self._keep_arg = self._logits_keep_arg()
+        self._keep_arg = self._logits_keep_arg()  # before PEFT wraps the model: its forward signature hides the argument
+        self.adapters: dict[str, Path] = {}  # served name -> folder
+        self._peft_names: dict[str, str] = {}  # served name -> PEFT's name (free of the '.' PEFT cannot take)
+        if adapters:
+            self._load_adapters(adapters)
+
+    # -- adapters ------------------------------------------------------------------------
+    def _load_adapters(self, adapters: dict[str, str | Path]) -> None:
+        """Attach every adapter to the one base model: their weights are small, the base is held once."""
+        try:
+            from peft import PeftModel
+        except ImportError as err:
+            raise BackendError("LoRA adapters need the peft package; fix: pip install 'x1[train]' (or pip install peft)") from err
+        folders = {str(name): _adapter_folder(str(name), path, len(self.tokenizer)) for name, path in adapters.items()}
+        model: Any = self.model
+        for i, (name, folder) in enumerate(folders.items()):
+            key = f"x1_adapter_{i}"
+            try:
+                if i == 0:
+                    model = PeftModel.from_pretrained(model, str(folder), adapter_name=key, is_trainable=False)
+                else:
+                    model.load_adapter(str(folder), adapter_name=key, is_trainable=False)
+            except (OSError, ValueError, KeyError, RuntimeError) as err:
+                first = (str(err).splitlines() or [type(err).__name__])[0]
+                raise BackendError(
+                    f"adapter {name!r} at {folder} does not fit this base model: {first}; fix: pass an adapter trained on this base"
+                ) from err
+            self.adapters[name] = folder
+            self._peft_names[name] = key
+        self.model = model.to(self.device).eval()
+
+    def _check_adapter(self, adapter: str | None) -> None:
+        if adapter is not None and adapter not in self.adapters:
+            loaded = ", ".join(map(repr, self.adapters)) or "none"
+            raise BackendError(
+                f"unknown adapter {adapter!r}; {self.name} has these adapters loaded: {loaded}; "
+                "fix: name one of them, None for the base model, or load it (adapters={NAME: FOLDER})"
+            )
+
+    @contextlib.contextmanager
+    def _using(self, adapter: str | None) -> Iterator[None]:
+        """Run the block with ``adapter`` active, or with every adapter off for the base model."""
+        if not self.adapters:
+            yield
+        elif adapter is None:
+            with self.model.disable_adapter():
+                yield
+        else:
+            self.model.set_adapter(self._peft_names[adapter], inference_mode=True)
+            yield
 
     # -- setup helpers --------------------------------------------------------------------
     def _pick_dtype(self, dtype: Any) -> Any:
@@ -206,8 +300,10 @@ class TransformersBackend:
 
     # -- generation -----------------------------------------------------------------------
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
-        """All requests × n decoded together in chunks of ``max_batch`` rows."""
+        """All requests × n decoded together in chunks of ``max_batch`` rows, one adapter's requests at a time."""
         torch = self._torch
+        for req in requests:
+            self._check_adapter(req.adapter)
         self.stats.calls += 1
         rows: list[_Row] = []
         for r, req in enumerate(requests):
@@ -221,11 +317,16 @@ class TransformersBackend:
                     row.generator = torch.Generator(device=self.device)
                     row.generator.manual_seed(seed)
                 rows.append(row)
-        # Similar prompt lengths together: less padding per chunk.
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i].prompt_ids))
+        groups: dict[str | None, list[int]] = {}  # one adapter is active per forward pass
+        for i, row in enumerate(rows):
+            groups.setdefault(row.request.adapter, []).append(i)
         with torch.inference_mode():
-            for start in range(0, len(order), self.max_batch):
-                self._decode_chunk([rows[i] for i in order[start : start + self.max_batch]])
+            for adapter, members in groups.items():
+                # Similar prompt lengths together: less padding per chunk.
+                order = sorted(members, key=lambda i: len(rows[i].prompt_ids))
+                with self._using(adapter):
+                    for start in range(0, len(order), self.max_batch):
+                        self._decode_chunk([rows[i] for i in order[start : start + self.max_batch]])
         results: list[list[Completion]] = [[] for _ in requests]
         for row in rows:
             results[row.req].append(self._completion(row))
@@ -339,11 +440,12 @@ class TransformersBackend:
         )
 
     # -- scoring --------------------------------------------------------------------------
-    def score(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
-        """Teacher-forced logprob of each continuation token (continuation tokenized on its own)."""
+    def score(self, prompts: list[str], continuations: list[str], adapter: str | None = None) -> list[list[float]]:
+        """Teacher-forced logprob of each continuation token (continuation tokenized on its own), under ``adapter``."""
         torch = self._torch
         if len(prompts) != len(continuations):
             raise BackendError(f"score got {len(prompts)} prompts but {len(continuations)} continuations")
+        self._check_adapter(adapter)
         self.stats.calls += 1
         pairs = [
             (self._encode(p), list(self.tokenizer(c, add_special_tokens=False)["input_ids"]))
@@ -351,7 +453,7 @@ class TransformersBackend:
         ]
         results: list[list[float]] = [[] for _ in pairs]
         todo = [i for i, (p, c) in enumerate(pairs) if c]
-        with torch.inference_mode():
+        with torch.inference_mode(), self._using(adapter):
             for start in range(0, len(todo), self.max_batch):
                 chunk = todo[start : start + self.max_batch]
                 seqs = [pairs[i][0] + pairs[i][1] for i in chunk]

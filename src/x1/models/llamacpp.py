@@ -25,7 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from x1.metrics import token_signals
-from x1.models.base import BackendError, BackendStats, Capabilities, Completion, GenerationRequest, truncate_at_stop
+from x1.models.base import (
+    BackendError,
+    BackendStats,
+    Capabilities,
+    Completion,
+    GenerationRequest,
+    refuse_adapters,
+    truncate_at_stop,
+)
 from x1.models.registry import check_gguf
 
 try:  # the runtime is optional: `pip install 'x1[cpu]'`
@@ -336,6 +344,7 @@ class LlamaCppBackend:
         return [int(t) for t in tokens], chosen, lse
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        refuse_adapters(self.name, requests)  # llama.cpp applies a LoRA to a whole context, not per sequence
         with self._lock:
             results: list[list[Completion]] = [[] for _ in requests]
             # Waves: as many whole requests as there are slots for their children.

@@ -8,6 +8,9 @@ Because the endpoint takes text, ``format_chat`` cannot ask the server for its t
 renders ``chat_template`` (a Hugging Face style Jinja string) when one is given, else ChatML
 (``<|im_start|>role\\n...<|im_end|>\\n`` then ``<|im_start|>assistant\\n``), which is right for
 Qwen and SmolLM2 models; pass the model's own template for any other family.
+
+A request's ``adapter`` is sent as its ``model`` field: that is how vLLM's server
+(``--lora-modules NAME=PATH``) and ``x1 serve policy --adapter NAME=PATH`` select a LoRA adapter.
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ class OpenAIBackend:
             prefix_reuse=False,
             scoring=False,  # echo support varies by server; score() tries and says when it cannot
             max_batch=self.concurrency,
+            adapters=True,  # sent as the model name; the server says (404) if it has no such adapter
         )
         self._logprobs_ok = True  # turned off if the server rejects logprobs
         self._runner: _LoopThread | None = None
@@ -116,11 +120,12 @@ class OpenAIBackend:
             self._client = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0)
         return self._client
 
-    def _error(self, err: Exception) -> BackendError:
+    def _error(self, err: Exception, model: str | None = None) -> BackendError:
         """One line naming the URL, what went wrong, and the fix."""
         import openai
 
         url = self.base_url
+        model = model or self.model_name
         if isinstance(err, openai.APITimeoutError):
             return BackendError(
                 f"the server at {url} did not answer within {self.timeout:g}s; fix: raise --timeout or check the server load"
@@ -135,9 +140,10 @@ class OpenAIBackend:
             )
             return BackendError(f"no server answers at {url} ({why}); fix: {SERVE_FIX}")
         if isinstance(err, openai.NotFoundError):
+            what = "adapter (sent as the model name)" if model != self.model_name else "model"
             return BackendError(
-                f"the server at {url} has no model {self.model_name!r} or no /completions route (HTTP 404); "
-                "fix: pass the name listed at /v1/models (--model-name) and a URL ending in /v1"
+                f"the server at {url} has no {what} {model!r} or no /completions route (HTTP 404); "
+                "fix: pass a name listed at /v1/models (--model-name, or the request's adapter) and a URL ending in /v1"
             )
         if isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
             return BackendError(f"the server at {url} refused the API key (HTTP {err.status_code}); fix: set OPENAI_API_KEY")
@@ -147,9 +153,11 @@ class OpenAIBackend:
             return BackendError(f"the server at {url} answered HTTP {err.status_code}: {detail}; fix: {fix}")
         return BackendError(f"request to {url} failed: {type(err).__name__}: {err}; fix: check the server")
 
-    async def _call(self, sem: asyncio.Semaphore, **params: Any) -> Any:
-        """One completions request, retried with exponential backoff on transient failures."""
+    async def _call(self, sem: asyncio.Semaphore, model: str | None = None, **params: Any) -> Any:
+        """One completions request (``model``: a LoRA adapter's name, else the served model), retried on transient failures."""
         import openai
+
+        model = model or self.model_name
 
         transient = (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError)
         client = self._get_client()
@@ -158,13 +166,13 @@ class OpenAIBackend:
         async with sem:
             for attempt in range(self.max_retries + 1):
                 try:
-                    return await client.completions.create(model=self.model_name, **params)
+                    return await client.completions.create(model=model, **params)
                 except transient as err:
                     if attempt >= self.max_retries:
-                        raise self._error(err) from err
+                        raise self._error(err, model) from err
                     await asyncio.sleep(min(0.25 * 2**attempt, 8.0))
                 except openai.APIError as err:
-                    raise self._error(err) from err
+                    raise self._error(err, model) from err
         raise AssertionError("unreachable")
 
     # -- generation -----------------------------------------------------------------------
@@ -208,13 +216,13 @@ class OpenAIBackend:
             wanted = MAX_TOP_LOGPROBS if req.signals else req.top_logprobs
             params["logprobs"] = max(1, min(wanted, MAX_TOP_LOGPROBS))
         try:
-            response = await self._call(sem, **params)
+            response = await self._call(sem, req.adapter, **params)
         except BackendError as err:
             cause = err.__cause__
             if "logprobs" in params and isinstance(cause, openai.BadRequestError) and "logprob" in str(cause).lower():
                 self._logprobs_ok = False  # this server cannot: carry on without them
                 params.pop("logprobs")
-                response = await self._call(sem, **params)
+                response = await self._call(sem, req.adapter, **params)
             else:
                 raise
         return self._completions(req, response)
@@ -289,8 +297,8 @@ class OpenAIBackend:
         )
 
     # -- scoring --------------------------------------------------------------------------
-    def score(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
-        """Teacher-forced logprobs through ``echo=True, logprobs=1``, where the server supports it.
+    def score(self, prompts: list[str], continuations: list[str], adapter: str | None = None) -> list[list[float]]:
+        """Teacher-forced logprobs through ``echo=True, logprobs=1``, where the server supports it (``adapter``: as in generate).
 
         A token straddling the prompt/continuation boundary counts as prompt. llama-cpp-python's
         server pairs echoed tokens with the wrong positions unless the prompt starts with the model's
@@ -300,20 +308,21 @@ class OpenAIBackend:
         if len(prompts) != len(continuations):
             raise BackendError(f"score got {len(prompts)} prompts but {len(continuations)} continuations")
         self.stats.calls += 1
-        return self._run(self._score(prompts, continuations))
+        return self._run(self._score(prompts, continuations, adapter))
 
-    async def _score(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
+    async def _score(self, prompts: list[str], continuations: list[str], adapter: str | None = None) -> list[list[float]]:
         sem = asyncio.Semaphore(self.concurrency)
-        return list(await asyncio.gather(*(self._score_one(sem, p, c) for p, c in zip(prompts, continuations, strict=True))))
+        pairs = zip(prompts, continuations, strict=True)
+        return list(await asyncio.gather(*(self._score_one(sem, p, c, adapter) for p, c in pairs)))
 
-    async def _score_one(self, sem: asyncio.Semaphore, prompt: str, continuation: str) -> list[float]:
+    async def _score_one(self, sem: asyncio.Semaphore, prompt: str, continuation: str, adapter: str | None = None) -> list[float]:
         if not continuation:
             return []
         full = prompt + continuation
         fix = "fix: use a server whose echo returns prompt logprobs (vLLM), or a local backend (hf, llamacpp)"
         try:
             # max_tokens=1, not 0: llama-cpp-python reads 0 as "until the context is full".
-            response = await self._call(sem, prompt=full, echo=True, logprobs=1, max_tokens=1, temperature=0.0)
+            response = await self._call(sem, adapter, prompt=full, echo=True, logprobs=1, max_tokens=1, temperature=0.0)
         except BackendError as err:
             raise BackendError(f"the server at {self.base_url} cannot score (echo with logprobs failed: {err}); {fix}") from err
         choice = response.choices[0] if response.choices else None

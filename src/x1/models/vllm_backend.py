@@ -4,10 +4,17 @@ Tree search re-sends a growing path as the prompt of every step; with
 ``enable_prefix_caching=True`` vLLM keeps the KV blocks of shared prefixes, so only the new
 suffix is prefilled (``RequestOutput.num_cached_tokens`` reports how much was reused).
 vLLM is optional and imported only when this backend is built.
+
+``adapters`` (name -> PEFT LoRA folder) turns on vLLM's multi-LoRA serving: each request names
+its adapter (``GenerationRequest.adapter``) and goes out with that adapter's ``LoRARequest``, so
+requests for different adapters and the base model share one batch. Written against vLLM's
+documented API (``LLM(enable_lora=True)``, ``generate(..., lora_request=[...])``); not tested here.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from x1.metrics import signals_from_top_logprobs
@@ -24,6 +31,19 @@ from x1.models.base import (
 MAX_TOP_LOGPROBS = 20  # vLLM's default max_logprobs
 
 
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts for max_lora_rank
+
+
+def _lora_rank(folders: list[Path]) -> int:
+    """The smallest ``max_lora_rank`` vLLM accepts that fits every adapter (16, vLLM's default, at least)."""
+    rank = 16
+    for folder in folders:
+        config = json.loads((folder / "adapter_config.json").read_text())
+        ranks = [int(config.get("r", 8)), *(int(v) for v in (config.get("rank_pattern") or {}).values())]
+        rank = max(rank, *ranks)
+    return next((r for r in VLLM_LORA_RANKS if r >= rank), rank)
+
+
 def _logprob_value(entry: Any) -> float:
     """vLLM's ``Logprob`` objects carry ``.logprob``; older builds returned bare floats."""
     return float(getattr(entry, "logprob", entry))
@@ -32,7 +52,7 @@ def _logprob_value(entry: Any) -> float:
 class VLLMBackend:
     """``vllm.LLM`` with prefix caching; ``engine_kwargs`` go straight to ``LLM`` (e.g. ``gpu_memory_utilization``)."""
 
-    def __init__(self, model: str, **engine_kwargs: Any) -> None:
+    def __init__(self, model: str, adapters: dict[str, str | Path] | None = None, **engine_kwargs: Any) -> None:
         try:
             import vllm
         except ImportError as err:
@@ -45,6 +65,22 @@ class VLLMBackend:
             engine_kwargs.pop(ignored, None)
         engine_kwargs.setdefault("enable_prefix_caching", True)
         self.name = str(name or model)
+        self.adapters: dict[str, Path] = {str(n): Path(p).expanduser() for n, p in (adapters or {}).items()}
+        for adapter, folder in self.adapters.items():
+            if not adapter or not (folder / "adapter_config.json").is_file():
+                raise BackendError(
+                    f"adapter {adapter!r}: {folder} is not a PEFT adapter folder (no adapter_config.json); "
+                    "fix: pass the folder of a LoRA run saved unmerged (lora.merge_on_save: false)"
+                )
+        self._lora: dict[str, Any] = {}
+        if self.adapters:
+            from vllm.lora.request import LoRARequest
+
+            engine_kwargs["enable_lora"] = True
+            engine_kwargs.setdefault("max_loras", len(self.adapters))  # all of them resident on the GPU at once
+            engine_kwargs.setdefault("max_lora_rank", _lora_rank(list(self.adapters.values())))
+            # lora_int_id must be unique and > 0 (0 means no adapter).
+            self._lora = {a: LoRARequest(a, i + 1, str(folder)) for i, (a, folder) in enumerate(self.adapters.items())}
         try:
             self.llm = vllm.LLM(model=model, **engine_kwargs)
         except Exception as err:  # vLLM raises many types; the message is what helps
@@ -63,7 +99,20 @@ class VLLMBackend:
             prefix_reuse=bool(engine_kwargs.get("enable_prefix_caching", True)),
             scoring=True,
             max_batch=1 << 12,
+            adapters=True,
         )
+
+    def _lora_request(self, adapter: str | None) -> Any:
+        """vLLM's ``LoRARequest`` for ``adapter``; None means the base model."""
+        if adapter is None:
+            return None
+        if adapter not in self._lora:
+            loaded = ", ".join(map(repr, self._lora)) or "none"
+            raise BackendError(
+                f"unknown adapter {adapter!r}; {self.name} has these adapters loaded: {loaded}; "
+                "fix: name one of them, None for the base model, or load it (adapters={NAME: FOLDER})"
+            )
+        return self._lora[adapter]
 
     def _params(self, req: GenerationRequest) -> Any:
         return self._vllm.SamplingParams(
@@ -78,16 +127,19 @@ class VLLMBackend:
         )
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
-        """One ``LLM.generate`` call for the whole batch, one ``SamplingParams`` per request."""
+        """One ``LLM.generate`` call for the whole batch, one ``SamplingParams`` (and adapter) per request."""
+        loras = [self._lora_request(r.adapter) for r in requests]
         self.stats.calls += 1
         live = [i for i, r in enumerate(requests) if r.n > 0]
         results: list[list[Completion]] = [[] for _ in requests]
         if not live:
             return results
+        extra: dict[str, Any] = {"lora_request": [loras[i] for i in live]} if self._lora else {}
         outputs = self.llm.generate(
             [requests[i].prompt for i in live],
             sampling_params=[self._params(requests[i]) for i in live],
             use_tqdm=False,
+            **extra,
         )
         for i, out in zip(live, outputs, strict=True):
             results[i] = self._completions(requests[i], out)
@@ -146,10 +198,11 @@ class VLLMBackend:
         text = getattr(entry, "decoded_token", None)
         return text if text is not None else self.tokenizer.decode([token_id])
 
-    def score(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
-        """Teacher-forced logprobs via ``prompt_logprobs=0`` over prompt + continuation token ids."""
+    def score(self, prompts: list[str], continuations: list[str], adapter: str | None = None) -> list[list[float]]:
+        """Teacher-forced logprobs via ``prompt_logprobs=0`` over prompt + continuation token ids, under ``adapter``."""
         if len(prompts) != len(continuations):
             raise BackendError(f"score got {len(prompts)} prompts but {len(continuations)} continuations")
+        lora = self._lora_request(adapter)
         self.stats.calls += 1
         pairs = [
             (self.tokenizer.encode(p), self.tokenizer.encode(c, add_special_tokens=False))
@@ -165,6 +218,7 @@ class VLLMBackend:
                 [{"prompt_token_ids": pairs[i][0] + pairs[i][1]} for i in todo],
                 sampling_params=params,
                 use_tqdm=False,
+                **({"lora_request": lora} if lora is not None else {}),
             )
         except (ValueError, NotImplementedError) as err:
             raise BackendError(

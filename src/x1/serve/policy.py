@@ -16,6 +16,11 @@ Routes:
   and ``top_logprobs: int``, answered in the chat format.
 - ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus text).
 
+LoRA adapters: when the backend has adapters loaded (``TransformersBackend(adapters=...)``,
+``x1 serve policy --adapter NAME=PATH``), a request's ``model`` field picks one by name, as with
+vLLM's ``--lora-modules``; the served name (or ``default``, or no model) means the base model.
+``/v1/models`` lists the base model and every adapter; an unknown name is a 404 that lists them.
+
 Concurrent requests are gathered by a ``DynamicBatcher`` into one ``backend.generate`` call.
 ``usage.prompt_tokens`` is the prompt's length in tokens where the backend can tokenize,
 else the tokens it actually prefilled.
@@ -156,18 +161,36 @@ def create_policy_app(
 ) -> FastAPI:
     """An OpenAI-compatible app serving ``backend``; the caller owns (and closes) the backend."""
     served = model_name or backend.name
+    adapters = [str(a) for a in (getattr(backend, "adapters", None) or {})]
+    for adapter in adapters:
+        if adapter in (served, "default"):
+            raise BackendError(f"adapter name {adapter!r} is the base model's name here; fix: give the adapter another name")
     metrics = ServerMetrics()
     batcher: DynamicBatcher[_Item, _Generated] = DynamicBatcher(
         policy_batch_fn(backend), max_batch=max_batch, max_wait_ms=max_wait_ms, size=lambda item: item.request.n,
         metrics=metrics, name="policy",
     )
     limits = {"max_prompt_chars": max_prompt_chars, "max_tokens": max_tokens_limit, "max_n": max_n, "max_prompts": max_prompts}
-    app = make_app("x1 policy server", served, metrics, [batcher], api_key, max_body_bytes,
-                   info=lambda: {"kind": "policy", "limits": limits})
+    info = {"kind": "policy", "limits": limits, **({"adapters": adapters} if adapters else {})}
+    app = make_app("x1 policy server", served, metrics, [batcher], api_key, max_body_bytes, info=lambda: info)
     app.state.backend = backend
+    if adapters:
+        _list_adapters(app, [served, *adapters])
 
-    def check_common(body: _Sampling, max_tokens: int) -> None:
-        check_model(body.model, served)
+    def pick_adapter(requested: str | None) -> str | None:
+        """The adapter a request's ``model`` names; None for the base model."""
+        if requested in adapters:
+            return requested
+        if not adapters:
+            check_model(requested, served)
+        elif requested not in (None, "", served, "default"):
+            names = ", ".join(map(repr, [served, *adapters]))
+            raise APIError(404, f"model {requested!r} is not served here; this server serves {names} (see /v1/models)",
+                           "not_found_error", "model", "model_not_found")
+        return None
+
+    def check_common(body: _Sampling, max_tokens: int) -> str | None:
+        adapter = pick_adapter(body.model)
         if body.stream:
             raise APIError(400, "stream is not supported by this server; send stream=false", param="stream")
         if body.presence_penalty or body.frequency_penalty or body.logit_bias:
@@ -177,6 +200,7 @@ def create_policy_app(
                            param="max_tokens", code="max_tokens_too_large")
         if body.n > max_n:
             raise APIError(400, f"n {body.n} exceeds this server's limit of {max_n}", param="n")
+        return adapter
 
     def check_prompt(text: str, what: str) -> None:
         if len(text) > max_prompt_chars:
@@ -199,7 +223,7 @@ def create_policy_app(
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest) -> dict[str, Any]:
-        check_common(body, body.max_tokens)
+        adapter = check_common(body, body.max_tokens)
         if body.echo:
             raise APIError(400, "echo is not supported by this server; score texts with a value server (x1 serve value)", param="echo")
         if body.suffix:
@@ -218,7 +242,7 @@ def create_policy_app(
         items = [
             _Item(
                 GenerationRequest(prompt=p, n=body.n, max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
-                                  stop=stop, seed=body.seed, top_logprobs=body.logprobs or 0),
+                                  stop=stop, seed=body.seed, top_logprobs=body.logprobs or 0, adapter=adapter),
                 want,
             )
             for p in prompts
@@ -242,7 +266,7 @@ def create_policy_app(
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
             "created": int(time.time()),
-            "model": served,
+            "model": adapter or served,
             "choices": choices,
             "usage": _usage(prompt_tokens, completion_tokens),
         }
@@ -250,7 +274,7 @@ def create_policy_app(
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest) -> dict[str, Any]:
         max_tokens = body.max_completion_tokens or body.max_tokens or min(default_chat_max_tokens, max_tokens_limit)
-        check_common(body, max_tokens)
+        adapter = check_common(body, max_tokens)
         if body.top_logprobs and not body.logprobs:
             raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in body.messages]
@@ -262,7 +286,7 @@ def create_policy_app(
         k = body.top_logprobs or 0
         item = _Item(
             GenerationRequest(prompt=prompt, n=body.n, max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
-                              stop=body.stop_list(), seed=body.seed, top_logprobs=k),
+                              stop=body.stop_list(), seed=body.seed, top_logprobs=k, adapter=adapter),
             body.logprobs,
         )
         (result,) = await generate([item])
@@ -282,12 +306,25 @@ def create_policy_app(
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": served,
+            "model": adapter or served,
             "choices": choices,
             "usage": _usage(result.prompt_tokens, completion_tokens),
         }
 
     return app
+
+
+def _list_adapters(app: FastAPI, names: list[str]) -> None:
+    """Replace the shared app's one-model ``/v1/models`` with the base model followed by its adapters."""
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/v1/models"]
+    started = int(time.time())
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        data = [{"id": n, "object": "model", "created": started, "owned_by": "x1"} for n in names]
+        for entry in data[1:]:
+            entry["parent"] = names[0]  # vLLM marks a LoRA module with its base model the same way
+        return {"object": "list", "data": data}
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
