@@ -13,9 +13,11 @@ class CountingFake(FakeBackend):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.batch_sizes: list[int] = []
+        self.sequences: list[int] = []
 
     def generate(self, requests):
         self.batch_sizes.append(len(requests))
+        self.sequences.append(sum(r.n for r in requests))
         return super().generate(requests)
 
 
@@ -29,6 +31,21 @@ def test_all_problems_share_one_policy_call_per_tick():
     engine.run(tasks(5), build_strategy("mcts", iterations=4, expand=2))
     assert fake.stats.calls == engine.ticks == len(fake.batch_sizes)
     assert fake.batch_sizes[0] == 5  # every problem's first expansion in the same call
+
+
+def test_max_active_bounds_the_problems_in_flight_and_changes_no_result():
+    def run(max_active):
+        fake = CountingFake(steps_to_answer=3)
+        engine = Engine(fake, {"confidence": ConfidenceEvaluator()}, max_active=max_active)
+        outcomes = engine.run(tasks(7), BestOfN(n=4))
+        return fake, [(o.answer, o.graph.to_dict()) for o in outcomes]
+
+    limited, limited_out = run(3)
+    unlimited, unlimited_out = run(None)
+    assert max(limited.sequences) == 3 * 4 and max(unlimited.sequences) == 7 * 4  # live chains per call
+    assert limited_out == unlimited_out  # seeds come from task and thought ids, not from timing
+    with pytest.raises(ValueError, match="max_active"):
+        Engine(FakeBackend(), max_active=0).run(tasks(1), BestOfN(n=2))
 
 
 def test_same_seed_same_graphs_and_different_seed_differs():

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -209,6 +209,9 @@ def eval_(
     resume: Annotated[bool, typer.Option(help="continue an interrupted run in --out, skipping finished problems")] = False,
     task_option: Annotated[list[str] | None, typer.Option("--task-option", help="task config key=value (e.g. difficulty=0.5)")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="token budget per problem (prefilled + generated)")] = None,
+    max_active: Annotated[
+        int | None, typer.Option(min=1, help="problems in flight at once (default all); keep problems × chains within the model's slots")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML run config (flags override it)")] = None,
     model_name: Annotated[str | None, typer.Option(help="model id for an openai: server")] = None,
     value_url: ValueUrlOpt = None,
@@ -226,6 +229,8 @@ def eval_(
         cfg = build_config(model, strategy, param, seed, temperature, config, model_name, value_url)
         if max_tokens:
             cfg.search.budget.max_tokens = max_tokens
+        if max_active:
+            cfg.search.max_active = max_active
         problems = load_tasks(task, n=n, seed=seed, **parse_params(task_option or []))
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in task)
         out_dir = out or Path("runs") / f"eval-{safe}-{strategy}"
@@ -276,14 +281,48 @@ HostOpt = Annotated[str, typer.Option(help="address to bind (loopback by default
 ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="X1_API_KEY", help="require 'Authorization: Bearer KEY' on /v1")]
 MaxBatchOpt = Annotated[int, typer.Option(min=1, help="most sequences per model call")]
 MaxWaitOpt = Annotated[float, typer.Option(min=0.0, help="how long to gather a batch after its first request (ms)")]
+RayServeOpt = Annotated[bool, typer.Option("--ray-serve", help="deploy on Ray Serve (http://HOST:PORT/policy or /value), not uvicorn")]
+ReplicasOpt = Annotated[int, typer.Option(min=1, help="with --ray-serve: replicas, each with its own model and batcher")]
+ReplicaCpusOpt = Annotated[float, typer.Option(min=0.01, help="with --ray-serve: CPUs Ray reserves per replica (and its model threads)")]
+RayAddressOpt = Annotated[str | None, typer.Option(help="with --ray-serve: Ray cluster to join (auto, HOST:6379); default: a local one")]
+
+
+def _parse_adapters(specs: list[str]) -> dict[str, str]:
+    """``NAME=PATH`` options as a name -> folder map (a name given twice is a mistake, not an override)."""
+    adapters: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        name, path = name.strip(), path.strip()
+        if not sep or not name or not path:
+            raise BackendError(f"--adapter {spec!r} is not NAME=PATH; fix: e.g. --adapter math=runs/sft")
+        if name in adapters:
+            raise BackendError(f"--adapter {name!r} is given twice; fix: give each adapter its own name")
+        adapters[name] = path
+    return adapters
+
+
+def _load_with_adapters(model: str, adapters: dict[str, str], threads: int | None) -> Any:
+    """A transformers backend with LoRA adapters over one base (llama.cpp cannot switch adapters per request)."""
+    from x1.models.registry import load_backend, resolve_model
+
+    spec = resolve_model(model)
+    if spec.kind != "hf":
+        raise BackendError(
+            f"--adapter needs a transformers model, but {model!r} runs on {spec.kind}; "
+            "fix: pass the base model's transformers folder, or hf:NAME / hf:FILE.gguf"
+        )
+    return load_backend(spec, adapters=adapters, **({"threads": threads} if threads else {}))
 
 
 def _serve(kind: str, model: str, host: str, port: int, api_key: str | None, max_batch: int, max_wait_ms: float, n_ctx: int,
-           threads: int | None, served_name: str | None, log_level: str, limits: dict[str, int]) -> None:
+           threads: int | None, served_name: str | None, log_level: str, limits: dict[str, int], adapters: list[str] | None = None) -> None:
     from x1.serve.run import check_exposure, load_serving_backend, run_app
 
     try:
-        backend = load_serving_backend(model, n_ctx=n_ctx, n_seq_max=max(64, 2 * max_batch), threads=threads)
+        if adapters:
+            backend = _load_with_adapters(model, _parse_adapters(adapters), threads)
+        else:
+            backend = load_serving_backend(model, n_ctx=n_ctx, n_seq_max=max(64, 2 * max_batch), threads=threads)
     except (BackendError, ValueError) as err:
         fail(str(err))
         return
@@ -303,11 +342,41 @@ def _serve(kind: str, model: str, host: str, port: int, api_key: str | None, max
         if warning := check_exposure(host, api_key):
             err_console.print(f"[bold yellow]warning:[/] {warning}")
         err_console.print(f"x1 {kind} server: {served_name or backend.name} at http://{host}:{port}/v1 ({route}; /health, /metrics)")
+        if adapters:
+            err_console.print(f"LoRA adapters (the request's model field picks one): {', '.join(getattr(backend, 'adapters', {}))}")
         run_app(server, host, port, log_level)
     except BackendError as err:
         fail(str(err))
     finally:
         backend.close()
+
+
+def _serve_ray(kind: str, model: str, host: str, port: int, api_key: str | None, max_batch: int,
+               max_wait_ms: float, n_ctx: int, threads: int | None, served_name: str | None, limits: dict[str, int], replicas: int,
+               replica_cpus: float, address: str | None) -> None:
+    """`--ray-serve`: the same app on Ray Serve replicas; blocks until Ctrl-C, then removes the deployment."""
+    from x1.serve.ray_serve import RayServeError, ReplicaSpec, deploy, wait_for_interrupt
+    from x1.serve.run import check_exposure
+
+    # Each replica's model gets the CPUs Ray reserves for it, not all of the node's (replicas would fight over them).
+    spec = ReplicaSpec(kind, model, api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms, n_ctx=n_ctx,
+                       threads=threads or max(1, int(replica_cpus)), served_name=served_name, limits=limits)
+    if warning := check_exposure(host, api_key):
+        err_console.print(f"[bold yellow]warning:[/] {warning}")
+    err_console.print(f"deploying the x1 {kind} app on Ray Serve: {replicas} replica(s) of {model} ...")
+    try:
+        running = deploy(spec, replicas=replicas, num_cpus=replica_cpus, host=host, port=port, address=address)
+    except (RayServeError, BackendError, ValueError) as err:
+        fail(str(err))
+        return
+    route = "/v1/completions, /v1/chat/completions" if kind == "policy" else "/v1/score"
+    err_console.print(f"x1 {kind} server on Ray Serve: {served_name or model} at {running.url}/v1 ({route}; /health, /metrics)")
+    err_console.print("Ctrl-C removes the deployment")
+    try:
+        wait_for_interrupt()
+    finally:
+        err_console.print(f"removing the x1 {kind} deployment")
+        running.shutdown()
 
 
 @serve_app.command("policy")
@@ -324,10 +393,23 @@ def serve_policy(
     threads: Annotated[int | None, typer.Option(help="CPU threads for the model (default: all)")] = None,
     served_name: Annotated[str | None, typer.Option(help="model id clients send (default: the model's name)")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    ray_serve: RayServeOpt = False,
+    replicas: ReplicasOpt = 1,
+    replica_cpus: ReplicaCpusOpt = 1.0,
+    address: RayAddressOpt = None,
+    adapter: Annotated[list[str] | None, typer.Option(
+        "--adapter", help="NAME=PATH: a LoRA adapter folder served over the same base, picked by the request's model field; "
+        "repeatable; transformers models only")] = None,
 ) -> None:
     """OpenAI-compatible completions and chat for a policy model, with dynamic batching."""
     limits = {"max_prompt_chars": max_prompt_chars, "max_tokens_limit": max_tokens_limit}
-    _serve("policy", model, host, port, api_key, max_batch, max_wait_ms, n_ctx, threads, served_name, log_level, limits)
+    if ray_serve and adapter:
+        fail("--adapter is not supported with --ray-serve yet; fix: serve the adapters with uvicorn (drop --ray-serve)")
+    if ray_serve:
+        _serve_ray("policy", model, host, port, api_key, max_batch, max_wait_ms, n_ctx, threads, served_name, limits, replicas,
+                   replica_cpus, address)
+        return
+    _serve("policy", model, host, port, api_key, max_batch, max_wait_ms, n_ctx, threads, served_name, log_level, limits, adapter)
 
 
 @serve_app.command("value")
@@ -343,8 +425,16 @@ def serve_value(
     threads: Annotated[int | None, typer.Option(help="CPU threads for the model (default: all)")] = None,
     served_name: Annotated[str | None, typer.Option(help="model id clients send (default: the model's name)")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    ray_serve: RayServeOpt = False,
+    replicas: ReplicasOpt = 1,
+    replica_cpus: ReplicaCpusOpt = 1.0,
+    address: RayAddressOpt = None,
 ) -> None:
     """POST /v1/score: values in [0, 1] for reasoning paths (for now the model's mean token probability)."""
+    if ray_serve:
+        _serve_ray("value", model, host, port, api_key, max_batch, max_wait_ms, n_ctx, threads, served_name,
+                   {"max_prompt_chars": max_prompt_chars}, replicas, replica_cpus, address)
+        return
     _serve("value", model, host, port, api_key, max_batch, max_wait_ms, n_ctx, threads, served_name, log_level,
            {"max_prompt_chars": max_prompt_chars})
 

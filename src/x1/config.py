@@ -42,6 +42,8 @@ class SearchConfig(BaseModel):
     seed: int = 0
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     value_url: str | None = None  # an `x1 serve value` server, scoring as the evaluator named "value"
+    # problems in flight at once (None: all); keep problems × live chains within the backend's slots
+    max_active: int | None = Field(None, ge=1)
 
 
 class RunConfig(BaseModel):

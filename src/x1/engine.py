@@ -125,17 +125,34 @@ class Engine:
     checkpoint_every: int = 1  # ticks
     on_tick: Callable[[int, list[Problem]], None] | None = None
     on_done: Callable[[Outcome], None] | None = None
+    # At most this many problems in flight; the next starts as soon as one finishes. Keeps the
+    # live sequences within the backend's cache slots (e.g. 32 problems × best-of-8 = 256).
+    max_active: int | None = None
     ticks: int = 0
 
     # -- public ---------------------------------------------------------------------------
     def run(self, tasks: list[Task], strategy: Strategy) -> list[Outcome]:
         """Solve every task; outcomes come back in task order."""
+        if self.max_active is not None and self.max_active < 1:
+            raise ValueError(f"max_active={self.max_active}: at least one problem must run; fix: pass 1 or more, or None for all")
         problems, started = self._start(tasks, strategy)
         outcomes: dict[int, Outcome] = {}
+        limit = len(problems) if self.max_active is None else self.max_active
+        # A resumed, half-grown graph is in flight from the start; the rest are admitted in task order.
+        admitted = {i for i, p in enumerate(problems) if len(p.graph) > 1}
         while True:
-            active = [i for i, p in enumerate(problems) if not p.done]
-            if not active:
+            unfinished = [i for i, p in enumerate(problems) if not p.done]
+            if not unfinished:
                 break
+            active = [i for i in unfinished if i in admitted]
+            for i in unfinished:
+                if len(active) >= limit:
+                    break
+                if i not in admitted:
+                    admitted.add(i)
+                    active.append(i)
+                    started[i] = time.perf_counter()
+            active.sort()
             asked: dict[int, list[Request]] = {}
             for i in active:
                 p = problems[i]
@@ -147,7 +164,7 @@ class Engine:
                 else:
                     asked[i] = requests
             if not asked:
-                break
+                continue  # every active problem finished: admit the next ones, or stop when none is left
             replies = self._serve(problems, asked)
             for i, rs in replies.items():
                 strategy.tell(problems[i], rs)

@@ -69,6 +69,7 @@ def run_tasks(
         seed=config.search.seed,
         checkpoint_path=checkpoint_path,
         on_tick=on_tick,
+        max_active=config.search.max_active,
     )
     header = {
         "x1_version": __version__,
