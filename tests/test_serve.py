@@ -324,6 +324,40 @@ def test_value_app_takes_any_scorer() -> None:
         assert r.json()["scores"] == [0.04, 1.0] and r.json()["model"] == "lengths"
 
 
+def test_api_key_is_enforced_behind_a_prefix_proxy() -> None:
+    """A proxy that mounts the app under a prefix (root_path) must not open a way around the key."""
+    import asyncio
+
+    from x1.serve.value import create_value_app
+
+    class Lengths:
+        def unit_scores(self, texts: list[str]) -> list[float]:
+            return [0.5 for _ in texts]
+
+    app = create_value_app(Lengths(), api_key=KEY, model_name="lengths")
+    body = b'{"items": [{"prompt": "ab", "continuation": "cd"}]}'
+
+    async def call(headers: list[tuple[bytes, bytes]]) -> int:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+                 "path": "/value/v1/score", "raw_path": b"/value/v1/score", "root_path": "/value", "query_string": b"",
+                 "headers": [(b"content-type", b"application/json"), *headers], "server": ("test", 80), "client": ("test", 1)}  # fmt: skip
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        status: list[int] = []
+
+        async def receive() -> dict:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(scope, receive, send)
+        return status[0]
+
+    assert asyncio.run(call([])) == 401
+    assert asyncio.run(call([(b"authorization", f"Bearer {KEY}".encode())])) != 401  # past the guard (503: no lifespan here)
+
+
 def test_remote_value_evaluator_says_how_to_fix_a_missing_server() -> None:
     from helpers import number_task
 

@@ -110,7 +110,10 @@ class GuardMiddleware:
         self.max_body = max_body_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1"):
+        path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
+        if root and path.startswith(root):  # behind a proxy that mounts the app under a prefix
+            path = path[len(root) :]
+        if scope["type"] != "http" or not path.startswith("/v1"):
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
