@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import one_torch_thread, save_tiny_llama
 
 from x1.models.base import BackendError, GenerationRequest
 
@@ -24,55 +25,13 @@ ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Two threads on a shared two-core machine run several times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir() -> Path:
-    """SmolLM2's tokenizer as a folder, read from the bundled GGUF once and cached (as in test_training.py)."""
-    from x1.models.registry import cache_dir, smollm2_path
-
-    try:
-        gguf = smollm2_path()
-    except BackendError as err:
-        pytest.skip(str(err))
-    folder = cache_dir().parent / "test-assets" / f"smollm2-tokenizer-{gguf.stat().st_size}"
-    if not (folder / "tokenizer.json").exists():
-        from x1.training.model_io import load_tokenizer
-
-        load_tokenizer(gguf.parent, gguf.name).save_pretrained(str(folder))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny(tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A 2-layer, 32-wide random Llama saved as a transformers folder."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from x1.training.model_io import load_tokenizer
-
-    tok = load_tokenizer(tokenizer_dir)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        vocab_size=len(tok),
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    folder = tmp_path_factory.mktemp("tiny")
-    LlamaForCausalLM(config).save_pretrained(str(folder))
-    tok.save_pretrained(str(folder))
-    return str(folder)
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny"), max_positions=256)
 
 
 def make_adapter(base: str, out: Path, seed: int, embeddings: bool = False) -> Path:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import one_torch_thread, save_tiny_llama
 from typer.testing import CliRunner
 
 from x1.cli import app
@@ -22,50 +23,17 @@ runner = CliRunner()
 # -- fixtures ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def torch():  # type: ignore[no-untyped-def]
-    """The train extra, one thread (two threads on a shared two-core machine run several times slower)."""
+    """The train extra, one thread."""
     torch = pytest.importorskip("torch")
     for name in ("transformers", "trl", "peft", "datasets"):
         pytest.importorskip(name)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield torch
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield torch
 
 
 @pytest.fixture(scope="module")
 def tiny(torch, tmp_path_factory: pytest.TempPathFactory) -> str:  # type: ignore[no-untyped-def]
-    """A 2-layer, 32-wide Llama with SmolLM2's vocabulary, saved as a transformers folder."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from x1.models.registry import BackendError, cache_dir, smollm2_path
-    from x1.training.model_io import load_tokenizer
-
-    try:
-        gguf = smollm2_path()
-    except BackendError as err:
-        pytest.skip(str(err))
-    folder = cache_dir().parent / "test-assets" / f"smollm2-tokenizer-{gguf.stat().st_size}"
-    if not (folder / "tokenizer.json").exists():
-        load_tokenizer(gguf.parent, gguf.name).save_pretrained(str(folder))
-    tok = load_tokenizer(folder)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        vocab_size=len(tok),
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    out = tmp_path_factory.mktemp("tiny")
-    LlamaForCausalLM(config).save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return str(out)
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny"))
 
 
 def sft_file(path: Path) -> Path:

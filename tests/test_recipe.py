@@ -19,6 +19,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("trl")
 pytest.importorskip("datasets")
 
+from helpers import one_torch_thread, save_tiny_llama  # noqa: E402
+
 from x1.config import ConfigError  # noqa: E402
 from x1.pipelines import recipe  # noqa: E402
 from x1.pipelines.recipe import RecipeConfig, RecipeError, auc, run_recipe  # noqa: E402
@@ -28,46 +30,13 @@ from x1.tasks.base import StepFormat, Task, Verification  # noqa: E402
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Two threads on a shared two-core machine run several times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A 2-layer, 32-wide Llama with SmolLM2's vocabulary (tokenizer cached like test_training's)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from x1.models.registry import BackendError, cache_dir, smollm2_path
-    from x1.training.model_io import load_tokenizer
-
-    try:
-        gguf = smollm2_path()
-    except BackendError as err:
-        pytest.skip(str(err))
-    folder = cache_dir().parent / "test-assets" / f"smollm2-tokenizer-{gguf.stat().st_size}"
-    if not (folder / "tokenizer.json").exists():
-        load_tokenizer(gguf.parent, gguf.name).save_pretrained(str(folder))
-    tok = load_tokenizer(folder)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        vocab_size=len(tok),
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    out = tmp_path_factory.mktemp("tiny")
-    LlamaForCausalLM(config).save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return str(out)
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny"))
 
 
 def parity_task(i: int) -> Task:
