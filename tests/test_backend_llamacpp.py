@@ -125,3 +125,38 @@ def test_token_signals_are_sane(smollm2_llama):
 def test_overlong_prompt_names_the_fix(smollm2_llama):
     with pytest.raises(BackendError, match="fix: raise n_ctx"):
         smollm2_llama.generate([GenerationRequest("word " * 9000, max_tokens=4)])
+
+
+def test_stream_admits_requests_while_others_run_and_score_runs_between_steps():
+    """Continuous batching: a request submitted mid-decode joins at once and finishes before a long
+    one; a request that needs more slots than are free waits in the queue, then runs."""
+    from x1.models.llamacpp import LlamaCppBackend
+    from x1.models.registry import smollm2_path
+
+    backend = LlamaCppBackend(smollm2_path(), n_ctx=4096, n_seq_max=4)
+    try:
+        story = chat(backend, "Write a long story about a dragon who learns to bake bread.")
+        short = chat(backend, "Name a colour.")
+        stream = backend.open_stream()
+        long_t = stream.submit(GenerationRequest(story, max_tokens=40, temperature=0))
+        short_t = stream.submit(GenerationRequest(short, max_tokens=2, temperature=0))
+        done: dict[int, list] = {}
+        steps = 0
+        while short_t not in done:
+            done.update(stream.step())
+            steps += 1
+        assert steps == 2 and long_t not in done  # a 2-token answer does not wait for the 40-token one
+        late_t = stream.submit(GenerationRequest(short, max_tokens=2, temperature=0))
+        wide_t = stream.submit(GenerationRequest(short, n=3, max_tokens=2, temperature=1.0, seed=1))  # 3 slots: must wait
+        assert backend.score([short], [" Blue"])[0]  # between steps, beside running sequences
+        while late_t not in done:
+            done.update(stream.step())
+        assert long_t not in done and wide_t not in done
+        while stream.busy:
+            done.update(stream.step())
+        assert done[late_t][0].token_ids == done[short_t][0].token_ids
+        assert len(done[long_t][0].token_ids) == 40 and len(done[wide_t]) == 3
+        assert not any(s.busy for s in backend._slots)  # every slot came back
+        stream.close()
+    finally:
+        backend.close()

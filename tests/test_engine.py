@@ -1,5 +1,7 @@
 """The engine: lock-step batching, budgets, determinism, checkpoint and resume."""
 
+import zlib
+
 import pytest
 from helpers import number_task
 
@@ -46,6 +48,38 @@ def test_max_active_bounds_the_problems_in_flight_and_changes_no_result():
     assert limited_out == unlimited_out  # seeds come from task and thought ids, not from timing
     with pytest.raises(ValueError, match="max_active"):
         Engine(FakeBackend(), max_active=0).run(tasks(1), BestOfN(n=2))
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("mcts", {"iterations": 6, "expand": 2, "parallel": 2}),
+        ("beam", {"width": 2, "branch": 3}),
+        ("best_of_n", {"n": 4}),
+        ("tot_dfs", {}),
+        ("dvts", {}),
+    ],
+)
+def test_continuous_batching_changes_no_result_and_saves_decode_steps(name, params):
+    """Problems whose rounds finish early ask again while others still decode: same graphs as
+    lock-step (seeds depend on where a request comes from, not when), fewer decode steps."""
+
+    def uneven_steps(prompt: str, index: int) -> str:  # steps of 3 to 9 words, as real ones vary
+        done = prompt.count("Step ")
+        h = zlib.crc32(f"{prompt}|{index}".encode())
+        if done >= 3 or (done and h % 5 == 0):
+            return f"The answer is {h % 4}.<eos>"
+        return f"Step {done + 1}:{' so' * (h % 7)} consider {h % 997}.\n\n"
+
+    def run(continuous: bool):
+        fake = FakeBackend(responder=uneven_steps, continuous=continuous)
+        outcomes = Engine(fake, {"confidence": ConfidenceEvaluator()}, max_active=4).run(tasks(9), build_strategy(name, **params))
+        return fake.decode_steps, [(o.answer, o.score, o.graph.to_dict()) for o in outcomes]
+
+    lock_steps, lock_out = run(False)
+    cont_steps, cont_out = run(True)
+    assert cont_out == lock_out
+    assert cont_steps < lock_steps
 
 
 def test_same_seed_same_graphs_and_different_seed_differs():

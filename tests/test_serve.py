@@ -184,9 +184,10 @@ def test_concurrent_requests_are_batched(policy, prompt) -> None:
     assert [r.status_code for r in responses] == [200] * 8
     assert all(r.json()["choices"][0]["text"] for r in responses)
     after = scrape(policy)
-    batches = metric(after, "x1_batch_size_count") - metric(before, "x1_batch_size_count")
+    # llama.cpp streams: each model call is one decode step and counts the sequences in flight.
+    steps = metric(after, "x1_batch_size_count") - metric(before, "x1_batch_size_count")
     sequences = metric(after, "x1_batch_size_sum") - metric(before, "x1_batch_size_sum")
-    assert sequences == 8 and sequences / batches > 1, f"8 requests went out in {batches:g} model calls"
+    assert sequences / steps > 1, f"8 requests: {sequences:g} sequence-steps in {steps:g} decode steps, so none shared a step"
     assert metric(after, "x1_requests_total", status="200") - metric(before, "x1_requests_total", status="200") == 8
     assert metric(after, "x1_queue_depth") == 0
 
@@ -406,7 +407,8 @@ class OneAtATime:
 
     def __init__(self, backend) -> None:  # type: ignore[no-untyped-def]
         self.backend = backend
-        self.name, self.capabilities, self.stats = backend.name, backend.capabilities, backend.stats
+        self.name, self.stats = backend.name, backend.stats
+        self.capabilities = replace(backend.capabilities, continuous=False)  # no stream: one request per call
 
     def generate(self, requests):  # type: ignore[no-untyped-def]
         return [self.backend.generate([r])[0] for r in requests]
@@ -529,3 +531,53 @@ def test_batcher_stop_fails_waiters() -> None:
             await batcher.submit(6)
 
     asyncio.run(main())
+
+
+def test_continuous_batcher_admits_mid_decode_and_contains_failures() -> None:
+    """A request that arrives while others decode joins them; a request the stream refuses fails
+    alone; a step that raises fails only what was in flight, and the next request still works."""
+    import asyncio
+
+    from x1.models.base import BackendError, GenerationRequest
+    from x1.models.fake import FakeBackend, FakeStream
+    from x1.serve.batcher import ContinuousBatcher
+
+    fake = FakeBackend(responder=lambda prompt, i: ("boom " if "boom" in prompt else "word ") * int(prompt.split()[-1]),
+                       continuous=True)
+
+    class Picky(FakeStream):
+        def submit(self, request: GenerationRequest) -> int:
+            if "bad" in request.prompt:
+                raise BackendError("this prompt is bad")
+            return super().submit(request)
+
+        def step(self):  # type: ignore[no-untyped-def]
+            if any(g[0].text.startswith("boom") for _, g in self._running.values()):
+                raise BackendError("the model fell over")
+            time.sleep(0.005)  # a decode step takes time
+            return super().step()
+
+    steps: list[int] = []
+
+    def finish(prompt: str, completions):  # type: ignore[no-untyped-def]
+        steps.append(fake.decode_steps)
+        return completions[0].generated_tokens
+
+    async def main() -> None:
+        batcher: ContinuousBatcher[str, int] = ContinuousBatcher(
+            lambda: Picky(fake), lambda p: GenerationRequest(p, max_tokens=100), finish, max_batch=8)
+        batcher.start()
+        long = asyncio.ensure_future(batcher.submit("long 40"))
+        await asyncio.sleep(0.01)
+        assert await batcher.submit("short 2") == 2  # joined the running decode and left before the long one
+        assert not long.done()
+        with pytest.raises(BackendError, match="bad"):
+            await batcher.submit("bad 3")
+        assert await long == 40
+        with pytest.raises(BackendError, match="fell over"):
+            await batcher.submit("boom 3")
+        assert await batcher.submit("after 3") == 3  # a fresh stream serves the next request
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert steps[0] < steps[1]  # the short request finished at an earlier step than the long one

@@ -1,9 +1,11 @@
-"""The one loop: many problems advance in lock-step, each tick one batched call per model.
+"""The one loop: many problems advance together, their model calls batched.
 
-Every tick the engine asks each active problem's strategy for requests, sends *all* generate
-requests of *all* problems to the policy in a single ``generate`` call, all evaluate requests
-to each evaluator in a single call, and tells the results back. Budgets are enforced per
-problem; graphs are checkpointed so an interrupted run resumes.
+Each active problem's strategy is asked for requests; *all* generate requests of *all*
+problems go to one decode stream of the policy, and the evaluate requests of every problem
+whose generations are back go to each evaluator in a single call. With a continuous backend
+(llama.cpp) a problem asks again as soon as its own round is back, so the batch refills as
+sequences finish; otherwise each step is one ``generate`` call for everything (lock-step).
+Budgets are enforced per problem; graphs are checkpointed so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from x1.evaluators.base import EvalItem, Evaluator
 from x1.graph import ReasoningGraph, Thought
-from x1.models.base import Backend, BackendError, GenerationRequest
+from x1.models.base import Backend, BackendError, Completion, DecodeStream, GenerationRequest, open_stream
 from x1.operators.generate import attach_children
 from x1.strategies.base import Evaluate, Expand, Problem, Reply, Request, Strategy
 from x1.tasks.base import Task
@@ -115,6 +117,16 @@ def problem_seed(base_seed: int, task_id: str) -> int:
 
 
 @dataclass
+class _Round:
+    """One problem's outstanding requests, from ``ask`` until every generation is back."""
+
+    requests: list[Request]
+    completions: dict[int, list[Completion]] = field(default_factory=dict)  # by position in requests
+    expands: int = 0
+    waiting: int = 0  # generations not back yet
+
+
+@dataclass
 class Engine:
     policy: Backend
     evaluators: dict[str, Evaluator] = field(default_factory=dict)
@@ -132,7 +144,14 @@ class Engine:
 
     # -- public ---------------------------------------------------------------------------
     def run(self, tasks: list[Task], strategy: Strategy) -> list[Outcome]:
-        """Solve every task; outcomes come back in task order."""
+        """Solve every task; outcomes come back in task order.
+
+        Each problem works in *rounds*: ask, serve every request, tell. A round's generate
+        requests go to the policy's decode stream; with a continuous backend a problem whose
+        round finished asks its next one while others still decode, so the batch is refilled
+        instead of waiting for its longest sequence. Otherwise every step serves all problems'
+        rounds in one ``generate`` call: the classic lock-step tick.
+        """
         if self.max_active is not None and self.max_active < 1:
             raise ValueError(f"max_active={self.max_active}: at least one problem must run; fix: pass 1 or more, or None for all")
         problems, started = self._start(tasks, strategy)
@@ -140,39 +159,56 @@ class Engine:
         limit = len(problems) if self.max_active is None else self.max_active
         # A resumed, half-grown graph is in flight from the start; the rest are admitted in task order.
         admitted = {i for i, p in enumerate(problems) if len(p.graph) > 1}
-        while True:
-            unfinished = [i for i, p in enumerate(problems) if not p.done]
-            if not unfinished:
-                break
-            active = [i for i in unfinished if i in admitted]
-            for i in unfinished:
-                if len(active) >= limit:
+        rounds: dict[int, _Round] = {}
+        owner: dict[int, tuple[int, int]] = {}  # stream ticket -> (problem, index of its Expand in the round)
+        stream = open_stream(self.policy)
+        try:
+            while True:
+                unfinished = [i for i, p in enumerate(problems) if not p.done]
+                if not unfinished:
                     break
-                if i not in admitted:
-                    admitted.add(i)
-                    active.append(i)
-                    started[i] = time.perf_counter()
-            active.sort()
-            asked: dict[int, list[Request]] = {}
-            for i in active:
-                p = problems[i]
-                reason = self.budget.exceeded(p.graph, time.perf_counter() - started[i])
-                requests = [] if reason else strategy.ask(p)
-                if not requests:
-                    p.done, p.stop_reason = True, reason or "finished"
-                    outcomes[i] = self._finish(p, strategy, time.perf_counter() - started[i])
-                else:
-                    asked[i] = requests
-            if not asked:
-                continue  # every active problem finished: admit the next ones, or stop when none is left
-            replies = self._serve(problems, asked)
-            for i, rs in replies.items():
-                strategy.tell(problems[i], rs)
-            self.ticks += 1
-            if self.on_tick:
-                self.on_tick(self.ticks, problems)
-            if self.checkpoint_path and self.ticks % self.checkpoint_every == 0:
-                self._checkpoint(problems, strategy)
+                active = [i for i in unfinished if i in admitted]
+                for i in unfinished:
+                    if len(active) >= limit:
+                        break
+                    if i not in admitted:
+                        admitted.add(i)
+                        active.append(i)
+                        started[i] = time.perf_counter()
+                ready: list[int] = []
+                for i in sorted(active):
+                    if i in rounds:
+                        continue
+                    p = problems[i]
+                    reason = self.budget.exceeded(p.graph, time.perf_counter() - started[i])
+                    requests = [] if reason else strategy.ask(p)
+                    if not requests:
+                        p.done, p.stop_reason = True, reason or "finished"
+                        outcomes[i] = self._finish(p, strategy, time.perf_counter() - started[i])
+                        continue
+                    rounds[i] = self._submit(stream, p, requests, i, owner)
+                    if not rounds[i].waiting:
+                        ready.append(i)
+                if stream.busy:
+                    for ticket, completions in stream.step():
+                        i, k = owner.pop(ticket)
+                        rounds[i].completions[k] = completions
+                        rounds[i].waiting -= 1
+                        if rounds[i].waiting == 0:
+                            ready.append(i)
+                if not ready:
+                    continue  # still decoding, or every active problem finished: admit the next ones
+                ready.sort()
+                replies = self._complete(problems, {i: rounds.pop(i) for i in ready})
+                for i in ready:
+                    strategy.tell(problems[i], replies[i])
+                self.ticks += 1
+                if self.on_tick:
+                    self.on_tick(self.ticks, problems)
+                if self.checkpoint_path and self.ticks % self.checkpoint_every == 0:
+                    self._checkpoint(problems, strategy)
+        finally:
+            stream.close()
         if self.checkpoint_path:
             self._checkpoint(problems, strategy)
         return [outcomes[i] for i in range(len(problems))]
@@ -199,35 +235,45 @@ class Engine:
             return request.prompt
         return problem.graph.meta["prefix"] + problem.graph.path_text(request.thought_id)
 
-    def _serve(self, problems: list[Problem], asked: dict[int, list[Request]]) -> dict[int, list[Reply]]:
-        replies: dict[int, list[Reply]] = {i: [] for i in asked}
-        # 1. every generate request of every problem: one policy call.
-        expands: list[tuple[int, Expand]] = [(i, r) for i, rs in asked.items() for r in rs if isinstance(r, Expand)]
-        if expands:
-            gen_requests = []
-            for i, r in expands:
-                p = problems[i]
-                counter = p.graph.meta.setdefault("requests", 0)
-                p.graph.meta["requests"] = counter + 1
-                fmt = p.task.step_format
-                gen_requests.append(
-                    GenerationRequest(
-                        prompt=self._prompt(p, r),
-                        n=r.n,
-                        max_tokens=r.max_tokens or fmt.max_step_tokens,
-                        temperature=self.sampling.temperature if r.temperature is None else r.temperature,
-                        top_p=self.sampling.top_p,
-                        stop=r.stop if r.stop is not None else ([fmt.delimiter] if fmt.delimiter else []),
-                        seed=request_seed(self.seed, p.task.id, r.thought_id, counter),
-                        signals=r.signals,
-                    )
+    def _submit(self, stream: DecodeStream, p: Problem, requests: list[Request], i: int, owner: dict[int, tuple[int, int]]) -> _Round:
+        """Send a round's generate requests to the stream; its evaluations wait for the round's end."""
+        current = _Round(requests)
+        # The request counter moves on only when the round is told, so a checkpoint taken while
+        # the round decodes resumes with the very same seeds.
+        counter = p.graph.meta.get("requests", 0)
+        fmt = p.task.step_format
+        for k, r in enumerate(requests):
+            if not isinstance(r, Expand):
+                continue
+            ticket = stream.submit(
+                GenerationRequest(
+                    prompt=self._prompt(p, r),
+                    n=r.n,
+                    max_tokens=r.max_tokens or fmt.max_step_tokens,
+                    temperature=self.sampling.temperature if r.temperature is None else r.temperature,
+                    top_p=self.sampling.top_p,
+                    stop=r.stop if r.stop is not None else ([fmt.delimiter] if fmt.delimiter else []),
+                    seed=request_seed(self.seed, p.task.id, r.thought_id, counter + current.expands),
+                    signals=r.signals,
                 )
-            results = self.policy.generate(gen_requests)
-            if len(results) != len(gen_requests):
-                raise BackendError(f"backend {self.policy.name} returned {len(results)} results for {len(gen_requests)} requests")
-            to_score: dict[str, list[tuple[int, int]]] = defaultdict(list)
-            for (i, r), completions in zip(expands, results, strict=True):
-                p = problems[i]
+            )
+            owner[ticket] = (i, k)
+            current.expands += 1
+            current.waiting += 1
+        return current
+
+    def _complete(self, problems: list[Problem], rounds: dict[int, _Round]) -> dict[int, list[Reply]]:
+        """Attach what the policy generated, then run every evaluation these rounds asked for:
+        one call per evaluator across all of them."""
+        replies: dict[int, list[Reply]] = {i: [] for i in rounds}
+        to_score: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for i, current in rounds.items():
+            p = problems[i]
+            p.graph.meta["requests"] = p.graph.meta.get("requests", 0) + current.expands
+            for k, r in enumerate(current.requests):
+                if not isinstance(r, Expand):
+                    continue
+                completions = current.completions[k]
                 if r.attach:
                     children = attach_children(p.graph, p.task, r.thought_id, completions, r.tag)
                     replies[i].append(Reply(r, thought_ids=[c.id for c in children]))
@@ -238,12 +284,11 @@ class Engine:
                     p.graph[r.thought_id].compute.prompt_tokens += sum(c.prompt_tokens for c in completions)
                     p.graph[r.thought_id].compute.generated_tokens += sum(c.generated_tokens for c in completions)
                     replies[i].append(Reply(r, completions=completions))
-            self._evaluate(problems, to_score)
-        # 2. every evaluate request: one call per evaluator.
+        self._evaluate(problems, to_score)
         evals: dict[str, list[tuple[int, int]]] = defaultdict(list)
         owners: list[tuple[int, Evaluate]] = []
-        for i, rs in asked.items():
-            for r in rs:
+        for i, current in rounds.items():
+            for r in current.requests:
                 if isinstance(r, Evaluate):
                     evals[r.evaluator].extend((i, tid) for tid in r.thought_ids)
                     owners.append((i, r))

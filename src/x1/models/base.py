@@ -27,6 +27,7 @@ class Capabilities:
     scoring: bool = False  # teacher-forced logprobs of a given continuation
     max_batch: int = 1
     adapters: bool = False  # requests may name a LoRA adapter applied over one shared base model
+    continuous: bool = False  # open_stream(): requests join and leave a running decode (continuous batching)
 
 
 @dataclass
@@ -96,6 +97,67 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class DecodeStream(Protocol):
+    """Continuous batching: requests join a running decode and leave it as soon as they finish.
+
+    ``submit`` queues a request (checked at once: a bad one raises here and touches nothing
+    else) and returns its ticket; each ``step`` advances every running sequence by one token,
+    admitting queued requests as sequence slots free up, and returns the requests that
+    finished, so a caller refills the batch instead of waiting for its longest member.
+    """
+
+    def submit(self, request: GenerationRequest) -> int: ...
+
+    def step(self) -> list[tuple[int, list[Completion]]]: ...
+
+    @property
+    def busy(self) -> bool:
+        """Something submitted has not come back yet."""
+        ...
+
+    def close(self) -> None:
+        """Drop whatever is still queued or running and free its slots."""
+        ...
+
+
+class LockStepStream:
+    """The stream of a backend without continuous batching: one ``generate`` call per step serves
+    everything submitted since the last one, so callers need only one code path."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._queued: list[tuple[int, GenerationRequest]] = []
+        self._next = 0
+
+    def submit(self, request: GenerationRequest) -> int:
+        ticket, self._next = self._next, self._next + 1
+        self._queued.append((ticket, request))
+        return ticket
+
+    def step(self) -> list[tuple[int, list[Completion]]]:
+        queued, self._queued = self._queued, []
+        if not queued:
+            return []
+        results = self.backend.generate([r for _, r in queued])
+        if len(results) != len(queued):
+            raise BackendError(f"backend {self.backend.name} returned {len(results)} results for {len(queued)} requests")
+        return [(t, c) for (t, _), c in zip(queued, results, strict=True)]
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queued)
+
+    def close(self) -> None:
+        self._queued = []
+
+
+def open_stream(backend: Backend) -> DecodeStream:
+    """The backend's own continuous stream where it has one, else lock-step batches."""
+    if backend.capabilities.continuous:
+        return backend.open_stream()  # type: ignore[attr-defined, no-any-return]
+    return LockStepStream(backend)
 
 
 def refuse_adapters(backend: str, requests: list[GenerationRequest]) -> None:

@@ -39,6 +39,7 @@ class FakeBackend:
         steps_to_answer: int = 3,
         answers: int = 4,
         name: str = "fake",
+        continuous: bool = False,
     ) -> None:
         self.name = name
         self.responses = responses
@@ -48,7 +49,8 @@ class FakeBackend:
         self.steps_to_answer = steps_to_answer
         self.answers = answers
         self.stats = BackendStats()
-        self.capabilities = Capabilities(batching=True, logprobs=True, scoring=True, max_batch=1 << 16)
+        self.capabilities = Capabilities(batching=True, logprobs=True, scoring=True, max_batch=1 << 16, continuous=continuous)
+        self.decode_steps = 0  # model time in decode steps: a word is a token, sequences of a step decode together
         self._asked: dict[str, int] = defaultdict(int)
         self._keys_by_length = sorted(responses or {}, key=len, reverse=True)
 
@@ -85,39 +87,45 @@ class FakeBackend:
         self.stats.calls += 1
         if self.latency_s:
             time.sleep(self.latency_s)
-        out: list[list[Completion]] = []
-        for req in requests:
-            prompt_tokens = len(req.prompt.split())
-            self.stats.prompt_tokens += prompt_tokens
-            group = []
-            for i in range(req.n):
-                raw = self._respond(req.prompt, req.seed, i, req.temperature)
-                ended = raw.endswith(EOS)
-                raw = raw.removesuffix(EOS)
-                text, stop = truncate_at_stop(raw, req.stop)
-                words = text.split()[: req.max_tokens]
-                finish = "stop" if stop is not None else ("eos" if ended else "length")
-                if len(text.split()) > req.max_tokens:
-                    text, stop, finish = " ".join(words), None, "length"
-                h = _hash(req.prompt, i)  # one hash per completion keeps the fake nearly free
-                logprobs = [-(((h >> (j % 48)) + 7 * j) % 1000) / 1000.0 for j in range(len(words))]
-                group.append(
-                    Completion(
-                        text=text,
-                        token_ids=[zlib.crc32(w.encode()) % 50000 for w in words],
-                        logprobs=logprobs,
-                        finish_reason=finish,  # type: ignore[arg-type]
-                        stop=stop,
-                        prompt_tokens=prompt_tokens if i == 0 else 0,
-                        generated_tokens=len(words),
-                    )
-                )
-                self.stats.generated_tokens += len(words)
-                self.stats.sequences += 1
-            if self.token_latency_s:
-                time.sleep(self.token_latency_s * max((len(c.token_ids) for c in group), default=0))
-            out.append(group)
+        out = [self._complete(req) for req in requests]
+        # What a lock-step batch costs: its longest sequence, in decode steps.
+        self.decode_steps += max((c.generated_tokens for group in out for c in group), default=0)
         return out
+
+    def open_stream(self) -> FakeStream:
+        return FakeStream(self)
+
+    def _complete(self, req: GenerationRequest) -> list[Completion]:
+        prompt_tokens = len(req.prompt.split())
+        self.stats.prompt_tokens += prompt_tokens
+        group = []
+        for i in range(req.n):
+            raw = self._respond(req.prompt, req.seed, i, req.temperature)
+            ended = raw.endswith(EOS)
+            raw = raw.removesuffix(EOS)
+            text, stop = truncate_at_stop(raw, req.stop)
+            words = text.split()[: req.max_tokens]
+            finish = "stop" if stop is not None else ("eos" if ended else "length")
+            if len(text.split()) > req.max_tokens:
+                text, stop, finish = " ".join(words), None, "length"
+            h = _hash(req.prompt, i)  # one hash per completion keeps the fake nearly free
+            logprobs = [-(((h >> (j % 48)) + 7 * j) % 1000) / 1000.0 for j in range(len(words))]
+            group.append(
+                Completion(
+                    text=text,
+                    token_ids=[zlib.crc32(w.encode()) % 50000 for w in words],
+                    logprobs=logprobs,
+                    finish_reason=finish,  # type: ignore[arg-type]
+                    stop=stop,
+                    prompt_tokens=prompt_tokens if i == 0 else 0,
+                    generated_tokens=len(words),
+                )
+            )
+            self.stats.generated_tokens += len(words)
+            self.stats.sequences += 1
+        if self.token_latency_s:
+            time.sleep(self.token_latency_s * max((len(c.token_ids) for c in group), default=0))
+        return group
 
     def score(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
         result = []
@@ -132,3 +140,38 @@ class FakeBackend:
 
     def close(self) -> None:
         pass
+
+
+class FakeStream:
+    """Continuous batching, simulated: a request comes back after as many steps as its longest
+    completion has words, so engine tests see problems interleave as on a real backend."""
+
+    def __init__(self, backend: FakeBackend) -> None:
+        self.backend = backend
+        self._running: dict[int, tuple[int, list[Completion]]] = {}  # ticket -> (steps left, completions)
+        self._next = 0
+
+    def submit(self, request: GenerationRequest) -> int:
+        refuse_adapters(self.backend.name, [request])
+        group = self.backend._complete(request)
+        ticket, self._next = self._next, self._next + 1
+        self._running[ticket] = (max(1, max((c.generated_tokens for c in group), default=0)), group)
+        return ticket
+
+    def step(self) -> list[tuple[int, list[Completion]]]:
+        self.backend.decode_steps += 1
+        done = []
+        for ticket, (left, group) in list(self._running.items()):
+            if left <= 1:
+                done.append((ticket, group))
+                del self._running[ticket]
+            else:
+                self._running[ticket] = (left - 1, group)
+        return done
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._running)
+
+    def close(self) -> None:
+        self._running.clear()

@@ -11,6 +11,9 @@ A new prompt is matched against every slot by longest common token prefix; a slo
 sequence is a prefix of the prompt, and that no other prompt of the batch reads, is extended in
 place; otherwise the match is copied into a fresh slot. Only the remainder is prefilled. Children of one request copy the
 prefilled prompt. Slots are evicted least-recently-used.
+
+Continuous batching (``open_stream``): requests join the running decode as slots free up and
+leave it as soon as they finish; ``generate`` is that stream run until everything is back.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import contextlib
 import ctypes
 import os
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,11 +57,23 @@ class _Slot:
 
 
 @dataclass
+class _Ticket:
+    """One submitted request: its prompt tokens and its ``n`` sequences."""
+
+    id: int
+    request: GenerationRequest
+    prompt: list[int]
+    seqs: list[_Seq] = field(default_factory=list)
+    prefilled: int = 0
+    left: int = 0  # sequences not finished yet
+
+
+@dataclass
 class _Seq:
     """One sequence being generated."""
 
     slot: int
-    request: int
+    ticket: _Ticket
     child: int
     rng: np.random.Generator
     tokens: list[int] = field(default_factory=list)
@@ -67,6 +83,16 @@ class _Seq:
     finish: str = ""
     stop: str | None = None
     text: str = ""
+
+
+def _raise_for(n_seq_max: int, n_ctx: int, request: GenerationRequest, prompt_tokens: int) -> None:
+    if request.n > n_seq_max:
+        raise BackendError(f"n={request.n} exceeds the {n_seq_max} parallel sequences; fix: raise n_seq_max")
+    if prompt_tokens + request.max_tokens > n_ctx:
+        raise BackendError(
+            f"prompt of {prompt_tokens} tokens + max_tokens {request.max_tokens} exceeds n_ctx {n_ctx}; "
+            "fix: raise n_ctx or shorten the prompt"
+        )
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -141,6 +167,7 @@ class LlamaCppBackend:
             prefix_reuse=prefix_reuse,
             scoring=True,
             max_batch=n_seq_max,
+            continuous=True,
         )
 
     # -- text <-> tokens ------------------------------------------------------------------
@@ -315,9 +342,7 @@ class LlamaCppBackend:
         m = x.max(axis=-1, keepdims=True)
         return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
-    def _sample(
-        self, logits: np.ndarray, seqs: list[_Seq], reqs: list[GenerationRequest]
-    ) -> tuple[list[int], np.ndarray, np.ndarray]:
+    def _sample(self, logits: np.ndarray, seqs: list[_Seq]) -> tuple[list[int], np.ndarray, np.ndarray]:
         """Next token per row and its logprob (at temperature 1), from raw logits.
 
         Greedy rows need only argmax and a log-sum-exp, vectorised over the batch, so no
@@ -327,7 +352,7 @@ class LlamaCppBackend:
         lse = maxes + np.log(np.exp(logits - maxes[:, None]).sum(axis=1))
         tokens = logits.argmax(axis=1)
         for r, seq in enumerate(seqs):
-            req = reqs[seq.request]
+            req = seq.ticket.request
             if req.temperature <= 0:
                 continue
             probs = np.exp((logits[r] - maxes[r]) / req.temperature)
@@ -343,116 +368,34 @@ class LlamaCppBackend:
         chosen = logits[np.arange(len(seqs)), tokens] - lse
         return [int(t) for t in tokens], chosen, lse
 
+    def open_stream(self) -> _LlamaStream:
+        """Continuous batching: requests join the running decode as slots free up (``DecodeStream``)."""
+        return _LlamaStream(self)
+
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
         refuse_adapters(self.name, requests)  # llama.cpp applies a LoRA to a whole context, not per sequence
-        with self._lock:
-            results: list[list[Completion]] = [[] for _ in requests]
-            # Waves: as many whole requests as there are slots for their children.
-            wave: list[int] = []
-            used = 0
-            for i, req in enumerate(requests):
-                if req.n > self.n_seq_max:
-                    raise BackendError(f"n={req.n} exceeds the {self.n_seq_max} parallel sequences; fix: raise n_seq_max")
-                if used + req.n > self.n_seq_max:
-                    self._generate_wave(requests, wave, results)
-                    wave, used = [], 0
-                wave.append(i)
-                used += req.n
-            if wave:
-                self._generate_wave(requests, wave, results)
-            self.stats.calls += 1
-            return results
-
-    def _generate_wave(self, requests: list[GenerationRequest], wave: list[int], results: list[list[Completion]]) -> None:
-        self._clock += 1
-        prompts = [self.tokenize(requests[i].prompt) for i in wave]
-        for i, toks in zip(wave, prompts, strict=True):
-            if len(toks) + requests[i].max_tokens > self.n_ctx:
-                raise BackendError(
-                    f"prompt of {len(toks)} tokens + max_tokens {requests[i].max_tokens} exceeds n_ctx {self.n_ctx}; "
-                    "fix: raise n_ctx or shorten the prompt"
-                )
-        slots, last_logits, prefilled = self._prefill(prompts)
-        seqs: list[_Seq] = []
-        first_rows = []
-        for k, i in enumerate(wave):
-            req = requests[i]
-            base = np.random.SeedSequence(req.seed if req.seed is not None else np.random.SeedSequence().entropy)
-            rngs = [np.random.default_rng(s) for s in base.spawn(req.n)]
-            for child in range(req.n):
-                if child == 0:
-                    slot = slots[k]
-                else:
-                    slot = self._take_slot()
-                    _llama.llama_memory_seq_cp(self._mem, slots[k], slot, -1, -1)
-                    self._slots[slot].tokens = list(prompts[k])
-                seqs.append(_Seq(slot=slot, request=k, child=child, rng=rngs[child]))
-                first_rows.append(k)
-        wave_reqs = [requests[i] for i in wave]
-        logits = last_logits[first_rows]
-        active = list(seqs)
-        while active:
-            tokens, chosen, lse = self._sample(logits, active, wave_reqs)
-            entries = []
-            still = []
-            for r, (seq, tok) in enumerate(zip(active, tokens, strict=True)):
-                req = wave_reqs[seq.request]
-                if req.signals:
-                    seq.signals.append(token_signals(logits[r] - lse[r]))
-                if _llama.llama_vocab_is_eog(self._vocab, tok):
-                    seq.finish = "eos"
-                    continue
-                seq.tokens.append(tok)
-                seq.logprobs.append(float(chosen[r]))
-                seq.raw += self.piece(tok)
-                if req.stop:
-                    text = seq.raw.decode("utf-8", errors="ignore")
-                    cut, hit = truncate_at_stop(text, req.stop)
-                    if hit is not None:
-                        seq.finish, seq.stop, seq.text = "stop", hit, cut
-                        continue
-                if len(seq.tokens) >= req.max_tokens:
-                    seq.finish = "length"
-                    continue
-                slot_tokens = self._slots[seq.slot].tokens
-                entries.append((tok, len(slot_tokens), seq.slot, True))
-                slot_tokens.append(tok)
-                still.append(seq)
-            active = still
-            if active:
-                logits = self._decode(entries)
-        self._finish_wave(seqs, wave, wave_reqs, prefilled, results)
-
-    def _finish_wave(
-        self, seqs: list[_Seq], wave: list[int], reqs: list[GenerationRequest], prefilled: list[int], results: list[list[Completion]]
-    ) -> None:
-        for seq in seqs:
-            slot = self._slots[seq.slot]
-            slot.busy = False
-            slot.last_used = self._clock
-            text = seq.text if seq.finish == "stop" else seq.raw.decode("utf-8", errors="replace")
-            self.stats.generated_tokens += len(seq.tokens)
-            self.stats.sequences += 1
-            results[wave[seq.request]].append(
-                Completion(
-                    text=text,
-                    token_ids=seq.tokens,
-                    logprobs=seq.logprobs,
-                    signals=seq.signals,
-                    finish_reason=seq.finish,  # type: ignore[arg-type]
-                    stop=seq.stop,
-                    prompt_tokens=prefilled[seq.request] if seq.child == 0 else 0,
-                    generated_tokens=len(seq.tokens),
-                )
-            )
+        stream = _LlamaStream(self)
+        try:
+            tickets = [stream.submit(r) for r in requests]  # every request is checked before any decodes
+            results: dict[int, list[Completion]] = {}
+            while stream.busy:
+                results.update(stream.step())
+        finally:
+            stream.close()
+        self.stats.calls += 1
+        return [results[t] for t in tickets]
 
     # -- scoring --------------------------------------------------------------------------
     def score(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
         with self._lock:
             self._clock += 1
             out: list[list[float]] = []
-            for start in range(0, len(prompts), self.n_seq_max):
-                out.extend(self._score_wave(prompts[start : start + self.n_seq_max], continuations[start : start + self.n_seq_max]))
+            # A running stream may hold slots: score in waves of the free ones.
+            wave = sum(not s.busy for s in self._slots)
+            if wave == 0:
+                raise BackendError(f"all {self.n_seq_max} sequence slots are busy generating; fix: raise n_seq_max")
+            for start in range(0, len(prompts), wave):
+                out.extend(self._score_wave(prompts[start : start + wave], continuations[start : start + wave]))
             self.stats.calls += 1
             return out
 
@@ -508,3 +451,176 @@ class LlamaCppBackend:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown
             self.close()
+
+
+class _LlamaStream:
+    """Continuous batching over one llama.cpp context (the ``DecodeStream`` contract).
+
+    Each step decodes the token every running sequence sampled last step, samples the next, and
+    then admits queued requests (first in, first out) into the slots that freed up, prefilling
+    them with prefix reuse. A finished sequence frees its slot at once, so a short step no
+    longer waits for the longest one of its batch. Between steps no logits are held, so
+    ``score()`` may run in between (one slot is left free for it while sequences run).
+    """
+
+    def __init__(self, backend: LlamaCppBackend) -> None:
+        self.backend = backend
+        self._queue: deque[_Ticket] = deque()
+        self._open: dict[int, _Ticket] = {}
+        self._running: list[_Seq] = []  # each has sampled a token that the next step decodes
+        self._entries: list[tuple[int, int, int, bool]] = []  # those tokens, aligned with _running
+        self._next = 0
+
+    def submit(self, request: GenerationRequest) -> int:
+        b = self.backend
+        refuse_adapters(b.name, [request])
+        prompt = b.tokenize(request.prompt)
+        _raise_for(b.n_seq_max, b.n_ctx, request, len(prompt))
+        ticket = _Ticket(self._next, request, prompt, left=request.n)
+        self._next += 1
+        self._queue.append(ticket)
+        self._open[ticket.id] = ticket
+        return ticket.id
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._open)
+
+    def step(self) -> list[tuple[int, list[Completion]]]:
+        b = self.backend
+        finished: list[_Ticket] = []
+        with b._lock:
+            b._clock += 1
+            entries: list[tuple[int, int, int, bool]] = []
+            running: list[_Seq] = []
+            if self._running:
+                logits = b._decode(self._entries)
+                self._advance(self._running, logits, entries, running, finished)
+            admitted = self._take_admissible()
+            if admitted:
+                seqs, first_logits = self._start(admitted)
+                self._advance(seqs, first_logits, entries, running, finished)
+            elif not self._running and self._queue:
+                raise BackendError(
+                    f"request needs {self._queue[0].request.n} sequence slots but all {b.n_seq_max} are busy elsewhere; "
+                    "fix: raise n_seq_max or finish the other stream first"
+                )
+            self._running, self._entries = running, entries
+        return [(t.id, self._completions(t)) for t in finished]
+
+    def close(self) -> None:
+        """Free the slots of unfinished sequences; their cells are dropped (a token may be undecoded)."""
+        b = self.backend
+        with b._lock:
+            for seq in self._running:
+                _llama.llama_memory_seq_rm(b._mem, seq.slot, -1, -1)
+                b._slots[seq.slot] = _Slot()
+            self._running, self._entries = [], []
+            self._queue.clear()
+            self._open.clear()
+
+    # -- internals ------------------------------------------------------------------------
+    def _take_admissible(self) -> list[_Ticket]:
+        b = self.backend
+        free = sum(not s.busy for s in b._slots)
+        taken: list[_Ticket] = []
+        while self._queue:
+            # While sequences run, keep one slot for score() between steps.
+            reserve = 1 if (self._running or taken) else 0
+            need = self._queue[0].request.n
+            if need + reserve > free:
+                break
+            free -= need
+            taken.append(self._queue.popleft())
+        return taken
+
+    def _start(self, tickets: list[_Ticket]) -> tuple[list[_Seq], np.ndarray]:
+        b = self.backend
+        slots, last_logits, prefilled = b._prefill([t.prompt for t in tickets])
+        seqs: list[_Seq] = []
+        rows: list[int] = []
+        for k, t in enumerate(tickets):
+            req = t.request
+            t.prefilled = prefilled[k]
+            base = np.random.SeedSequence(req.seed if req.seed is not None else np.random.SeedSequence().entropy)
+            rngs = [np.random.default_rng(x) for x in base.spawn(req.n)]
+            for child in range(req.n):
+                if child == 0:
+                    slot = slots[k]
+                else:
+                    slot = b._take_slot()
+                    _llama.llama_memory_seq_cp(b._mem, slots[k], slot, -1, -1)
+                    b._slots[slot].tokens = list(t.prompt)
+                seq = _Seq(slot=slot, ticket=t, child=child, rng=rngs[child])
+                t.seqs.append(seq)
+                seqs.append(seq)
+                rows.append(k)
+        return seqs, last_logits[rows]
+
+    def _advance(
+        self,
+        seqs: list[_Seq],
+        logits: np.ndarray,
+        entries: list[tuple[int, int, int, bool]],
+        running: list[_Seq],
+        finished: list[_Ticket],
+    ) -> None:
+        """Sample each sequence's next token from its logits row; finish it or queue the token for decoding."""
+        b = self.backend
+        tokens, chosen, lse = b._sample(logits, seqs)
+        for r, (seq, tok) in enumerate(zip(seqs, tokens, strict=True)):
+            req = seq.ticket.request
+            if req.signals:
+                seq.signals.append(token_signals(logits[r] - lse[r]))
+            if _llama.llama_vocab_is_eog(b._vocab, tok):
+                self._finish(seq, "eos", finished)
+                continue
+            seq.tokens.append(tok)
+            seq.logprobs.append(float(chosen[r]))
+            seq.raw += b.piece(tok)
+            if req.stop:
+                text = seq.raw.decode("utf-8", errors="ignore")
+                cut, hit = truncate_at_stop(text, req.stop)
+                if hit is not None:
+                    seq.stop, seq.text = hit, cut
+                    self._finish(seq, "stop", finished)
+                    continue
+            if len(seq.tokens) >= req.max_tokens:
+                self._finish(seq, "length", finished)
+                continue
+            slot_tokens = b._slots[seq.slot].tokens
+            entries.append((tok, len(slot_tokens), seq.slot, True))
+            slot_tokens.append(tok)
+            running.append(seq)
+
+    def _finish(self, seq: _Seq, reason: str, finished: list[_Ticket]) -> None:
+        b = self.backend
+        seq.finish = reason
+        slot = b._slots[seq.slot]
+        slot.busy = False
+        slot.last_used = b._clock
+        seq.ticket.left -= 1
+        if seq.ticket.left == 0:
+            finished.append(seq.ticket)
+
+    def _completions(self, ticket: _Ticket) -> list[Completion]:
+        b = self.backend
+        del self._open[ticket.id]
+        out = []
+        for seq in ticket.seqs:
+            text = seq.text if seq.finish == "stop" else seq.raw.decode("utf-8", errors="replace")
+            b.stats.generated_tokens += len(seq.tokens)
+            b.stats.sequences += 1
+            out.append(
+                Completion(
+                    text=text,
+                    token_ids=seq.tokens,
+                    logprobs=seq.logprobs,
+                    signals=seq.signals,
+                    finish_reason=seq.finish,  # type: ignore[arg-type]
+                    stop=seq.stop,
+                    prompt_tokens=ticket.prefilled if seq.child == 0 else 0,
+                    generated_tokens=len(seq.tokens),
+                )
+            )
+        return out

@@ -10,6 +10,11 @@ spin against each other (a server measured ~1.5x slower per batch with a pool of
 Failure is contained: when a batch raises, its requests are retried one at a time, so only the
 request that is really bad fails (its waiter gets the exception); the worker never dies, and a
 waiter that gave up (client disconnected) is simply skipped.
+
+``ContinuousBatcher`` is the policy server's choice for a backend with a decode stream
+(llama.cpp): requests join the running decode at its next step and leave it when they finish,
+so a request that arrives mid-batch does not wait for the whole batch, and a short one does not
+wait for the longest.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from x1.models.base import Completion, DecodeStream, GenerationRequest
 from x1.serve.metrics import ServerMetrics
 
 T = TypeVar("T")
@@ -247,3 +253,129 @@ def describe(batcher: DynamicBatcher[Any, Any]) -> dict[str, Any]:
         "batches": batcher.batches,
         "mean_batch_size": round(batcher.metrics.batch_size.mean(), 3),
     }
+
+
+class ContinuousBatcher(DynamicBatcher[T, R]):
+    """Continuous batching: every decode step admits what queued since the last one.
+
+    ``open_stream()`` gives the backend's ``DecodeStream``; ``request(item)`` is the item's
+    generation request and ``finish(item, completions)`` its result, built in the worker thread.
+    At most ``max_batch`` sequences are in flight; a request the stream refuses at submission
+    fails alone, and a step that raises fails only the requests then in flight (the stream is
+    reopened). Every step runs under ``lock``, so another server sharing the model takes turns.
+    """
+
+    def __init__(
+        self,
+        open_stream: Callable[[], DecodeStream],
+        request: Callable[[T], GenerationRequest],
+        finish: Callable[[T, list[Completion]], R],
+        *,
+        max_batch: int = 32,
+        metrics: ServerMetrics | None = None,
+        name: str = "batcher",
+        lock: Any = None,
+    ) -> None:
+        super().__init__(lambda items: [], max_batch=max_batch, max_wait_ms=0.0, size=lambda item: request(item).n,
+                         metrics=metrics, name=name)
+        self.open_stream = open_stream
+        self.request = request
+        self.finish = finish
+        self.lock = lock or contextlib.nullcontext()
+        self._stream: DecodeStream | None = None
+        self._tickets: dict[int, _Pending[T, R]] = {}
+        self._in_flight = 0  # sequences submitted and not back
+
+    async def stop(self) -> None:
+        await super().stop()
+        for pending in self._tickets.values():
+            if not pending.future.done():
+                pending.future.set_exception(BatcherClosed("the server is shutting down"))
+        self._tickets.clear()
+        self._in_flight = 0
+        if self._stream is not None:
+            with self.lock:
+                self._stream.close()
+            self._stream = None
+
+    async def _worker(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                while not self._queue and not self._tickets:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                new = self._admit()
+                now = time.perf_counter()
+                for p in new:
+                    self.metrics.queue_wait.observe(now - p.arrived)
+                self.batches += 1
+                outcomes = await loop.run_in_executor(self._executor, self._advance, new)
+                for pending, ok, value in outcomes:
+                    if ok:
+                        self._succeed(pending, value)
+                    else:
+                        self._fail(pending, value)
+                self.metrics.in_flight.set(self._in_flight)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the worker die: log and carry on
+                log.exception("%s worker error", self.name)
+                await asyncio.sleep(0.01)
+
+    def _admit(self) -> list[_Pending[T, R]]:
+        """Queued requests that fit beside the sequences in flight (one always fits when none are)."""
+        taken: list[_Pending[T, R]] = []
+        room = self.max_batch - self._in_flight
+        while self._queue:
+            head = self._queue[0]
+            if head.future.done():  # the waiter gave up: drop it
+                self._queue.popleft()
+                self._queued_size -= head.size
+                continue
+            if head.size > room and (taken or self._in_flight):
+                break
+            self._queue.popleft()
+            self._queued_size -= head.size
+            room -= head.size
+            taken.append(head)
+        self.metrics.queue_depth.set(len(self._queue))
+        return taken
+
+    def _advance(self, new: list[_Pending[T, R]]) -> list[tuple[_Pending[T, R], bool, Any]]:
+        """In the worker thread: submit the newcomers, decode one step, build the finished results."""
+        outcomes: list[tuple[_Pending[T, R], bool, Any]] = []
+        with self.lock:
+            if self._stream is None:
+                self._stream = self.open_stream()
+            stream = self._stream
+            for p in new:
+                try:
+                    ticket = stream.submit(self.request(p.item))
+                except Exception as err:  # this request alone is bad
+                    outcomes.append((p, False, err))
+                    continue
+                self._tickets[ticket] = p
+                self._in_flight += p.size
+            if not stream.busy:
+                return outcomes
+            self.metrics.batch_size.observe(self._in_flight)
+            try:
+                finished = stream.step()
+            except Exception as err:  # the model failed mid-step: fail what was in flight, start afresh
+                log.warning("%s: a decode step failed (%s); failing %d requests in flight", self.name, err, len(self._tickets))
+                outcomes.extend((p, False, err) for p in self._tickets.values())
+                self._tickets.clear()
+                self._in_flight = 0
+                stream.close()
+                self._stream = None
+                return outcomes
+        for ticket, completions in finished:
+            p = self._tickets.pop(ticket)
+            self._in_flight -= p.size
+            try:
+                outcomes.append((p, True, self.finish(p.item, completions)))
+            except Exception as err:
+                outcomes.append((p, False, err))
+        return outcomes

@@ -164,7 +164,7 @@ class ServerMetrics:
         p = prefix
         self.queue_depth = Gauge(f"{p}_queue_depth", "Requests waiting for a batch (not yet sent to the model).")
         self.in_flight = Gauge(f"{p}_batch_in_flight", "Sequences in the batch the model is working on now.")
-        self.batch_size = Histogram(f"{p}_batch_size", "Sequences per model call.", BATCH_BUCKETS)
+        self.batch_size = Histogram(f"{p}_batch_size", "Sequences per model call (a decode step when streaming).", BATCH_BUCKETS)
         self.queue_wait = Histogram(f"{p}_queue_wait_seconds", "Seconds a request waited before its batch started.", LATENCY_BUCKETS)
         self.latency = Histogram(f"{p}_request_latency_seconds", "Seconds from arrival to answer, per API (/v1) request.", LATENCY_BUCKETS)
         self.requests = Counter(f"{p}_requests_total", "API (/v1) requests answered, by HTTP status code.", ["status"])

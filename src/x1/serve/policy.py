@@ -21,7 +21,9 @@ LoRA adapters: when the backend has adapters loaded (``TransformersBackend(adapt
 vLLM's ``--lora-modules``; the served name (or ``default``, or no model) means the base model.
 ``/v1/models`` lists the base model and every adapter; an unknown name is a 404 that lists them.
 
-Concurrent requests are gathered by a ``DynamicBatcher`` into one ``backend.generate`` call.
+Concurrent requests join the running decode of a backend that streams (llama.cpp: a
+``ContinuousBatcher``); for other backends a ``DynamicBatcher`` gathers them into one
+``backend.generate`` call.
 ``usage.prompt_tokens`` is the prompt's length in tokens where the backend can tokenize,
 else the tokens it actually prefilled.
 
@@ -39,7 +41,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from x1.models.base import Backend, BackendError, Completion, GenerationRequest
-from x1.serve.batcher import BatcherClosed, DynamicBatcher
+from x1.serve.batcher import BatcherClosed, ContinuousBatcher, DynamicBatcher
 from x1.serve.common import DEFAULT_MAX_BODY_BYTES, APIError, check_model, make_app, model_lock
 from x1.serve.metrics import ServerMetrics
 
@@ -124,9 +126,22 @@ def token_texts(backend: Any, completion: Completion) -> list[str]:
     return [completion.text] + [""] * (n - 1) if n else []
 
 
+def finish_fn(backend: Backend) -> Any:
+    """What one request's completions become: the usage counts and, when asked, token texts."""
+    tokenize = getattr(backend, "tokenize", None)
+
+    def finish(item: _Item, completions: list[Completion]) -> _Generated:
+        # usage counts the whole prompt; the backend's own count skips a reused prefix
+        prompt_tokens = len(tokenize(item.request.prompt)) if callable(tokenize) else sum(c.prompt_tokens for c in completions)
+        tokens = [token_texts(backend, c) for c in completions] if item.want_tokens else [[] for _ in completions]
+        return _Generated(list(completions), prompt_tokens, tokens)
+
+    return finish
+
+
 def policy_batch_fn(backend: Backend) -> Any:
     lock = model_lock(backend)
-    tokenize = getattr(backend, "tokenize", None)
+    finish = finish_fn(backend)
 
     def run(items: list[_Item]) -> list[_Generated]:
         requests = [item.request for item in items]
@@ -134,15 +149,23 @@ def policy_batch_fn(backend: Backend) -> Any:
             results = backend.generate(requests)
             if len(results) != len(requests):
                 raise BackendError(f"backend {backend.name} returned {len(results)} results for {len(requests)} requests")
-            out = []
-            for item, completions in zip(items, results, strict=True):
-                # usage counts the whole prompt; the backend's own count skips a reused prefix
-                prompt_tokens = len(tokenize(item.request.prompt)) if callable(tokenize) else sum(c.prompt_tokens for c in completions)
-                tokens = [token_texts(backend, c) for c in completions] if item.want_tokens else [[] for _ in completions]
-                out.append(_Generated(list(completions), prompt_tokens, tokens))
-            return out
+            return [finish(item, completions) for item, completions in zip(items, results, strict=True)]
 
     return run
+
+
+def policy_batcher(backend: Backend, max_batch: int, max_wait_ms: float, metrics: ServerMetrics) -> DynamicBatcher[_Item, _Generated]:
+    """Continuous batching where the backend streams (llama.cpp), else gather-then-generate batches."""
+    if backend.capabilities.continuous:
+        return ContinuousBatcher(
+            backend.open_stream,  # type: ignore[attr-defined]
+            lambda item: item.request, finish_fn(backend), max_batch=max_batch, metrics=metrics, name="policy",
+            lock=model_lock(backend),
+        )
+    return DynamicBatcher(
+        policy_batch_fn(backend), max_batch=max_batch, max_wait_ms=max_wait_ms, size=lambda item: item.request.n,
+        metrics=metrics, name="policy",
+    )
 
 
 # -- the app ------------------------------------------------------------------------------------
@@ -166,10 +189,7 @@ def create_policy_app(
         if adapter in (served, "default"):
             raise BackendError(f"adapter name {adapter!r} is the base model's name here; fix: give the adapter another name")
     metrics = ServerMetrics()
-    batcher: DynamicBatcher[_Item, _Generated] = DynamicBatcher(
-        policy_batch_fn(backend), max_batch=max_batch, max_wait_ms=max_wait_ms, size=lambda item: item.request.n,
-        metrics=metrics, name="policy",
-    )
+    batcher = policy_batcher(backend, max_batch, max_wait_ms, metrics)
     limits = {"max_prompt_chars": max_prompt_chars, "max_tokens": max_tokens_limit, "max_n": max_n, "max_prompts": max_prompts}
     info = {"kind": "policy", "limits": limits, **({"adapters": adapters} if adapters else {})}
     app = make_app("x1 policy server", served, metrics, [batcher], api_key, max_body_bytes, info=lambda: info)
