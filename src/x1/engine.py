@@ -22,7 +22,7 @@ from typing import Any
 
 from x1.evaluators.base import EvalItem, Evaluator
 from x1.graph import ReasoningGraph, Thought
-from x1.models.base import Backend, BackendError, Completion, DecodeStream, GenerationRequest, open_stream
+from x1.models.base import Backend, BackendError, Completion, DecodeStream, GenerationRequest, LockStepStream, open_stream
 from x1.operators.generate import attach_children
 from x1.strategies.base import Evaluate, Expand, Problem, Reply, Request, Strategy
 from x1.tasks.base import Task
@@ -140,6 +140,9 @@ class Engine:
     # At most this many problems in flight; the next starts as soon as one finishes. Keeps the
     # live sequences within the backend's cache slots (e.g. 32 problems × best-of-8 = 256).
     max_active: int | None = None
+    # False: lock-step ticks (one generate call for every problem's round) even on a backend that
+    # streams; for comparisons, since a batch's composition shifts llama.cpp's float sums.
+    continuous: bool = True
     ticks: int = 0
 
     # -- public ---------------------------------------------------------------------------
@@ -161,7 +164,7 @@ class Engine:
         admitted = {i for i, p in enumerate(problems) if len(p.graph) > 1}
         rounds: dict[int, _Round] = {}
         owner: dict[int, tuple[int, int]] = {}  # stream ticket -> (problem, index of its Expand in the round)
-        stream = open_stream(self.policy)
+        stream = open_stream(self.policy) if self.continuous else LockStepStream(self.policy)
         try:
             while True:
                 unfinished = [i for i, p in enumerate(problems) if not p.done]
