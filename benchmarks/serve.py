@@ -13,7 +13,8 @@ abuse phase ``--abuse-duration``, default half of it):
 3. the concurrent load again with a few clients mixing in malformed and oversized requests:
    each must get a 4xx, no good request may be lost, and /health must answer OK after.
 
-Prints requests/s, p50/p99 latency, the server's mean batch size (from /metrics) and failures
+Prints requests/s, p50/p99 latency, the mean batch size (from /metrics: sequences per decode step
+under continuous batching, per model call otherwise) and failures
 per phase, and the throughput ratio of phase 1 over phase 2 (the target is >= 3x, zero failures).
 """
 
