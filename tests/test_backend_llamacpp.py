@@ -160,3 +160,35 @@ def test_stream_admits_requests_while_others_run_and_score_runs_between_steps():
         stream.close()
     finally:
         backend.close()
+
+
+def test_a_prompt_that_extends_a_running_sequence_reads_only_its_decoded_cells():
+    """The newest token of a running sequence is decoded one step later: a prompt that continues
+    it copies the decoded cells only and prefills the rest, so it continues exactly as the
+    running sequence does."""
+    from x1.models.llamacpp import LlamaCppBackend, _common_prefix
+    from x1.models.registry import smollm2_path
+
+    backend = LlamaCppBackend(smollm2_path(), n_ctx=4096, n_seq_max=4)
+    try:
+        prompt = chat(backend, "Write a long story about a dragon who learns to bake bread.")
+        stream = backend.open_stream()
+        first = stream.submit(GenerationRequest(prompt, max_tokens=16, temperature=0))
+        for _ in range(6):
+            assert not stream.step()
+        (running,) = stream._running
+        so_far = prompt + running.raw.decode()
+        assert backend.tokenize(so_far) == backend._slots[running.slot].tokens  # includes the undecoded token
+        decoded = len(backend._slots[running.slot].tokens) - 1
+        longer = so_far + " Then the oven"
+        shared = _common_prefix(backend.tokenize(longer), backend._slots[running.slot].tokens)
+        follow = stream.submit(GenerationRequest(so_far, max_tokens=4, temperature=0))
+        follow_longer = stream.submit(GenerationRequest(longer, max_tokens=1, temperature=0))
+        done: dict[int, list] = {}
+        while stream.busy:
+            done.update(stream.step())
+        assert done[follow][0].prompt_tokens == 1  # everything but the undecoded token came from the running slot
+        assert done[follow][0].token_ids == done[first][0].token_ids[6:10]
+        assert done[follow_longer][0].prompt_tokens == len(backend.tokenize(longer)) - min(shared, decoded)
+    finally:
+        backend.close()

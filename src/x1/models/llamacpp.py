@@ -291,15 +291,21 @@ class LlamaCppBackend:
                 rows.append(view if chunks == 1 else view.copy())
         return np.concatenate(rows) if rows else np.empty((0, self.n_vocab), dtype=np.float32)
 
-    def _prefill(self, prompts: list[list[int]]) -> tuple[list[int], np.ndarray, list[int]]:
+    def _prefill(
+        self, prompts: list[list[int]], lead: list[tuple[int, int, int, bool]] | None = None
+    ) -> tuple[list[int], np.ndarray, list[int], np.ndarray]:
         """Put each prompt in a fresh slot reusing the best cached prefix; return slots,
-        last-position logits, and tokens actually prefilled per prompt.
+        last-position logits, tokens actually prefilled per prompt, and the logits of ``lead``.
 
+        ``lead`` are decode entries of running sequences (each wants logits): they go into the
+        same ``llama_decode`` call, so a step that admits requests still reads the weights once.
         A prompt may share a long prefix with an earlier prompt of the same batch whose cells
         are not decoded yet: then the pending entries are decoded first (one extra call), so
         the copy sees real cells. Short in-batch overlaps are simply prefilled again.
         """
-        slots, entries, prefilled, rows = [], [], [], []
+        lead = lead or []
+        slots, prefilled, rows = [], [], []
+        entries = list(lead)
         pending: set[int] = set()
         cached = {i for i, s in enumerate(self._slots) if s.tokens}
         # Which cached slot each prompt will read: a slot no later prompt reads is extended in
@@ -308,6 +314,9 @@ class LlamaCppBackend:
         for k, tokens in enumerate(prompts):
             ready = {i for i, s in enumerate(self._slots) if s.tokens} - pending
             src, reuse = self._best_prefix(tokens, ready)
+            if src >= 0 and self._slots[src].busy:
+                # A running sequence's last token may not be decoded yet: read only what is.
+                reuse = min(reuse, len(self._slots[src].tokens) - 1)
             later, later_reuse = self._best_prefix(tokens, pending)
             if later_reuse > reuse + 32:
                 rows.append(self._decode(entries))
@@ -315,7 +324,8 @@ class LlamaCppBackend:
                 src, reuse = later, later_reuse
             reuse = min(reuse, len(tokens) - 1)  # the last prompt token is evaluated for its logits
             keep = {j for j in planned[k + 1 :] if j >= 0}
-            if src >= 0 and src not in keep and src not in slots and reuse >= len(self._slots[src].tokens) - 1:
+            if (src >= 0 and src not in keep and src not in slots and not self._slots[src].busy
+                    and reuse >= len(self._slots[src].tokens) - 1):
                 # The cached sequence is a prefix of this prompt and nobody else needs it: extend it.
                 slot = src
                 _llama.llama_memory_seq_rm(self._mem, slot, reuse, -1)
@@ -334,7 +344,8 @@ class LlamaCppBackend:
             self.stats.reused_prompt_tokens += reuse
         rows.append(self._decode(entries))
         self.stats.prompt_tokens += sum(prefilled)
-        return slots, np.concatenate(rows), prefilled
+        logits = np.concatenate(rows) if len(rows) > 1 else rows[0]
+        return slots, logits[len(lead) :], prefilled, logits[: len(lead)]
 
     @staticmethod
     def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -456,9 +467,9 @@ class LlamaCppBackend:
 class _LlamaStream:
     """Continuous batching over one llama.cpp context (the ``DecodeStream`` contract).
 
-    Each step decodes the token every running sequence sampled last step, samples the next, and
-    then admits queued requests (first in, first out) into the slots that freed up, prefilling
-    them with prefix reuse. A finished sequence frees its slot at once, so a short step no
+    Each step admits queued requests (first in, first out) into the free slots and, in one
+    ``llama_decode``, prefills them (with prefix reuse) and decodes the token every running
+    sequence sampled last step; then it samples everyone's next token. A finished sequence frees its slot at once, so a short step no
     longer waits for the longest one of its batch. Between steps no logits are held, so
     ``score()`` may run in between (one slot is left free for it while sequences run).
     """
@@ -491,20 +502,25 @@ class _LlamaStream:
         finished: list[_Ticket] = []
         with b._lock:
             b._clock += 1
-            entries: list[tuple[int, int, int, bool]] = []
-            running: list[_Seq] = []
-            if self._running:
-                logits = b._decode(self._entries)
-                self._advance(self._running, logits, entries, running, finished)
+            # Admit into the slots free now; the newcomers' prompts are prefilled in the same
+            # llama_decode call that decodes the running sequences' last tokens.
             admitted = self._take_admissible()
-            if admitted:
-                seqs, first_logits = self._start(admitted)
-                self._advance(seqs, first_logits, entries, running, finished)
-            elif not self._running and self._queue:
+            if not admitted and not self._running and self._queue:
                 raise BackendError(
                     f"request needs {self._queue[0].request.n} sequence slots but all {b.n_seq_max} are busy elsewhere; "
                     "fix: raise n_seq_max or finish the other stream first"
                 )
+            running_logits = None
+            if admitted:
+                seqs, first_logits, running_logits = self._start(admitted, self._entries)
+            elif self._running:
+                running_logits = b._decode(self._entries)
+            entries: list[tuple[int, int, int, bool]] = []
+            running: list[_Seq] = []
+            if self._running:
+                self._advance(self._running, running_logits, entries, running, finished)
+            if admitted:
+                self._advance(seqs, first_logits, entries, running, finished)
             self._running, self._entries = running, entries
         return [(t.id, self._completions(t)) for t in finished]
 
@@ -534,9 +550,12 @@ class _LlamaStream:
             taken.append(self._queue.popleft())
         return taken
 
-    def _start(self, tickets: list[_Ticket]) -> tuple[list[_Seq], np.ndarray]:
+    def _start(
+        self, tickets: list[_Ticket], lead: list[tuple[int, int, int, bool]]
+    ) -> tuple[list[_Seq], np.ndarray, np.ndarray]:
+        """Prefill the admitted requests (with ``lead`` in the same decode) and fork their children."""
         b = self.backend
-        slots, last_logits, prefilled = b._prefill([t.prompt for t in tickets])
+        slots, last_logits, prefilled, lead_logits = b._prefill([t.prompt for t in tickets], lead)
         seqs: list[_Seq] = []
         rows: list[int] = []
         for k, t in enumerate(tickets):
@@ -555,7 +574,7 @@ class _LlamaStream:
                 t.seqs.append(seq)
                 seqs.append(seq)
                 rows.append(k)
-        return seqs, last_logits[rows]
+        return seqs, last_logits[rows], lead_logits
 
     def _advance(
         self,
