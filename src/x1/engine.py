@@ -135,6 +135,9 @@ class Engine:
     seed: int = 0
     checkpoint_path: Path | None = None
     checkpoint_every: int = 1  # ticks
+    # ...and at least this many seconds apart: with continuous batching a tick (some problem's
+    # round coming back) can happen every decode step, and a checkpoint writes every graph.
+    checkpoint_interval_s: float = 0.0
     on_tick: Callable[[int, list[Problem]], None] | None = None
     on_done: Callable[[Outcome], None] | None = None
     # At most this many problems in flight; the next starts as soon as one finishes. Keeps the
@@ -165,6 +168,7 @@ class Engine:
         rounds: dict[int, _Round] = {}
         owner: dict[int, tuple[int, int]] = {}  # stream ticket -> (problem, index of its Expand in the round)
         stream = open_stream(self.policy) if self.continuous else LockStepStream(self.policy)
+        last_checkpoint = time.perf_counter()
         try:
             while True:
                 unfinished = [i for i, p in enumerate(problems) if not p.done]
@@ -208,8 +212,10 @@ class Engine:
                 self.ticks += 1
                 if self.on_tick:
                     self.on_tick(self.ticks, problems)
-                if self.checkpoint_path and self.ticks % self.checkpoint_every == 0:
+                if (self.checkpoint_path and self.ticks % self.checkpoint_every == 0
+                        and time.perf_counter() - last_checkpoint >= self.checkpoint_interval_s):
                     self._checkpoint(problems, strategy)
+                    last_checkpoint = time.perf_counter()
         finally:
             stream.close()
         if self.checkpoint_path:

@@ -53,7 +53,7 @@ def run_tasks(
     on_done: Callable[[Outcome], None] | None = None,
     on_tick: Callable[[int, list[Problem]], None] | None = None,
 ) -> RunSummary:
-    """Run one strategy over ``tasks`` in lock-step; append a trace record per finished task."""
+    """Run one strategy over ``tasks``, batched across them; append a trace record per finished task."""
     policy = policy or open_policy(config)
     strategy = build_strategy(config.search.strategy, **config.search.params)
     b = config.search.budget
@@ -68,6 +68,7 @@ def run_tasks(
         sampling=Sampling(config.search.temperature, config.search.top_p),
         seed=config.search.seed,
         checkpoint_path=checkpoint_path,
+        checkpoint_interval_s=5.0,  # an interrupt loses at most the last 5 s of search
         on_tick=on_tick,
         max_active=config.search.max_active,
     )
