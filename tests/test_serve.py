@@ -192,6 +192,32 @@ def test_concurrent_requests_are_batched(policy, prompt) -> None:
     assert metric(after, "x1_queue_depth") == 0
 
 
+def test_a_short_request_comes_back_before_a_long_one_over_http(policy, backend, prompt) -> None:
+    """The OpenAI backend's stream (each request its own call) against the continuously batching
+    server: a short request sent after a long one comes back first, and as much as the alone run."""
+    from x1.models.base import GenerationRequest
+    from x1.models.openai_backend import OpenAIBackend
+
+    remote = OpenAIBackend(f"{policy.url}/v1", model_name=backend.name, api_key=KEY, max_retries=0)
+    try:
+        story = backend.format_chat([{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}])
+        stream = remote.open_stream()
+        long_t = stream.submit(GenerationRequest(story, max_tokens=60, temperature=0))
+        time.sleep(0.2)  # the long one is decoding
+        short_t = stream.submit(GenerationRequest(prompt, max_tokens=2, temperature=0))
+        first = stream.step()
+        assert [t for t, _ in first] == [short_t] and stream.busy
+        (short,) = first[0][1]
+        rest: dict[int, list] = {}
+        while stream.busy:
+            rest.update(stream.step())
+        assert rest[long_t][0].generated_tokens == 60
+        alone = remote.generate([GenerationRequest(prompt, max_tokens=2, temperature=0)])[0][0]
+        assert short.text == alone.text and short.generated_tokens == 2
+    finally:
+        remote.close()
+
+
 def test_api_key_is_enforced(policy, prompt) -> None:
     body = {"prompt": prompt, "max_tokens": 2}
     assert httpx.post(f"{policy.url}/v1/completions", json=body, timeout=30).status_code == 401
@@ -427,7 +453,9 @@ def _run_mcts(policy_backend, evaluator, tasks):  # type: ignore[no-untyped-def]
     from x1.engine import Engine, Sampling
     from x1.strategies import MCTS
 
-    engine = Engine(policy=policy_backend, evaluators={"value": evaluator}, sampling=Sampling(temperature=0.0), seed=11)
+    # Lock-step on both sides, so both send the very same calls in the same order.
+    engine = Engine(policy=policy_backend, evaluators={"value": evaluator}, sampling=Sampling(temperature=0.0), seed=11,
+                    continuous=False)
     return engine.run(tasks, MCTS(iterations=4, expand=2, temperature=0.0, evaluator="value"))
 
 

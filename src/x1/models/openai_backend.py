@@ -2,7 +2,8 @@
 
 It uses the *completions* endpoint, not chat: tree search extends raw partial reasoning paths,
 which a chat endpoint cannot continue. All requests of one ``generate`` call go out together
-(bounded by ``concurrency``), so a server with continuous batching sees the whole tick at once.
+(bounded by ``concurrency``), so a server with continuous batching sees the whole tick at once;
+``open_stream`` goes further: each request comes back on its own, as soon as it is done.
 
 Because the endpoint takes text, ``format_chat`` cannot ask the server for its template: it
 renders ``chat_template`` (a Hugging Face style Jinja string) when one is given, else ChatML
@@ -16,6 +17,7 @@ A request's ``adapter`` is sent as its ``model`` field: that is how vLLM's serve
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import threading
@@ -98,6 +100,7 @@ class OpenAIBackend:
             scoring=False,  # echo support varies by server; score() tries and says when it cannot
             max_batch=self.concurrency,
             adapters=True,  # sent as the model name; the server says (404) if it has no such adapter
+            continuous=True,  # open_stream(): each request its own call in flight, back as soon as it is done
         )
         self._logprobs_ok = True  # turned off if the server rejects logprobs
         self._runner: _LoopThread | None = None
@@ -105,12 +108,14 @@ class OpenAIBackend:
         self._lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def _loop_thread(self) -> _LoopThread:
         with self._lock:
             if self._runner is None:
                 self._runner = _LoopThread()
-            runner = self._runner
-        return runner.run(coro)
+            return self._runner
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._loop_thread().run(coro)
 
     def _get_client(self) -> Any:
         """Create the client inside the private loop (its connection pool belongs to that loop)."""
@@ -180,6 +185,9 @@ class OpenAIBackend:
         """All requests concurrently; each asks the server for ``n`` choices (topped up if it gives fewer)."""
         self.stats.calls += 1
         return self._run(self._generate(requests))
+
+    def open_stream(self) -> _HTTPStream:
+        return _HTTPStream(self)
 
     async def _generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
         sem = asyncio.Semaphore(self.concurrency)
@@ -373,3 +381,39 @@ class OpenAIBackend:
             with contextlib.suppress(Exception):  # closing is best effort
                 runner.run(client.close())
         runner.stop()
+
+
+class _HTTPStream:
+    """Continuous batching against a server (the ``DecodeStream`` contract): each request is its own
+    call in flight (at most ``concurrency``), and a step returns whatever came back, waiting for at
+    least one. A search problem whose step is back asks for the next one while others still
+    decode, and a server that batches continuously (vLLM, ``x1 serve policy``) takes it at once."""
+
+    def __init__(self, backend: OpenAIBackend) -> None:
+        self.backend = backend
+        self._sem = asyncio.Semaphore(backend.concurrency)
+        self._in_flight: dict[int, concurrent.futures.Future[list[Completion]]] = {}
+        self._next = 0
+
+    def submit(self, request: GenerationRequest) -> int:
+        runner = self.backend._loop_thread()
+        ticket, self._next = self._next, self._next + 1
+        self._in_flight[ticket] = asyncio.run_coroutine_threadsafe(self.backend._one(self._sem, request), runner.loop)
+        self.backend.stats.calls += 1
+        return ticket
+
+    def step(self) -> list[tuple[int, list[Completion]]]:
+        if not self._in_flight:
+            return []
+        concurrent.futures.wait(self._in_flight.values(), return_when=concurrent.futures.FIRST_COMPLETED)
+        done = [t for t, f in self._in_flight.items() if f.done()]
+        return [(t, self._in_flight.pop(t).result()) for t in done]  # a failed request raises its BackendError
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._in_flight)
+
+    def close(self) -> None:
+        for future in self._in_flight.values():
+            future.cancel()
+        self._in_flight.clear()
