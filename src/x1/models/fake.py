@@ -26,6 +26,20 @@ def _hash(*parts: object) -> int:
     return int.from_bytes(hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest(), "big")
 
 
+class _PromptHash:
+    """``_hash(prompt, x)`` for many ``x``: the long prompt is encoded and hashed once per request."""
+
+    def __init__(self, prompt: str) -> None:
+        self.prompt = prompt
+        self._prefix = hashlib.blake2b((prompt + "\x1f").encode(), digest_size=8)
+        self.steps_done = prompt.count("Step ")
+
+    def __call__(self, x: object) -> int:
+        h = self._prefix.copy()
+        h.update(str(x).encode())
+        return int.from_bytes(h.digest(), "big")
+
+
 class FakeBackend:
     name = "fake"
 
@@ -60,14 +74,15 @@ class FakeBackend:
         return cls(**options)  # type: ignore[arg-type]
 
     # -- text production ------------------------------------------------------------------
-    def _procedural(self, prompt: str, index: int) -> str:
-        steps_done = prompt.count("Step ")
-        h = _hash(prompt, index)
+    def _procedural(self, prompt: _PromptHash, index: int) -> str:
+        steps_done = prompt.steps_done
+        h = prompt(index)
         if steps_done + 1 >= self.steps_to_answer or (steps_done >= 1 and h % 5 == 0):
             return f"The answer is {h % self.answers}.{EOS}"
         return f"Step {steps_done + 1}: consider {h % 997}.\n\n"
 
-    def _respond(self, prompt: str, seed: int | None, index: int, temperature: float = 1.0) -> str:
+    def _respond(self, hashed: _PromptHash, seed: int | None, index: int, temperature: float = 1.0) -> str:
+        prompt = hashed.prompt
         if self.responder is not None:
             return self.responder(prompt, index)
         if self.responses is not None:
@@ -79,8 +94,8 @@ class FakeBackend:
                     return options[k % len(options)]
             return EOS
         if temperature <= 0:  # greedy: the same prompt always gets the same continuation
-            return self._procedural(prompt, 0)
-        return self._procedural(prompt, index + 1000 * (seed or 0))
+            return self._procedural(hashed, 0)
+        return self._procedural(hashed, index + 1000 * (seed or 0))
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
         refuse_adapters(self.name, requests)
@@ -99,16 +114,18 @@ class FakeBackend:
         prompt_tokens = len(req.prompt.split())
         self.stats.prompt_tokens += prompt_tokens
         group = []
+        hashed = _PromptHash(req.prompt)
         for i in range(req.n):
-            raw = self._respond(req.prompt, req.seed, i, req.temperature)
+            raw = self._respond(hashed, req.seed, i, req.temperature)
             ended = raw.endswith(EOS)
             raw = raw.removesuffix(EOS)
             text, stop = truncate_at_stop(raw, req.stop)
-            words = text.split()[: req.max_tokens]
+            all_words = text.split()
+            words = all_words[: req.max_tokens]
             finish = "stop" if stop is not None else ("eos" if ended else "length")
-            if len(text.split()) > req.max_tokens:
+            if len(all_words) > req.max_tokens:
                 text, stop, finish = " ".join(words), None, "length"
-            h = _hash(req.prompt, i)  # one hash per completion keeps the fake nearly free
+            h = hashed(i)  # one hash per completion keeps the fake nearly free
             logprobs = [-(((h >> (j % 48)) + 7 * j) % 1000) / 1000.0 for j in range(len(words))]
             group.append(
                 Completion(
