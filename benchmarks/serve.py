@@ -1,7 +1,7 @@
 """The policy server under load: many concurrent clients against one at a time, then abuse.
 
     python benchmarks/serve.py [--model default] [--duration 60] [--clients 64] [--max-tokens 16]
-                               [--workload search|distinct] [--max-batch 32] [--max-wait-ms 5] [--threads N]
+                               [--workload search|distinct] [--max-batch 32] [--max-wait-ms 5] [--gather] [--threads N]
                                [--abuse-duration S]
 
 Starts `x1 serve policy` on 127.0.0.1 (a free port) and drives /v1/completions with short
@@ -182,6 +182,7 @@ async def run_phase(url: str, name: str, clients: int, duration: float, prompts:
 def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "x1.cli", "serve", "policy", "--model", args.model, "--host", "127.0.0.1", "--port", str(port),
            "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms), "--n-ctx", str(args.n_ctx),
+           *(["--gather"] if args.gather else []),
            "--max-prompt-chars", str(MAX_PROMPT_CHARS), "--max-tokens-limit", str(MAX_TOKENS_LIMIT), "--log-level", "warning"]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
@@ -215,6 +216,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--gather", action="store_true", help="serve with --gather instead of continuous batching")
     parser.add_argument("--n-ctx", type=int, default=16384)
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads in the server (default: all cores)")
     args = parser.parse_args()

@@ -609,3 +609,16 @@ def test_continuous_batcher_admits_mid_decode_and_contains_failures() -> None:
 
     asyncio.run(main())
     assert steps[0] < steps[1]  # the short request finished at an earlier step than the long one
+
+
+def test_the_policy_server_batches_continuously_on_a_streaming_backend_unless_told_to_gather() -> None:
+    from x1.models.fake import FakeBackend
+    from x1.serve.batcher import ContinuousBatcher, DynamicBatcher
+    from x1.serve.metrics import ServerMetrics
+    from x1.serve.policy import policy_batcher
+
+    streaming, plain = FakeBackend(continuous=True), FakeBackend()
+    assert isinstance(policy_batcher(streaming, 8, 5.0, ServerMetrics()), ContinuousBatcher)
+    gathered = policy_batcher(streaming, 8, 5.0, ServerMetrics(), continuous=False)
+    assert isinstance(gathered, DynamicBatcher) and not isinstance(gathered, ContinuousBatcher)
+    assert not isinstance(policy_batcher(plain, 8, 5.0, ServerMetrics()), ContinuousBatcher)

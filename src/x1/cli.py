@@ -315,7 +315,8 @@ def _load_with_adapters(model: str, adapters: dict[str, str], threads: int | Non
 
 
 def _serve(kind: str, model: str, host: str, port: int, api_key: str | None, max_batch: int, max_wait_ms: float, n_ctx: int,
-           threads: int | None, served_name: str | None, log_level: str, limits: dict[str, int], adapters: list[str] | None = None) -> None:
+           threads: int | None, served_name: str | None, log_level: str, limits: dict[str, int | bool],
+           adapters: list[str] | None = None) -> None:
     from x1.serve.run import check_exposure, load_serving_backend, run_app
 
     try:
@@ -352,7 +353,7 @@ def _serve(kind: str, model: str, host: str, port: int, api_key: str | None, max
 
 
 def _serve_ray(kind: str, model: str, host: str, port: int, api_key: str | None, max_batch: int,
-               max_wait_ms: float, n_ctx: int, threads: int | None, served_name: str | None, limits: dict[str, int], replicas: int,
+               max_wait_ms: float, n_ctx: int, threads: int | None, served_name: str | None, limits: dict[str, int | bool], replicas: int,
                replica_cpus: float, address: str | None) -> None:
     """`--ray-serve`: the same app on Ray Serve replicas; blocks until Ctrl-C, then removes the deployment."""
     from x1.serve.ray_serve import RayServeError, ReplicaSpec, deploy, wait_for_interrupt
@@ -400,9 +401,12 @@ def serve_policy(
     adapter: Annotated[list[str] | None, typer.Option(
         "--adapter", help="NAME=PATH: a LoRA adapter folder served over the same base, picked by the request's model field; "
         "repeatable; transformers models only")] = None,
+    continuous: Annotated[bool, typer.Option(
+        "--continuous/--gather", help="continuous: requests join the running decode each token step (llama.cpp); "
+        "gather: wait --max-wait-ms, then decode the gathered batch to the end")] = True,
 ) -> None:
     """OpenAI-compatible completions and chat for a policy model, with dynamic batching."""
-    limits = {"max_prompt_chars": max_prompt_chars, "max_tokens_limit": max_tokens_limit}
+    limits = {"max_prompt_chars": max_prompt_chars, "max_tokens_limit": max_tokens_limit, "continuous": continuous}
     if ray_serve and adapter:
         fail("--adapter is not supported with --ray-serve yet; fix: serve the adapters with uvicorn (drop --ray-serve)")
     if ray_serve:

@@ -154,9 +154,11 @@ def policy_batch_fn(backend: Backend) -> Any:
     return run
 
 
-def policy_batcher(backend: Backend, max_batch: int, max_wait_ms: float, metrics: ServerMetrics) -> DynamicBatcher[_Item, _Generated]:
+def policy_batcher(
+    backend: Backend, max_batch: int, max_wait_ms: float, metrics: ServerMetrics, continuous: bool = True
+) -> DynamicBatcher[_Item, _Generated]:
     """Continuous batching where the backend streams (llama.cpp), else gather-then-generate batches."""
-    if backend.capabilities.continuous:
+    if continuous and backend.capabilities.continuous:
         return ContinuousBatcher(
             backend.open_stream,  # type: ignore[attr-defined]
             lambda item: item.request, finish_fn(backend), max_batch=max_batch, metrics=metrics, name="policy",
@@ -181,15 +183,19 @@ def create_policy_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     model_name: str | None = None,
     default_chat_max_tokens: int = 256,
+    continuous: bool = True,
 ) -> FastAPI:
-    """An OpenAI-compatible app serving ``backend``; the caller owns (and closes) the backend."""
+    """An OpenAI-compatible app serving ``backend``; the caller owns (and closes) the backend.
+
+    ``continuous=False`` gathers requests into whole ``generate`` calls even when the backend streams.
+    """
     served = model_name or backend.name
     adapters = [str(a) for a in (getattr(backend, "adapters", None) or {})]
     for adapter in adapters:
         if adapter in (served, "default"):
             raise BackendError(f"adapter name {adapter!r} is the base model's name here; fix: give the adapter another name")
     metrics = ServerMetrics()
-    batcher = policy_batcher(backend, max_batch, max_wait_ms, metrics)
+    batcher = policy_batcher(backend, max_batch, max_wait_ms, metrics, continuous)
     limits = {"max_prompt_chars": max_prompt_chars, "max_tokens": max_tokens_limit, "max_n": max_n, "max_prompts": max_prompts}
     info = {"kind": "policy", "limits": limits, **({"adapters": adapters} if adapters else {})}
     app = make_app("x1 policy server", served, metrics, [batcher], api_key, max_body_bytes, info=lambda: info)

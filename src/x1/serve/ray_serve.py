@@ -53,7 +53,7 @@ class ReplicaSpec:
     n_ctx: int = 32768
     threads: int | None = None
     served_name: str | None = None
-    limits: dict[str, int] = field(default_factory=dict)
+    limits: dict[str, int | bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in ROUTES:
