@@ -180,7 +180,7 @@ def demo(
     right = sum(o.correct for o in summary.outcomes)
     console.print(
         f"[bold]{right}/{len(summary.outcomes)} right[/] · {summary.generated_tokens} tokens generated, "
-        f"{summary.prompt_tokens} prefilled, {summary.policy_calls} batched policy calls · "
+        f"{summary.prompt_tokens} prefilled, {summary.policy_calls} batched model calls · "
         f"{time.perf_counter() - start:.1f}s · trace: {trace}"
     )
 

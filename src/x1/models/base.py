@@ -68,7 +68,7 @@ class Completion:
 class BackendStats:
     """Running totals; benchmarks and the engine read them."""
 
-    calls: int = 0
+    calls: int = 0  # batched model calls: generate or score calls, and each step of a decode stream
     sequences: int = 0
     prompt_tokens: int = 0  # tokens prefilled (evaluated) after any prefix reuse
     reused_prompt_tokens: int = 0  # tokens that reuse saved instead of prefilling

@@ -177,6 +177,7 @@ class FakeStream:
 
     def step(self) -> list[tuple[int, list[Completion]]]:
         self.backend.decode_steps += 1
+        self.backend.stats.calls += 1
         done = []
         for ticket, (left, group) in list(self._running.items()):
             if left <= 1:

@@ -393,7 +393,6 @@ class LlamaCppBackend:
                 results.update(stream.step())
         finally:
             stream.close()
-        self.stats.calls += 1
         return [results[t] for t in tickets]
 
     # -- scoring --------------------------------------------------------------------------
@@ -502,6 +501,7 @@ class _LlamaStream:
         finished: list[_Ticket] = []
         with b._lock:
             b._clock += 1
+            b.stats.calls += 1  # one batched model call per step
             # Admit into the slots free now; the newcomers' prompts are prefilled in the same
             # llama_decode call that decodes the running sequences' last tokens.
             admitted = self._take_admissible()
