@@ -122,7 +122,6 @@ class _Round:
 
     requests: list[Request]
     completions: dict[int, list[Completion]] = field(default_factory=dict)  # by position in requests
-    expands: int = 0
     waiting: int = 0  # generations not back yet
 
 
@@ -251,9 +250,8 @@ class Engine:
         # the round decodes resumes with the very same seeds.
         counter = p.graph.meta.get("requests", 0)
         fmt = p.task.step_format
-        for k, r in enumerate(requests):
-            if not isinstance(r, Expand):
-                continue
+        expands = [(k, r) for k, r in enumerate(requests) if isinstance(r, Expand)]
+        for j, (k, r) in enumerate(expands):
             ticket = stream.submit(
                 GenerationRequest(
                     prompt=self._prompt(p, r),
@@ -262,13 +260,12 @@ class Engine:
                     temperature=self.sampling.temperature if r.temperature is None else r.temperature,
                     top_p=self.sampling.top_p,
                     stop=r.stop if r.stop is not None else ([fmt.delimiter] if fmt.delimiter else []),
-                    seed=request_seed(self.seed, p.task.id, r.thought_id, counter + current.expands),
+                    seed=request_seed(self.seed, p.task.id, r.thought_id, counter + j),
                     signals=r.signals,
                 )
             )
             owner[ticket] = (i, k)
-            current.expands += 1
-            current.waiting += 1
+        current.waiting = len(expands)
         return current
 
     def _complete(self, problems: list[Problem], rounds: dict[int, _Round]) -> dict[int, list[Reply]]:
@@ -278,7 +275,7 @@ class Engine:
         to_score: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for i, current in rounds.items():
             p = problems[i]
-            p.graph.meta["requests"] = p.graph.meta.get("requests", 0) + current.expands
+            p.graph.meta["requests"] = p.graph.meta.get("requests", 0) + len(current.completions)  # one per Expand
             for k, r in enumerate(current.requests):
                 if not isinstance(r, Expand):
                     continue

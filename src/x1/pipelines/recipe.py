@@ -42,8 +42,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from x1 import __version__
 from x1.config import BudgetConfig, load_yaml
 from x1.data import (
-    PreferencePair,
-    RewardedPath,
     SFTExample,
     ValueTarget,
     preference_pairs,
@@ -561,7 +559,6 @@ class Recipe:
             if not paths:
                 self.log(f"round{k}.policy: no rewarded paths in the buffer, so the policy is not updated")
                 return {"method": "ppo", "trained": False, "rollouts": 0}
-            paths = read_jsonl(here / "data" / "rollouts.jsonl", RewardedPath)
             result = train_ppo(self._trainer(p2.ppo, self.policy, target, seed_offset=k), train, buffer=paths)
             info: dict[str, Any] = {"method": "ppo", "trained": True, "rollouts": len(paths), **_losses(result)}
             if result.metrics.get("reward"):
@@ -572,7 +569,6 @@ class Recipe:
             if not pairs:
                 self.log(f"round{k}.policy: no preference pairs in the buffer, so the policy is not updated")
                 return {"method": "dpo", "trained": False, "pairs": 0}
-            pairs = read_jsonl(here / "data" / "pairs.jsonl", PreferencePair)
             result = train_dpo(self._trainer(p2.dpo, self.policy, target, seed_offset=k), pairs)
             info = {"method": "dpo", "trained": True, "pairs": len(pairs), **_losses(result)}
         else:

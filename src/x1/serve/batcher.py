@@ -49,20 +49,19 @@ class _Pending(Generic[T, R]):
     arrived: float = field(default_factory=time.perf_counter)
 
 
-class DynamicBatcher(Generic[T, R]):
-    """Gather items for up to ``max_wait_ms`` or ``max_batch`` sequences, then ``run_batch(items)`` once.
+class Batcher(Generic[T, R]):
+    """What every batcher shares: the queue, ``submit``, the worker's lifecycle and its outcomes.
 
-    ``run_batch`` is blocking (it runs in a thread) and returns one result per item, in order.
-    ``size(item)`` is how many sequences an item costs (``n`` for a generation request); an item
-    larger than ``max_batch`` goes alone. Call ``start()`` inside the serving event loop.
+    ``size(item)`` is how many sequences an item costs (``n`` for a generation request). A
+    subclass's ``_worker`` turns queued items into model calls. Call ``start()`` inside the
+    serving event loop.
     """
 
     def __init__(
         self,
-        run_batch: Callable[[list[T]], Sequence[R]],
         *,
         max_batch: int = 32,
-        max_wait_ms: float = 5.0,
+        max_wait_ms: float = 0.0,
         size: Callable[[T], int] | None = None,
         metrics: ServerMetrics | None = None,
         name: str = "batcher",
@@ -71,7 +70,6 @@ class DynamicBatcher(Generic[T, R]):
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
-        self.run_batch = run_batch
         self.max_batch = int(max_batch)
         self.max_wait_s = float(max_wait_ms) / 1000.0
         self.size = size or (lambda _item: 1)
@@ -141,6 +139,60 @@ class DynamicBatcher(Generic[T, R]):
                 raise r
         return list(results)  # type: ignore[arg-type]
 
+    def _take(self, in_flight: int = 0) -> list[_Pending[T, R]]:
+        """Queued items, oldest first, that fit in ``max_batch`` beside ``in_flight`` sequences
+        (one item always goes when nothing else does); items whose waiter gave up are dropped."""
+        batch: list[_Pending[T, R]] = []
+        total = in_flight
+        while self._queue:
+            head = self._queue[0]
+            if head.future.done():  # the waiter gave up: drop it
+                self._queue.popleft()
+                self._queued_size -= head.size
+                continue
+            if (batch or total) and total + head.size > self.max_batch:
+                break
+            self._queue.popleft()
+            self._queued_size -= head.size
+            batch.append(head)
+            total += head.size
+        self.metrics.queue_depth.set(len(self._queue))
+        return batch
+
+    def _succeed(self, pending: _Pending[T, R], result: R) -> None:
+        self.metrics.items.inc(outcome="ok")
+        if not pending.future.done():
+            pending.future.set_result(result)
+
+    def _fail(self, pending: _Pending[T, R], err: BaseException) -> None:
+        self.metrics.items.inc(outcome="error")
+        if not pending.future.done():
+            pending.future.set_exception(err)
+
+    async def _worker(self) -> None:
+        raise NotImplementedError
+
+
+class DynamicBatcher(Batcher[T, R]):
+    """Gather items for up to ``max_wait_ms`` or ``max_batch`` sequences, then ``run_batch(items)`` once.
+
+    ``run_batch`` is blocking (it runs in a thread) and returns one result per item, in order;
+    an item larger than ``max_batch`` goes alone.
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[T]], Sequence[R]],
+        *,
+        max_batch: int = 32,
+        max_wait_ms: float = 5.0,
+        size: Callable[[T], int] | None = None,
+        metrics: ServerMetrics | None = None,
+        name: str = "batcher",
+    ) -> None:
+        super().__init__(max_batch=max_batch, max_wait_ms=max_wait_ms, size=size, metrics=metrics, name=name)
+        self.run_batch = run_batch
+
     # -- the worker -----------------------------------------------------------------------
     async def _worker(self) -> None:
         assert self._wakeup is not None
@@ -168,24 +220,6 @@ class DynamicBatcher(Generic[T, R]):
             except Exception:  # never let the worker die: log and carry on
                 log.exception("%s worker error", self.name)
                 await asyncio.sleep(0.01)
-
-    def _take(self) -> list[_Pending[T, R]]:
-        batch: list[_Pending[T, R]] = []
-        total = 0
-        while self._queue:
-            head = self._queue[0]
-            if head.future.done():  # the waiter gave up: drop it
-                self._queue.popleft()
-                self._queued_size -= head.size
-                continue
-            if batch and total + head.size > self.max_batch:
-                break
-            self._queue.popleft()
-            self._queued_size -= head.size
-            batch.append(head)
-            total += head.size
-        self.metrics.queue_depth.set(len(self._queue))
-        return batch
 
     async def _call(self, loop: asyncio.AbstractEventLoop, items: list[T]) -> list[R]:
         self.batches += 1
@@ -232,18 +266,7 @@ class DynamicBatcher(Generic[T, R]):
         finally:
             self.metrics.in_flight.set(0)
 
-    def _succeed(self, pending: _Pending[T, R], result: R) -> None:
-        self.metrics.items.inc(outcome="ok")
-        if not pending.future.done():
-            pending.future.set_result(result)
-
-    def _fail(self, pending: _Pending[T, R], err: BaseException) -> None:
-        self.metrics.items.inc(outcome="error")
-        if not pending.future.done():
-            pending.future.set_exception(err)
-
-
-def describe(batcher: DynamicBatcher[Any, Any]) -> dict[str, Any]:
+def describe(batcher: Batcher[Any, Any]) -> dict[str, Any]:
     """A small dict for /health."""
     return {
         "running": batcher.running,
@@ -255,7 +278,7 @@ def describe(batcher: DynamicBatcher[Any, Any]) -> dict[str, Any]:
     }
 
 
-class ContinuousBatcher(DynamicBatcher[T, R]):
+class ContinuousBatcher(Batcher[T, R]):
     """Continuous batching: every decode step admits what queued since the last one.
 
     ``open_stream()`` gives the backend's ``DecodeStream``; ``request(item)`` is the item's
@@ -276,8 +299,7 @@ class ContinuousBatcher(DynamicBatcher[T, R]):
         name: str = "batcher",
         lock: Any = None,
     ) -> None:
-        super().__init__(lambda items: [], max_batch=max_batch, max_wait_ms=0.0, size=lambda item: request(item).n,
-                         metrics=metrics, name=name)
+        super().__init__(max_batch=max_batch, size=lambda item: request(item).n, metrics=metrics, name=name)
         self.open_stream = open_stream
         self.request = request
         self.finish = finish
@@ -306,7 +328,7 @@ class ContinuousBatcher(DynamicBatcher[T, R]):
                 while not self._queue and not self._tickets:
                     self._wakeup.clear()
                     await self._wakeup.wait()
-                new = self._admit()
+                new = self._take(self._in_flight)  # what fits beside the sequences in flight
                 now = time.perf_counter()
                 for p in new:
                     self.metrics.queue_wait.observe(now - p.arrived)
@@ -323,25 +345,6 @@ class ContinuousBatcher(DynamicBatcher[T, R]):
             except Exception:  # never let the worker die: log and carry on
                 log.exception("%s worker error", self.name)
                 await asyncio.sleep(0.01)
-
-    def _admit(self) -> list[_Pending[T, R]]:
-        """Queued requests that fit beside the sequences in flight (one always fits when none are)."""
-        taken: list[_Pending[T, R]] = []
-        room = self.max_batch - self._in_flight
-        while self._queue:
-            head = self._queue[0]
-            if head.future.done():  # the waiter gave up: drop it
-                self._queue.popleft()
-                self._queued_size -= head.size
-                continue
-            if head.size > room and (taken or self._in_flight):
-                break
-            self._queue.popleft()
-            self._queued_size -= head.size
-            room -= head.size
-            taken.append(head)
-        self.metrics.queue_depth.set(len(self._queue))
-        return taken
 
     def _advance(self, new: list[_Pending[T, R]]) -> list[tuple[_Pending[T, R], bool, Any]]:
         """In the worker thread: submit the newcomers, decode one step, build the finished results."""

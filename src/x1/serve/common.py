@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from x1.serve.batcher import DynamicBatcher, describe
+from x1.serve.batcher import Batcher, describe
 from x1.serve.metrics import CONTENT_TYPE, ServerMetrics
 
 DEFAULT_MAX_BODY_BYTES = 8 << 20
@@ -167,7 +167,7 @@ def make_app(
     title: str,
     model_name: str,
     metrics: ServerMetrics,
-    batchers: list[DynamicBatcher[Any, Any]],
+    batchers: list[Batcher[Any, Any]],
     api_key: str | None,
     max_body_bytes: int,
     info: Callable[[], dict[str, Any]] | None = None,

@@ -41,7 +41,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from x1.models.base import Backend, BackendError, Completion, GenerationRequest
-from x1.serve.batcher import BatcherClosed, ContinuousBatcher, DynamicBatcher
+from x1.serve.batcher import Batcher, BatcherClosed, ContinuousBatcher, DynamicBatcher
 from x1.serve.common import DEFAULT_MAX_BODY_BYTES, APIError, check_model, make_app, model_lock
 from x1.serve.metrics import ServerMetrics
 
@@ -156,7 +156,7 @@ def policy_batch_fn(backend: Backend) -> Any:
 
 def policy_batcher(
     backend: Backend, max_batch: int, max_wait_ms: float, metrics: ServerMetrics, continuous: bool = True
-) -> DynamicBatcher[_Item, _Generated]:
+) -> Batcher[_Item, _Generated]:
     """Continuous batching where the backend streams (llama.cpp), else gather-then-generate batches."""
     if continuous and backend.capabilities.continuous:
         return ContinuousBatcher(
