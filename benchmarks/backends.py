@@ -51,30 +51,34 @@ def llama_cpp_own_throughput(backend: LlamaCppBackend, prompts: list[str], max_t
     backend.clear_cache()
     ctx, mem, vocab = backend._ctx, backend._mem, backend._vocab
     sampler = L.llama_sampler_init_greedy()
-    batch = L.llama_batch_init(max(backend.n_batch, len(prompts)), 0, 1)
     start = time.perf_counter()
     tokenized = [backend.tokenize(p) for p in prompts]
+    # The batch holds at most n_batch tokens per llama_decode (and 64 prompts exceed that), so
+    # prompts prefill in chunks; each sequence's first token is sampled from the chunk that ends it.
+    batch = L.llama_batch_init(max(backend.n_batch, len(prompts)), 0, 1)
     L.llama_memory_clear(mem, True)
-    # prefill: all prompts in one batch (they fit in n_batch here)
-    n = 0
-    last_index = []
-    for s, toks in enumerate(tokenized):
-        for pos, t in enumerate(toks):
-            batch.token[n], batch.pos[n], batch.n_seq_id[n] = t, pos, 1
-            batch.seq_id[n][0] = s
-            batch.logits[n] = pos == len(toks) - 1
-            if pos == len(toks) - 1:
-                last_index.append(n)
-            n += 1
-    batch.n_tokens = n
-    assert L.llama_decode(ctx, batch) == 0
+    flat = [(s, pos, t) for s, toks in enumerate(tokenized) for pos, t in enumerate(toks)]
+    next_tokens: dict[int, int] = {}
+    for lo in range(0, len(flat), backend.n_batch):
+        chunk = flat[lo : lo + backend.n_batch]
+        ends = {}
+        for j, (s, pos, t) in enumerate(chunk):
+            batch.token[j], batch.pos[j], batch.n_seq_id[j] = t, pos, 1
+            batch.seq_id[j][0] = s
+            batch.logits[j] = pos == len(tokenized[s]) - 1
+            if batch.logits[j]:
+                ends[s] = j
+        batch.n_tokens = len(chunk)
+        assert L.llama_decode(ctx, batch) == 0
+        next_tokens.update({s: L.llama_sampler_sample(sampler, ctx, j) for s, j in ends.items()})
     positions = [len(t) for t in tokenized]
     active = list(range(len(prompts)))
-    index = dict(zip(active, last_index, strict=True))
+    index: dict[int, int] = {}
     generated = 0
     steps = 0
     while active and steps < max_tokens:
-        next_tokens = {s: L.llama_sampler_sample(sampler, ctx, index[s]) for s in active}
+        if steps:
+            next_tokens = {s: L.llama_sampler_sample(sampler, ctx, index[s]) for s in active}
         still = [s for s in active if not L.llama_vocab_is_eog(vocab, next_tokens[s])]
         generated += len(still)
         steps += 1

@@ -186,6 +186,26 @@ def demo(
 
 
 @app.command()
+def doctor(
+    model: Annotated[str, typer.Option("--model", "-m", help="the model to decode with in the child process")] = "smollm2",
+) -> None:
+    """Check that llama.cpp runs on this machine: a short decode in a child process, so a crash is reported, not fatal."""
+    from x1.models.llamacpp_build import choose_features, read_build_record, unsupported_build_features
+    from x1.models.llamacpp_check import REBUILD_HINT, self_check
+
+    record = read_build_record()
+    console.print(f"this CPU: {choose_features('auto').describe()}")
+    console.print(f"this environment's build: {' '.join(record['features']) if record else 'unknown (not built by scripts/setup.sh)'}")
+    unsupported = unsupported_build_features()
+    if unsupported:
+        fail(f"llama.cpp here was built with {', '.join(unsupported)}, which this CPU does not report; fix: {REBUILD_HINT}")
+    try:
+        console.print(self_check(model))
+    except BackendError as err:
+        fail(str(err))
+
+
+@app.command()
 def tasks() -> None:
     """List the task sources, with a one-line description each."""
     from x1.tasks.registry import list_task_sources

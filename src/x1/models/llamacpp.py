@@ -38,6 +38,7 @@ from x1.models.base import (
     refuse_adapters,
     truncate_at_stop,
 )
+from x1.models.llamacpp_build import unsupported_build_features
 from x1.models.registry import check_gguf
 
 try:  # the runtime is optional: `pip install 'x1[cpu]'`
@@ -118,7 +119,13 @@ class LlamaCppBackend:
         **_: object,
     ) -> None:
         if _llama is None:
-            raise BackendError("llama-cpp-python is not installed; fix: pip install 'x1[cpu]' (builds llama.cpp, ~4 min)")
+            raise BackendError("llama-cpp-python is not installed; fix: scripts/setup.sh cpu (builds llama.cpp for this CPU, ~4-5 min once)")
+        unsupported = unsupported_build_features()
+        if unsupported:  # a .venv carried to another CPU: fail here, not by SIGILL in the first matmul
+            raise BackendError(
+                f"llama.cpp in this environment was built with {', '.join(unsupported)}, which this CPU does not report; "
+                "fix: rm -rf .venv && scripts/setup.sh (builds for this CPU)"
+            )
         path = Path(path)
         check_gguf(path)
         self.name = name or path.stem
