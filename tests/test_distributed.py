@@ -125,16 +125,18 @@ def test_value_url_scores_through_the_server_as_in_process(tmp_path):
     cfg.search.strategy = "beam"
     cfg.search.params = {"evaluator": "value"}
     policy = FakeBackend()
-    local = Engine(policy, {**build_evaluators(policy), "value": ScorerEvaluator(FakeBackend())}, sampling=Sampling(cfg.search.temperature),
-                   seed=cfg.search.seed).run(tasks, build_strategy("beam", evaluator="value"))
     with BackgroundServer(create_value_app(FakeBackend())) as server:
+        key = f"remote:{server.url}"  # evaluator=value with --value-url is that server, and its scores say so
+        local = Engine(policy, {**build_evaluators(policy), key: ScorerEvaluator(FakeBackend(), name=key)},
+                       sampling=Sampling(cfg.search.temperature), seed=cfg.search.seed).run(tasks, build_strategy("beam", evaluator=key))
         cfg.search.value_url = server.url
         remote = run_tasks(tasks, cfg).outcomes
         trace = tmp_path / "solve.jsonl"
         result = runner.invoke(app, ["solve", "What is 1+1?", "--model", "fake", "-s", "beam", "-p", "evaluator=value",
                                      "--value-url", server.url, "--trace", str(trace)])
     assert [o.graph.to_dict() for o in remote] == [o.graph.to_dict() for o in local]
-    assert any("value" in t.scores for o in remote for t in o.graph)
+    assert any(key in t.scores for o in remote for t in o.graph)
     assert result.exit_code == 0, result.output
-    thoughts = json.loads(trace.read_text())["graph"]["thoughts"]
-    assert any("value" in t.get("scores", {}) for t in thoughts)
+    record = json.loads(trace.read_text())
+    assert record["strategy_config"]["evaluator"] == key
+    assert any(key in t.get("scores", {}) for t in record["graph"]["thoughts"])

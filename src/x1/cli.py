@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from x1.cli_fit import fit_app
-from x1.config import ConfigError, RunConfig, parse_params
+from x1.config import STEP_KINDS, ConfigError, RunConfig, parse_params
 from x1.engine import Outcome
 from x1.models.base import BackendError
 
@@ -23,11 +23,22 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="x1: reasonin
 console = Console()
 err_console = Console(stderr=True)
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="bundled name (default, smollm2), .gguf path, folder, or openai:URL")]
-StrategyOpt = Annotated[str, typer.Option("--strategy", "-s", help="cot, best_of_n, beam, mcts (x1 strategies)")]
-ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="strategy hyper-parameter key=value, repeatable")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="bundled name (default, smollm2), .gguf path, folder, or openai:URL [default: default]")
+]
+StrategyOpt = Annotated[str | None, typer.Option("--strategy", "-s", help="cot, best_of_n, beam, mcts, dvts, tot_bfs, tot_dfs, "
+                                                 "graph_of_operations, nested, adaptive (x1 strategies)")]
+ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="strategy hyper-parameter key=value, repeatable; "
+                                                    "evaluator=confidence|verifier|judge|value:DIR|prm:DIR|orm:DIR|remote:URL")]
+StepOpt = Annotated[str | None, typer.Option(
+    "--step", help="step granularity: newline, blank (paragraphs), eois (the <eois> marker), token, solution [default: the task's]")]
+MaxStepTokensOpt = Annotated[int | None, typer.Option("--max-step-tokens", min=1, help="most tokens per step [default: the task's]")]
+ChatTemplateOpt = Annotated[str | None, typer.Option(
+    "--chat-template", help="for openai: models: chatml, a Jinja file, or a model folder with tokenizer_config.json")]
+SeedOpt = Annotated[int | None, typer.Option(help="search seed [default: 0, or the YAML's]")]
+TemperatureOpt = Annotated[float | None, typer.Option(help="sampling temperature for requests that set none [default: 0.7, or the YAML's]")]
 ValueUrlOpt = Annotated[
-    str | None, typer.Option("--value-url", help="`x1 serve value` server (http://HOST:8001) as the evaluator 'value' (-p evaluator=value)")
+    str | None, typer.Option("--value-url", help="`x1 serve value` server (http://HOST:8001): -p evaluator=value then means remote:URL")
 ]
 
 
@@ -37,25 +48,48 @@ def fail(message: str) -> None:
 
 
 def build_config(
-    model: str,
-    strategy: str,
+    model: str | None,
+    strategy: str | None,
     params: list[str] | None,
-    seed: int,
-    temperature: float,
+    seed: int | None,
+    temperature: float | None,
     config: Path | None,
     model_name: str | None = None,
     value_url: str | None = None,
+    default_strategy: str = "mcts",
+    step: str | None = None,
+    max_step_tokens: int | None = None,
+    chat_template: str | None = None,
 ) -> RunConfig:
+    """The run's config: the YAML's values, overridden by the flags the user gave (and only those);
+    then the strategy and every evaluator it names are checked, before any model loads."""
+    from x1.pipelines.solve import check_search
+
     cfg = RunConfig.from_yaml(config) if config else RunConfig()
-    cfg.model.name = model
+    if model is not None:
+        cfg.model.name = model
     if model_name:
         cfg.model.model_name = model_name
     if value_url:
         cfg.search.value_url = value_url
-    cfg.search.strategy = strategy
+    if strategy is not None:
+        cfg.search.strategy = strategy
+    elif "strategy" not in cfg.search.model_fields_set:
+        cfg.search.strategy = default_strategy
     cfg.search.params.update(parse_params(params or []))
-    cfg.search.seed = seed
-    cfg.search.temperature = temperature
+    if seed is not None:
+        cfg.search.seed = seed
+    if temperature is not None:
+        cfg.search.temperature = temperature
+    if step is not None:
+        if step not in STEP_KINDS:
+            raise ConfigError(f"--step {step!r} is not one of {', '.join(STEP_KINDS)}")
+        cfg.search.step.delimiter = step  # type: ignore[assignment]
+    if max_step_tokens is not None:
+        cfg.search.step.max_step_tokens = max_step_tokens
+    if chat_template is not None:
+        cfg.model.chat_template = chat_template
+    check_search(cfg)
     return cfg
 
 
@@ -121,16 +155,19 @@ def _run_with_progress(tasks, cfg: RunConfig, trace: Path | None, show_solution:
 @app.command()
 def solve(
     question: Annotated[str, typer.Argument(help="the problem to solve")],
-    model: ModelOpt = "default",
-    strategy: StrategyOpt = "best_of_n",
+    model: ModelOpt = None,
+    strategy: StrategyOpt = None,
     param: ParamOpt = None,
     gold: Annotated[str | None, typer.Option(help="the right answer, to check against")] = None,
-    seed: int = 0,
-    temperature: float = 0.7,
+    seed: SeedOpt = None,
+    temperature: TemperatureOpt = None,
     trace: Annotated[Path, typer.Option(help="where to write the trace (JSONL)")] = Path("runs/solve.jsonl"),
     config: Annotated[Path | None, typer.Option(help="YAML run config (flags override it)")] = None,
     model_name: Annotated[str | None, typer.Option(help="model id for an openai: server")] = None,
     value_url: ValueUrlOpt = None,
+    step: StepOpt = None,
+    max_step_tokens: MaxStepTokensOpt = None,
+    chat_template: ChatTemplateOpt = None,
 ) -> None:
     """Solve one question with a reasoning strategy; print the answer and save the trace."""
     from x1.tasks.answers import numbers_equal
@@ -143,7 +180,8 @@ def solve(
         return Verification(1.0 if ok else 0.0, "matches gold" if ok else "differs from gold")
 
     try:
-        cfg = build_config(model, strategy, param, seed, temperature, config, model_name, value_url)
+        cfg = build_config(model, strategy, param, seed, temperature, config, model_name, value_url, default_strategy="best_of_n",
+                           step=step, max_step_tokens=max_step_tokens, chat_template=chat_template)
         trace.parent.mkdir(parents=True, exist_ok=True)
         task = Task(id="question", question=question, gold=gold, verifier=check, source="cli")
         summary = _run_with_progress([task], cfg, trace, show_solution=True)
@@ -219,12 +257,12 @@ def tasks() -> None:
 @app.command(name="eval")
 def eval_(
     task: Annotated[str, typer.Option("--task", "-t", help="task spec: rg:NAME, jsonl:PATH, synthetic:sat, champ, samples (x1 tasks)")],
-    model: ModelOpt = "default",
-    strategy: StrategyOpt = "cot",
+    model: ModelOpt = None,
+    strategy: StrategyOpt = None,
     param: ParamOpt = None,
     n: Annotated[int, typer.Option("--n", help="how many problems")] = 50,
-    seed: int = 0,
-    temperature: float = 0.7,
+    seed: SeedOpt = None,
+    temperature: TemperatureOpt = None,
     out: Annotated[Path | None, typer.Option(help="run directory (traces.jsonl, results.json); default runs/eval-TASK-STRATEGY")] = None,
     resume: Annotated[bool, typer.Option(help="continue an interrupted run in --out, skipping finished problems")] = False,
     task_option: Annotated[list[str] | None, typer.Option("--task-option", help="task config key=value (e.g. difficulty=0.5)")] = None,
@@ -237,6 +275,9 @@ def eval_(
     value_url: ValueUrlOpt = None,
     workers: Annotated[int, typer.Option(min=0, help="spread the problems over N Ray actors (0: in this process)")] = 0,
     address: Annotated[str | None, typer.Option(help="Ray cluster to join with --workers: auto, HOST:6379 or ray://HOST:10001")] = None,
+    step: StepOpt = None,
+    max_step_tokens: MaxStepTokensOpt = None,
+    chat_template: ChatTemplateOpt = None,
 ) -> None:
     """Evaluate a strategy on a data set: accuracy with a 95% bootstrap interval, compute, traces."""
     from x1.pipelines.evaluate import EvalError, evaluate
@@ -246,13 +287,15 @@ def eval_(
     if address and not workers:
         fail(f"--address {address} needs --workers N (how many Ray actors to start there)")
     try:
-        cfg = build_config(model, strategy, param, seed, temperature, config, model_name, value_url)
+        cfg = build_config(model, strategy, param, seed, temperature, config, model_name, value_url, default_strategy="cot",
+                           step=step, max_step_tokens=max_step_tokens, chat_template=chat_template)
         if max_tokens:
             cfg.search.budget.max_tokens = max_tokens
         if max_active:
             cfg.search.max_active = max_active
-        problems = load_tasks(task, n=n, seed=seed, **parse_params(task_option or []))
+        problems = load_tasks(task, n=n, seed=cfg.search.seed, **parse_params(task_option or []))
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in task)
+        strategy = cfg.search.strategy
         out_dir = out or Path("runs") / f"eval-{safe}-{strategy}"
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err_console) as progress:
@@ -289,6 +332,9 @@ def eval_(
         f"{result.wall_s:.0f}s",
     )
     console.print(table)
+    if result.oracle:
+        console.print(f"[bold yellow]oracle run:[/] gold answers guided the search ({escape(result.oracle)}); "
+                      "this accuracy is not what the strategy reaches without them")
     if result.resumed:
         console.print(f"resumed: {result.resumed} problems were already finished and were not run again")
     console.print(f"traces and results: {out_dir}")
@@ -337,11 +383,13 @@ def _load_with_adapters(model: str, adapters: dict[str, str], threads: int | Non
 def _serve(kind: str, model: str, host: str, port: int, api_key: str | None, max_batch: int, max_wait_ms: float, n_ctx: int,
            threads: int | None, served_name: str | None, log_level: str, limits: dict[str, int | bool],
            adapters: list[str] | None = None) -> None:
-    from x1.serve.run import check_exposure, load_serving_backend, run_app
+    from x1.serve.run import check_exposure, load_serving_backend, load_value_scorer, run_app
 
     try:
         if adapters:
             backend = _load_with_adapters(model, _parse_adapters(adapters), threads)
+        elif kind == "value":
+            backend = load_value_scorer(model, n_ctx=n_ctx, n_seq_max=max(64, 2 * max_batch), threads=threads)
         else:
             backend = load_serving_backend(model, n_ctx=n_ctx, n_seq_max=max(64, 2 * max_batch), threads=threads)
     except (BackendError, ValueError) as err:
@@ -436,9 +484,14 @@ def serve_policy(
     _serve("policy", model, host, port, api_key, max_batch, max_wait_ms, n_ctx, threads, served_name, log_level, limits, adapter)
 
 
+ValueModelOpt = Annotated[str, typer.Option(
+    "--model", "-m", help="a trained evaluator: value:DIR, prm:DIR, orm:DIR or a folder from `x1 fit value|prm|orm` (served with "
+    "its head); or any policy model (bundled name, .gguf, folder), scored by mean token probability")]
+
+
 @serve_app.command("value")
 def serve_value(
-    model: ModelOpt = "default",
+    model: ValueModelOpt = "default",
     host: HostOpt = "127.0.0.1",
     port: int = 8001,
     api_key: ApiKeyOpt = None,
@@ -454,7 +507,7 @@ def serve_value(
     replica_cpus: ReplicaCpusOpt = 1.0,
     address: RayAddressOpt = None,
 ) -> None:
-    """POST /v1/score: values in [0, 1] for reasoning paths (for now the model's mean token probability)."""
+    """POST /v1/score: scores in [0, 1] for reasoning paths, from a trained value model / PRM / ORM or a policy's token probabilities."""
     if ray_serve:
         _serve_ray("value", model, host, port, api_key, max_batch, max_wait_ms, n_ctx, threads, served_name,
                    {"max_prompt_chars": max_prompt_chars}, replicas, replica_cpus, address)

@@ -323,6 +323,49 @@ def fit_prm(
                                    {"config": config, **flags}))  # fmt: skip
 
 
+@fit_app.command("orm")
+def fit_orm(
+    data: Annotated[Path | None, typer.Option("--data", help="preference pairs: JSONL written by `x1 data pairs`")] = None,
+    traces: Annotated[list[Path] | None, typer.Option(
+        "--traces", help="or trace files of `x1 eval`: correct vs incorrect solutions of each task become the pairs")] = None,
+    model: ModelOpt = None,
+    out: OutOpt = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    batch_size: BatchOpt = None,
+    max_steps: MaxStepsOpt = None,
+    config: ConfigOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Fit an outcome reward model (Bradley–Terry on pairs) for `-p evaluator=orm:DIR` and `x1 serve value`."""
+
+    def body() -> None:
+        import x1.training.config as configs
+
+        if (data is None) == (not traces):
+            raise FitError("give either --data PAIRS.jsonl (from `x1 data pairs`) or --traces TRACES.jsonl, not both or neither")
+        if data is not None:
+            fit_on_file("orm", "ValueTrainConfig", "PreferencePair", ("value", "train_orm"), data,
+                        {"config": config, **_common(model, out, epochs, lr, batch_size, max_steps, seed, device)})
+            return
+        from x1.data import load_records, preference_pairs
+
+        missing = [str(p) for p in traces or [] if not p.is_file()]
+        if missing:
+            raise FitError(f"--traces {missing[0]}: no such file; write traces with `x1 eval --out DIR` (DIR/traces.jsonl)")
+        pairs = preference_pairs(load_records(traces or []), step=False)
+        if not pairs:
+            raise FitError("the traces hold no task with both a correct and an incorrect solution, so there is no pair to learn "
+                           "from; fix: sample more per task (e.g. -s best_of_n -p n=8) or use -p training=true")
+        cfg = build_config(configs.ValueTrainConfig, config, "orm", **_common(model, out, epochs, lr, batch_size, max_steps, seed, device))
+        start = time.perf_counter()
+        result = trainer("value", "train_orm")(cfg, pairs)
+        report("orm", len(pairs), result, time.perf_counter() - start, cfg.save)
+
+    run("orm", body)
+
+
 # -- commands: on-policy, on tasks with a verifier ----------------------------------------------------
 @fit_app.command("grpo")
 def fit_grpo(

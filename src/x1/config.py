@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,6 +21,7 @@ class ModelConfig(BaseModel):
     n_ctx: int = Field(32768, gt=0)
     n_seq_max: int = Field(64, gt=0, le=256)
     timeout: float = Field(60.0, gt=0)
+    chat_template: str | None = None  # openai: models: chatml, a Jinja file, or a model folder with tokenizer_config.json
 
 
 class BudgetConfig(BaseModel):
@@ -30,6 +31,39 @@ class BudgetConfig(BaseModel):
     max_policy_calls: int | None = Field(None, gt=0)
     max_nodes: int | None = Field(None, gt=0)
     max_seconds: float | None = Field(None, gt=0)
+
+
+STEP_KINDS = ("newline", "blank", "eois", "token", "solution")
+
+
+class StepConfig(BaseModel):
+    """The blueprint's step granularity for every task of a run; unset fields keep the task's own.
+
+    newline: a step is a line; blank: a paragraph (x1's default); eois: ended by the <eois> marker
+    (models fine-tuned with it); token: every token is a step; solution: the whole answer is one step.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    delimiter: Literal["newline", "blank", "eois", "token", "solution"] | None = None
+    max_step_tokens: int | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+
+    def apply(self, fmt: Any) -> Any:
+        """The task's ``StepFormat`` with this config's choices on top."""
+        from dataclasses import replace
+
+        if self.delimiter is None:
+            return replace(fmt, max_step_tokens=self.max_step_tokens or fmt.max_step_tokens, max_steps=self.max_steps or fmt.max_steps)
+        if self.delimiter == "token":
+            return replace(fmt, delimiter="", max_step_tokens=self.max_step_tokens or 1, max_steps=self.max_steps or 4096)
+        if self.delimiter == "solution":
+            return replace(fmt, delimiter="", max_step_tokens=self.max_step_tokens or 1024, max_steps=self.max_steps or 1)
+        from x1.data import EOIS
+
+        text = {"newline": "\n", "blank": "\n\n", "eois": EOIS}[self.delimiter]
+        return replace(fmt, delimiter=text, max_step_tokens=self.max_step_tokens or fmt.max_step_tokens,
+                       max_steps=self.max_steps or fmt.max_steps)
 
 
 class SearchConfig(BaseModel):
@@ -44,6 +78,7 @@ class SearchConfig(BaseModel):
     value_url: str | None = None  # an `x1 serve value` server, scoring as the evaluator named "value"
     # problems in flight at once (None: all); keep problems × live chains within the backend's slots
     max_active: int | None = Field(None, ge=1)
+    step: StepConfig = Field(default_factory=StepConfig)
 
 
 class RunConfig(BaseModel):

@@ -292,6 +292,7 @@ def preference_pairs(
     outcome: bool = True,
     max_per_parent: int | None = None,
     max_outcome_pairs: int = 4,
+    step: bool = True,
 ) -> list[PreferencePair]:
     """Step-level pairs (siblings whose q differs by ≥ ``min_gap``), then outcome-level pairs.
 
@@ -314,7 +315,7 @@ def preference_pairs(
     groups: dict[tuple[str, str], tuple[dict[str, float], dict[str, float]]] = {}
     for run in _runs(records):
         graph = run.graph
-        for parent in (graph[tid] for tid in sorted(run.order)):
+        for parent in (graph[tid] for tid in sorted(run.order) if step):
             kids = [graph[c] for c in parent.children if graph[c].parents[0] == parent.id]
             scored = sorted(((q, t.id, t) for t in kids if (q := _q(t, run.rewards)) is not None), key=lambda x: (-x[0], x[1]))
             if len(scored) < 2:

@@ -113,10 +113,11 @@ class RemoteValueEvaluator:
         if not items:
             return []
         prompts, continuations = value_inputs(items)
+        steps = [[t.text for t in item.graph.path(item.thought_id)] for item in items]  # a PRM server scores each step
         scores: list[float] = []
         for start in range(0, len(items), self.max_items):
-            chunk = [{"prompt": p, "continuation": c} for p, c in zip(prompts[start : start + self.max_items],
-                                                                       continuations[start : start + self.max_items], strict=True)]
+            window = range(start, min(len(items), start + self.max_items))
+            chunk = [{"prompt": prompts[i], "continuation": continuations[i], "steps": steps[i]} for i in window]
             payload: dict[str, Any] = {"items": chunk}
             if self.model:
                 payload["model"] = self.model

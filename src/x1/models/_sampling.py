@@ -40,3 +40,29 @@ def sample_seed(seed: int | None, index: int) -> int | None:
     if seed is None:
         return None
     return (seed * 1_000_003 + index) % (2**63 - 1) if index else seed
+
+
+def resolve_chat_template(value: str | None) -> str | None:
+    """A chat template from what a user names: ``chatml`` (None: ChatML), Jinja text, a Jinja file, or a model
+    folder whose ``tokenizer_config.json`` holds one. Raises BackendError with the fix otherwise."""
+    import json
+    from pathlib import Path
+
+    from x1.models.base import BackendError
+
+    if value is None or value == "chatml":
+        return None
+    if "{{" in value or "{%" in value:  # the Jinja text itself
+        return value
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path.read_text()
+    config = path / "tokenizer_config.json"
+    if config.is_file():
+        template = json.loads(config.read_text()).get("chat_template")
+        if isinstance(template, list):  # named templates: take the default one
+            template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+        if isinstance(template, str) and template:
+            return template
+        raise BackendError(f"--chat-template {value}: {config} has no chat_template; fix: pass a Jinja file or chatml")
+    raise BackendError(f"--chat-template {value!r} is neither chatml, a template file, nor a model folder with tokenizer_config.json")

@@ -21,11 +21,12 @@ import concurrent.futures
 import contextlib
 import os
 import threading
+import warnings
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from x1.metrics import signals_from_top_logprobs
-from x1.models._sampling import render_chatml, render_template, sample_seed
+from x1.models._sampling import render_chatml, render_template, resolve_chat_template, sample_seed
 from x1.models.base import (
     BackendError,
     BackendStats,
@@ -88,7 +89,10 @@ class OpenAIBackend:
         self.timeout = float(timeout)
         self.max_retries = max(0, int(max_retries))
         self.concurrency = max(1, int(concurrency))
-        self.chat_template = chat_template
+        if chat_template is None:
+            warnings.warn(f"openai:{base_url} formats chats as ChatML (Qwen, SmolLM2); for another model family pass "
+                          "--chat-template FILE|MODEL_DIR (or chatml to silence this)", stacklevel=2)
+        self.chat_template = resolve_chat_template(chat_template)
         self.extra_body = dict(extra_body or {})  # server-specific knobs, e.g. {"top_k": 0}
         self.stats = BackendStats()
         self.capabilities = Capabilities(

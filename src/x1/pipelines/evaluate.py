@@ -18,6 +18,7 @@ from pathlib import Path
 
 from x1.config import RunConfig
 from x1.engine import Outcome
+from x1.evaluators.spec import oracle_reason
 from x1.models.base import Backend
 from x1.pipelines.solve import open_policy, run_tasks
 from x1.strategies import Problem
@@ -45,6 +46,7 @@ class EvalResult:
     policy_calls: int
     wall_s: float
     resumed: int  # problems taken from an earlier, interrupted run
+    oracle: str | None = None  # why gold answers guided the search (verifier evaluator, training mode), if they did
 
 
 def bootstrap_ci(values: list[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -126,6 +128,7 @@ def write_results(
     by_id = {r["task_id"]: r for r in read_traces(trace_path) if r["task_id"] in ids} if trace_path.exists() else {}
     records = [by_id[t.id] for t in tasks if t.id in by_id]
     result = summarize(records, task_spec, config.search.strategy, model_name, wall_s, resumed)
+    result.oracle = oracle_reason(config.search.params)
     (out_dir / "results.json").write_text(json.dumps({**asdict(result), "config": config.model_dump()}, indent=2))
     record_wall(out_dir, wall_s)
     return result

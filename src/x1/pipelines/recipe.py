@@ -40,7 +40,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from x1 import __version__
-from x1.config import BudgetConfig, load_yaml
+from x1.config import BudgetConfig, RunConfig, load_yaml
 from x1.data import (
     SFTExample,
     ValueTarget,
@@ -51,14 +51,14 @@ from x1.data import (
     value_targets,
     write_jsonl,
 )
-from x1.engine import Budget, Engine, Sampling
-from x1.evaluators import build_evaluators
+from x1.evaluators.spec import parse_evaluator
 from x1.graph import ReasoningGraph
 from x1.pipelines.evaluate import bootstrap_ci
+from x1.pipelines.solve import run_tasks
 from x1.strategies import build_strategy
 from x1.tasks.base import Task
 from x1.tasks.registry import load_tasks
-from x1.trace import read_traces, write_record
+from x1.trace import read_traces
 from x1.training.config import DPOTrainConfig, PPOTrainConfig, SFTTrainConfig, TrainConfig, ValueTrainConfig
 from x1.training.dpo import train_dpo
 from x1.training.ppo import train_ppo
@@ -66,7 +66,6 @@ from x1.training.sft import train_sft
 from x1.training.value import train_value
 
 STATE_VERSION = 1
-EVALUATOR_CHOICES = ("value", "confidence", "verifier", "judge")
 
 
 class RecipeError(ValueError):
@@ -90,8 +89,8 @@ def _strategy_params(value: dict[str, Any]) -> dict[str, Any]:
     if "training" in value:
         raise ValueError("'training' is set by the recipe (on for phase-2 search, off for evaluation); remove it")
     evaluator = value.get("evaluator", "value")
-    if evaluator not in EVALUATOR_CHOICES:
-        raise ValueError(f"evaluator {evaluator!r} is not one of {', '.join(EVALUATOR_CHOICES)}")
+    if evaluator != "value":  # 'value' is the recipe's own value model, trained as it goes
+        parse_evaluator(evaluator)
     build_strategy("mcts", **value)  # unknown parameters fail here, naming what MCTS takes
     return value
 
@@ -683,11 +682,11 @@ def run_search(
     value: Path | None = None,
     device: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One strategy over ``tasks`` with the policy folder's TransformersBackend (+ the value model).
+    """One strategy over ``tasks`` with the policy folder's TransformersBackend, through ``run_tasks``.
 
-    Records go to ``folder/traces.jsonl`` as problems finish and in-flight graphs to
-    ``checkpoint.jsonl``, so an interrupted call picks up where it stopped. (``run_tasks`` cannot
-    take a trained evaluator, hence this small twin of it.)
+    ``evaluator: value`` means the recipe's current value model (``value:FOLDER``). Records go to
+    ``folder/traces.jsonl`` as problems finish and in-flight graphs to ``checkpoint.jsonl``, so an
+    interrupted call picks up where it stopped.
     """
     from x1.models.hf import TransformersBackend
 
@@ -697,32 +696,19 @@ def run_search(
     finished = {r["task_id"] for r in read_traces(trace)} if trace.exists() else set()
     todo = [t for t in tasks if t.id not in finished]
     if todo:
-        strategy = build_strategy(strategy_name, **params)
-        backend = TransformersBackend(policy, name=str(policy), device=device)
-        evaluators = dict(build_evaluators(backend))
-        value_model = None
-        if value is not None:
-            from x1.evaluators.value_model import ValueModel, ValueModelEvaluator
-
-            value_model = ValueModel.load(value, device=device)
-            evaluators["value"] = ValueModelEvaluator(value_model)
-        engine = Engine(
-            policy=backend,
-            evaluators=evaluators,
-            budget=Budget(budget.max_tokens, budget.max_policy_calls, budget.max_nodes, budget.max_seconds),
-            sampling=Sampling(),
-            seed=seed,
-            checkpoint_path=checkpoint,
+        if params.get("evaluator") == "value":
+            if value is None:
+                raise RecipeError("the search asks for evaluator 'value' but no value model is trained yet")
+            params = {**params, "evaluator": f"value:{value}"}
+        config = RunConfig(
+            model={"name": str(policy)},
+            search={"strategy": strategy_name, "params": params, "seed": seed, "budget": budget.model_dump()},
         )
-        header = {"x1_version": __version__, "model": str(policy), "strategy": strategy.name, "strategy_config": strategy.config(),
-                  "seed": seed, "value_model": str(value) if value else None}  # fmt: skip
+        backend = TransformersBackend(policy, name=str(policy), device=device)
         try:
-            with trace.open("a") as fh:
-                engine.on_done = lambda outcome: write_record(fh, {**header, **outcome.to_record()})
-                engine.run(todo, strategy)
+            run_tasks(todo, config, policy=backend, trace_path=trace, checkpoint_path=checkpoint, device=device)
         finally:
             backend.close()
-            del value_model, evaluators
             gc.collect()
     checkpoint.unlink(missing_ok=True)
     return [r for r in read_traces(trace) if r["task_id"] in ids] if trace.exists() else []

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from x1 import __version__
 from x1.config import RunConfig
 from x1.engine import Budget, Engine, Outcome, Sampling
-from x1.evaluators import build_evaluators
-from x1.evaluators.remote import RemoteValueEvaluator
+from x1.evaluators.base import Evaluator
+from x1.evaluators.spec import build_evaluators_for, oracle_reason, parse_evaluator, resolve_value_alias, specs_in
 from x1.models.base import Backend
 from x1.models.registry import load_backend, resolve_model
-from x1.strategies import Problem, build_strategy
+from x1.strategies import Problem, Strategy, build_strategy
 from x1.tasks.base import Task
 from x1.trace import write_record
 
@@ -40,8 +40,27 @@ def open_policy(config: RunConfig) -> Backend:
     if spec.kind == "llamacpp":
         options = {"n_ctx": config.model.n_ctx, "n_seq_max": config.model.n_seq_max}
     elif spec.kind == "openai":
-        options = {"timeout": config.model.timeout}
+        options = {"timeout": config.model.timeout, "chat_template": config.model.chat_template}
     return load_backend(spec, **options)
+
+
+def check_search(config: RunConfig) -> Strategy:
+    """The strategy, with every parameter and every evaluator it names checked, before any model loads.
+
+    ``evaluator=value`` with a value URL is rewritten to ``remote:URL`` in the config, so traces name the server.
+    """
+    config.search.params = resolve_value_alias(config.search.params, config.search.value_url)
+    strategy = build_strategy(config.search.strategy, **config.search.params)
+    config.search.params = {k: getattr(strategy, k) for k in config.search.params}  # typed: "1e-3" -> 0.001
+    for text in specs_in(strategy.config()):
+        parse_evaluator(text, config.search.value_url)
+    return strategy
+
+
+def open_evaluators(strategy: Strategy, policy: Backend, config: RunConfig, device: str | None = None) -> dict[str, Evaluator]:
+    """Every evaluator the strategy names, loaded once each (trained models included)."""
+    return build_evaluators_for(specs_in(strategy.config()), policy, value_url=config.search.value_url, timeout=config.model.timeout,
+                                device=device)
 
 
 def run_tasks(
@@ -52,15 +71,16 @@ def run_tasks(
     checkpoint_path: Path | None = None,
     on_done: Callable[[Outcome], None] | None = None,
     on_tick: Callable[[int, list[Problem]], None] | None = None,
+    device: str | None = None,
 ) -> RunSummary:
     """Run one strategy over ``tasks``, batched across them; append a trace record per finished task."""
+    strategy = check_search(config)
+    step = config.search.step
+    if step.delimiter or step.max_step_tokens or step.max_steps:
+        tasks = [replace(t, step_format=step.apply(t.step_format)) for t in tasks]
     policy = policy or open_policy(config)
-    strategy = build_strategy(config.search.strategy, **config.search.params)
     b = config.search.budget
-    evaluators = build_evaluators(policy)
-    remote_value = RemoteValueEvaluator(config.search.value_url, timeout=config.model.timeout) if config.search.value_url else None
-    if remote_value is not None:
-        evaluators["value"] = remote_value  # strategies pick it with evaluator=value
+    evaluators = open_evaluators(strategy, policy, config, device)
     engine = Engine(
         policy=policy,
         evaluators=evaluators,
@@ -78,6 +98,7 @@ def run_tasks(
         "strategy": strategy.name,
         "strategy_config": strategy.config(),
         "seed": config.search.seed,
+        "oracle": oracle_reason(strategy.config()),
     }
     trace_fh = trace_path.open("a") if trace_path else None
 
@@ -95,8 +116,10 @@ def run_tasks(
     finally:
         if trace_fh:
             trace_fh.close()
-        if remote_value is not None:
-            remote_value.close()
+        for evaluator in evaluators.values():
+            close = getattr(evaluator, "close", None)
+            if callable(close):
+                close()
     return RunSummary(
         outcomes=outcomes,
         wall_s=time.perf_counter() - start,

@@ -62,9 +62,10 @@ class ReplicaSpec:
 
 def build_app(spec: ReplicaSpec) -> Any:
     """Load the model and build the FastAPI app, as ``x1 serve`` does; runs on each replica."""
-    from x1.serve.run import load_serving_backend
+    from x1.serve.run import load_serving_backend, load_value_scorer
 
-    backend = load_serving_backend(spec.model, n_ctx=spec.n_ctx, n_seq_max=max(64, 2 * spec.max_batch), threads=spec.threads)
+    load = load_value_scorer if spec.kind == "value" else load_serving_backend
+    backend = load(spec.model, n_ctx=spec.n_ctx, n_seq_max=max(64, 2 * spec.max_batch), threads=spec.threads)
     try:
         if spec.kind == "policy":
             from x1.serve.policy import create_policy_app

@@ -24,6 +24,42 @@ def load_serving_backend(model: str, n_ctx: int = 32768, n_seq_max: int = 64, th
     return load_backend(spec, **options)
 
 
+def trained_evaluator_spec(model: str) -> str | None:
+    """``value:DIR`` / ``prm:DIR`` / ``orm:DIR`` as given, or a folder holding a trained evaluator (read from its
+    head config); None for a policy model."""
+    import json
+    from pathlib import Path
+
+    from x1.evaluators.spec import HEAD_CONFIG, MODEL_KINDS
+
+    if model.split(":", 1)[0] in MODEL_KINDS:
+        return model
+    config = Path(model).expanduser() / HEAD_CONFIG
+    if config.is_file():
+        kind = json.loads(config.read_text()).get("kind")
+        return f"{kind}:{model}"
+    return None
+
+
+def load_value_scorer(model: str, n_ctx: int = 32768, n_seq_max: int = 64, threads: int | None = None) -> Any:
+    """What ``x1 serve value`` scores with: a trained value model, PRM or ORM with its head, or any
+    policy model's mean token probability (``BackendScorer``)."""
+    spec = trained_evaluator_spec(model)
+    if spec is None:
+        return load_serving_backend(model, n_ctx=n_ctx, n_seq_max=n_seq_max, threads=threads)
+    from x1.config import ConfigError
+    from x1.serve.value import TrainedScorer
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        return TrainedScorer(spec)
+    except ConfigError as err:
+        raise BackendError(str(err)) from err
+
+
 def check_exposure(host: str, api_key: str | None) -> str | None:
     """A warning when the server would be reachable from other machines without a key."""
     if host not in LOOPBACK and not api_key:

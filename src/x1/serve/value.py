@@ -2,7 +2,8 @@
 
 ``POST /v1/score`` takes one schema::
 
-    {"model": "optional", "items": [{"prompt": "<chat-formatted question>", "continuation": "<reasoning path so far>"}, ...]}
+    {"model": "optional", "items": [{"prompt": "<chat-formatted question>", "continuation": "<reasoning path so far>",
+                                     "steps": ["<step 1>", ...]  (optional: the path's steps, for a PRM)}, ...]}
 
 and answers, in the items' order::
 
@@ -13,9 +14,10 @@ same contract as x1's evaluators. ``RemoteValueEvaluator`` (``x1.evaluators.remo
 EvalItem's ``prefix`` as the prompt and its ``path_text`` as the continuation.
 
 What scores is a ``ValueScorer``: anything with ``name`` and ``score_texts(prompts,
-continuations) -> list[float]``. A trained value model plugs in through that interface (a model
-with ``unit_scores(texts)``, like ``x1.evaluators.value_model.ValueModel``, is wrapped by
-``TextModelScorer``). For the bundled models, ``BackendScorer`` turns any policy backend into one: the teacher-forced mean token
+continuations, steps=None) -> list[float]``. A trained evaluator (value model, ORM or PRM, with its
+head) is wrapped by ``TrainedScorer`` and answers exactly what the in-process evaluator would;
+a PRM reads the item's ``steps`` (or the continuation split after each step separator). For
+any policy model, ``BackendScorer`` turns any policy backend into one: the teacher-forced mean token
 logprob of the continuation, exponentiated (the geometric-mean token probability), with
 ``neutral`` (0.5) for an empty continuation.
 
@@ -43,7 +45,7 @@ class ValueScorer(Protocol):
 
     name: str
 
-    def score_texts(self, prompts: list[str], continuations: list[str]) -> list[float]: ...
+    def score_texts(self, prompts: list[str], continuations: list[str], steps: list[list[str]] | None = None) -> list[float]: ...
 
 
 class BackendScorer:
@@ -56,7 +58,7 @@ class BackendScorer:
         self.neutral = float(neutral)
         self.name = f"{backend.name}"
 
-    def score_texts(self, prompts: list[str], continuations: list[str]) -> list[float]:
+    def score_texts(self, prompts: list[str], continuations: list[str], steps: list[list[str]] | None = None) -> list[float]:
         if len(prompts) != len(continuations):
             raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
         out = [self.neutral] * len(prompts)
@@ -76,8 +78,56 @@ class TextModelScorer:
         self.model = model
         self.name = getattr(model, "name", None) or name
 
-    def score_texts(self, prompts: list[str], continuations: list[str]) -> list[float]:
+    def score_texts(self, prompts: list[str], continuations: list[str], steps: list[list[str]] | None = None) -> list[float]:
         return [float(s) for s in self.model.unit_scores([p + c for p, c in zip(prompts, continuations, strict=True)])]
+
+    def close(self) -> None:
+        pass
+
+
+def split_steps(continuation: str, separator: str) -> list[str]:
+    """A reasoning path's steps when the client sent none: cut after each separator (the separator stays with its step)."""
+    if not separator:
+        return [continuation] if continuation else []
+    parts, start = [], 0
+    while (at := continuation.find(separator, start)) >= 0:
+        parts.append(continuation[start : at + len(separator)])
+        start = at + len(separator)
+    if continuation[start:]:
+        parts.append(continuation[start:])
+    return parts
+
+
+class TrainedScorer:
+    """A trained x1 evaluator (``value:``, ``orm:`` or ``prm:`` folder, head included) as a value scorer.
+
+    It computes what ``ValueModelEvaluator`` / ``PRMEvaluator`` compute in-process from the same
+    (prefix, path) pair, so ``/v1/score`` and ``-p evaluator=value:DIR`` give the same numbers.
+    """
+
+    def __init__(self, spec: str) -> None:
+        from x1.evaluators.spec import build_evaluator, parse_evaluator
+
+        parsed = parse_evaluator(spec)
+        if parsed.kind not in ("value", "orm", "prm"):
+            raise ValueError(f"{spec!r} is not a trained evaluator (value:DIR, orm:DIR or prm:DIR)")
+        self.kind = parsed.kind
+        self.evaluator: Any = build_evaluator(parsed, None)
+        self.name = f"{parsed.kind}:{parsed.target}"
+
+    def score_texts(self, prompts: list[str], continuations: list[str], steps: list[list[str]] | None = None) -> list[float]:
+        model = self.evaluator.model
+        if self.kind != "prm":
+            return [float(s) for s in model.unit_scores([p + c for p, c in zip(prompts, continuations, strict=True)])]
+        from x1.evaluators.reward_model import aggregate_steps
+
+        paths = [list(s) if s is not None else split_steps(c, model.step_separator)
+                 for s, c in zip(steps or [None] * len(continuations), continuations, strict=True)]
+        scored = model.predict_steps(prompts, paths)
+        return [aggregate_steps(s, self.evaluator.aggregate) for s in scored]
+
+    def close(self) -> None:
+        pass
 
 
 def as_scorer(model: Any) -> ValueScorer:
@@ -107,7 +157,8 @@ class ScorerEvaluator:
             return []
         prompts, continuations = value_inputs(items)
         self.model_calls += 1
-        return [min(1.0, max(0.0, float(s))) for s in self.scorer.score_texts(prompts, continuations)]
+        steps = [[t.text for t in item.graph.path(item.thought_id)] for item in items]
+        return [min(1.0, max(0.0, float(s))) for s in self.scorer.score_texts(prompts, continuations, steps)]
 
 
 # -- HTTP -------------------------------------------------------------------------------------
@@ -116,6 +167,7 @@ class ScoreItem(BaseModel):
 
     prompt: str = ""
     continuation: str
+    steps: list[str] | None = None  # the path's steps (a PRM scores each); None: split the continuation
 
 
 class ScoreRequest(BaseModel):
@@ -158,7 +210,8 @@ def create_value_app(
 
     def run(items: list[ScoreItem]) -> list[float]:
         with lock:
-            scores = scorer.score_texts([i.prompt for i in items], [i.continuation for i in items])
+            steps = [i.steps for i in items] if any(i.steps is not None for i in items) else None
+            scores = scorer.score_texts([i.prompt for i in items], [i.continuation for i in items], steps)
         return _checked(scores, len(items))
 
     metrics = ServerMetrics()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 from x1.strategies.adaptive import AdaptiveBranching
@@ -14,6 +13,7 @@ from x1.strategies.dvts import DVTS
 from x1.strategies.graph_of_operations import GraphOfOperations
 from x1.strategies.mcts import MCTS
 from x1.strategies.nested import Nested
+from x1.strategies.params import check_params
 from x1.strategies.tot import TreeOfThoughtsBFS, TreeOfThoughtsDFS
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -43,15 +43,11 @@ DESCRIPTIONS = {
 
 
 def build_strategy(name: str, **params: Any) -> Strategy:
-    """A strategy by name with hyper-parameters; unknown names and fields fail with the fix."""
+    """A strategy by name with hyper-parameters; unknown names, wrong types and values out of range fail with the fix."""
     cls = STRATEGIES.get(name)
     if cls is None:
         raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
-    allowed = {f.name for f in fields(cls)} - {"name"}  # type: ignore[arg-type]
-    unknown = set(params) - allowed
-    if unknown:
-        raise ValueError(f"strategy {name!r} has no parameter(s) {sorted(unknown)}; it takes: {', '.join(sorted(allowed))}")
-    return cls(**params)
+    return cls(**check_params(name, cls, params))
 
 
 __all__ = [

@@ -9,6 +9,9 @@
   BCE of σ(head) at each step's last token against the step's label in [0, 1] (Math-Shepherd soft
   or hard labels), using the model's own ``encode_steps`` so training reads the positions
   inference reads.
+- Outcome reward model (``x1.evaluators.reward_model.OutcomeRewardModel``) on preference pairs:
+  Bradley–Terry, L = −log σ(r(x, y⁺) − r(x, y⁻)) with r the head's raw output at the last token
+  of prompt + solution; the evaluator then reads σ(r) as P(correct).
 
 A small loop of its own rather than a TRL trainer: these are regression heads on a backbone,
 not language-model objectives (TRL's ``RewardTrainer`` is Bradley–Terry on pairs only).
@@ -40,10 +43,10 @@ def load_value_model(cfg: ValueTrainConfig, kind: str = "value") -> Any:
 
     Weights load in float32 (the master copy); ``precision`` decides autocast during training.
     """
-    from x1.evaluators.reward_model import ProcessRewardModel
+    from x1.evaluators.reward_model import OutcomeRewardModel, ProcessRewardModel
     from x1.evaluators.value_model import ValueModel
 
-    cls = ValueModel if kind == "value" else ProcessRewardModel
+    cls = {"value": ValueModel, "prm": ProcessRewardModel, "orm": OutcomeRewardModel}[kind]
     device = str(pick_device(cfg.device))
     if Path(cfg.model).is_dir() and _head_config(cfg.model).exists():
         model = cls.load(cfg.model, device=device, dtype="float32")
@@ -151,3 +154,26 @@ def train_prm(cfg: ValueTrainConfig, labels: Iterable[Any], model: Any | None = 
     if cfg.save:
         model.save(cfg.output_dir)
     return TrainResult(cfg.output_dir, losses, steps_run)
+
+
+# -- outcome reward model ------------------------------------------------------------------------
+def orm_loss(model: Any, batch: list[tuple[list[int], list[int]]]) -> torch.Tensor:
+    """Bradley–Terry: mean of −log σ(r(chosen) − r(rejected)) over the pairs of the batch."""
+    ids, mask = model.pad([chosen for chosen, _ in batch] + [rejected for _, rejected in batch])
+    rewards = model.last_logits(ids, mask).float()
+    n = len(batch)
+    return -F.logsigmoid(rewards[:n] - rewards[n:]).mean()
+
+
+def train_orm(cfg: ValueTrainConfig, pairs: Iterable[Any], model: Any | None = None) -> TrainResult:
+    """Fit the outcome reward model on ``PreferencePair``s (prompt, chosen, rejected), Bradley–Terry style."""
+    model = model or load_value_model(cfg, "orm")
+    items = []
+    for row in pairs:
+        prompt = str(field_of(row, "prompt", ""))
+        chosen, rejected = str(field_of(row, "chosen")), str(field_of(row, "rejected"))
+        items.append(tuple(model._truncate(model.encode(prompt + text))[0] or [model.pad_id] for text in (chosen, rejected)))
+    losses, steps = _fit(model, items, orm_loss, cfg)
+    if cfg.save:
+        model.save(cfg.output_dir)
+    return TrainResult(cfg.output_dir, losses, steps)
