@@ -119,7 +119,9 @@ class LlamaCppBackend:
         **_: object,
     ) -> None:
         if _llama is None:
-            raise BackendError("llama-cpp-python is not installed; fix: scripts/setup.sh cpu (builds llama.cpp for this CPU, ~4-5 min once)")
+            raise BackendError(
+                "llama-cpp-python is not installed; fix: scripts/setup.sh cpu (builds llama.cpp for this CPU, ~4-5 min once)"
+            )
         unsupported = unsupported_build_features()
         if unsupported:  # a .venv carried to another CPU: fail here, not by SIGILL in the first matmul
             raise BackendError(

@@ -190,7 +190,9 @@ def choose_features(mode: str = "auto", flags: set[str] | None = None, run_probe
         wanted = {w.strip() for w in mode.split(",") if w.strip()}
         unknown = wanted - set(GROUP_NAMES)
         if unknown:
-            raise ValueError(f"unknown CPU feature group(s) {sorted(unknown)}; valid: auto, safe, baseline, or a list of {', '.join(GROUP_NAMES)}")
+            raise ValueError(
+                f"unknown CPU feature group(s) {sorted(unknown)}; valid: auto, safe, baseline, or a list of {', '.join(GROUP_NAMES)}"
+            )
     chosen: list[str] = []
     off: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="x1-probe-") as tmp:
