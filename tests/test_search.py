@@ -11,6 +11,7 @@ from x1.models.fake import FakeBackend
 from x1.operators.backpropagate import backpropagate
 from x1.operators.select import puct_score
 from x1.strategies import BeamSearch, BestOfN, ChainOfThought, build_strategy, vote
+from x1.strategies.base import Problem
 from x1.strategies.mcts import MCTS
 
 
@@ -56,6 +57,37 @@ def test_mcts_parallel_virtual_loss_spreads_selections():
     (outcome,) = engine.run([number_task()], MCTS(iterations=3, expand=2, parallel=2, evaluator="scripted"))
     expanded = {outcome.graph[t.parents[0]].text.strip() for t in outcome.graph if t.id and t.parents[0] != 0}
     assert expanded == {"A", "B"}  # one tick expanded both, thanks to the virtual loss
+
+
+def test_mcts_virtual_loss_scores_siblings_against_one_parent_count():
+    """Root N = 1, children A, B, C with q = 1, −0.2, −0.6 and N = 1; c1 = 1.25, c2 = 19652 (muzero).
+
+    E(Ns, Nc) = √Ns/(1+Nc)·(1.25 + log((Ns+19653)/19652)):  E(1,1) = 0.625051, E(2,1) = 0.883991,
+    E(2,2) = 0.589328, E(3,1) = 1.082708, E(3,2) = 0.721805.
+    Pick 1: A 1.0 + E(1,1) = 1.625051 > B 0.4 + E(1,1) > C 0.2 + E(1,1).
+    Pick 2 (A pending, Ns = 1 + 1): A q' = (1·1 − 1)/2 = 0 → 0.5 + E(2,2) = 1.089328;
+    B 0.4 + E(2,1) = 1.283991 (the old code scored B against Ns = 1: 1.025051 < A, and stopped);
+    C 0.2 + E(2,1) = 1.083991. → B.
+    Pick 3 (A, B pending, Ns = 3): A 0.5 + E(3,2) = 1.221805; B q' = −0.6 → 0.2 + E(3,2) = 0.921805;
+    C 0.2 + E(3,1) = 1.282708. → C.
+    """
+    task = number_task()
+    graph = ReasoningGraph(problem="q")
+    problem = Problem(task=task, graph=graph)
+    strategy = MCTS(parallel=3)
+    strategy.start(problem)
+    a, b, c = (graph.add(0, t, value=q, visits=1) for t, q in (("A", 1.0), ("B", -0.2), ("C", -0.6)))
+    graph.root.visits = 1
+    assert strategy._score(a, 2, 1) == pytest.approx(1.0893276083)
+    assert strategy._score(b, 2, 0) == pytest.approx(1.2839914125)
+    assert strategy._score(c, 2, 0) == pytest.approx(1.0839914125)
+    assert strategy._score(a, 3, 1) == pytest.approx(1.2218053393)
+    assert strategy._score(b, 3, 1) == pytest.approx(0.9218053393)
+    assert strategy._score(c, 3, 0) == pytest.approx(1.2827080090)
+    requests = strategy.ask(problem)
+    assert [r.thought_id for r in requests] == [a.id, b.id, c.id]
+    strategy.parallel = 2
+    assert [r.thought_id for r in strategy.ask(problem)] == [a.id, b.id]
 
 
 def test_mcts_training_mode_uses_true_terminal_reward():

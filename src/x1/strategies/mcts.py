@@ -49,27 +49,38 @@ class MCTS(Strategy):
         problem.graph.root.value = 0.0
 
     # -- select ---------------------------------------------------------------------------
-    def _score(self, graph: ReasoningGraph, child: Thought, parent: Thought, virtual: dict[str, int]) -> float:
-        vl = virtual.get(str(child.id), 0) if virtual else 0
-        if vl:
-            # virtual loss: pretend vl extra visits that all lost, so parallel picks spread out
-            q = child.value if child.value is not None else 0.0
-            shadow = _Shadow((q * child.visits - vl) / (child.visits + vl), child.visits + vl)
-            return puct_score(shadow, parent.visits + vl, self.c1, self.c2, self.puct_form)  # type: ignore[arg-type]
-        return puct_score(child, parent.visits, self.c1, self.c2, self.puct_form)
+    def _score(self, child: Thought, parent_visits: int, vl: int) -> float:
+        """PUCT of ``child`` with ``vl`` pending (virtual) visits, AlphaGo-style virtual loss.
+
+        Each pending visit counts as a visit that lost (value −1): N' = N + vl and
+        q' = (q·N − vl)/(N + vl). ``parent_visits`` must already include the pending visits of
+        *all* siblings, so every child is scored against the same N(s).
+        """
+        if not vl:
+            return puct_score(child, parent_visits, self.c1, self.c2, self.puct_form)
+        q = child.value if child.value is not None else 0.0
+        shadow = _Shadow((q * child.visits - vl) / (child.visits + vl), child.visits + vl)
+        return puct_score(shadow, parent_visits, self.c1, self.c2, self.puct_form)  # type: ignore[arg-type]
 
     def select_leaf(self, graph: ReasoningGraph, virtual: dict[str, int]) -> Thought:
-        """Descend by PUCT to a leaf; ties go to the lowest id (the hot loop of the engine benchmark)."""
+        """Descend by PUCT to a leaf; ties go to the lowest id (the hot loop of the engine benchmark).
+
+        With pending selections (``virtual``: thought id → virtual visits) the parent's count is
+        N(s) + Σ vl(c) over its children, the same for every sibling.
+        """
         thoughts = graph.thoughts
         node = graph.root
         while not node.terminal:
+            parent_visits = node.visits
+            if virtual:
+                parent_visits += sum(virtual.get(str(cid), 0) for cid in node.children)
             best: Thought | None = None
             best_score = -math.inf
             for cid in node.children:
                 child = thoughts[cid]
                 if child.pruned:
                     continue
-                score = self._score(graph, child, node, virtual)
+                score = self._score(child, parent_visits, virtual.get(str(cid), 0) if virtual else 0)
                 if best is None or score > best_score or (score == best_score and cid < best.id):
                     best, best_score = child, score
             if best is None:
