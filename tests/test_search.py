@@ -99,6 +99,43 @@ def test_mcts_training_mode_uses_true_terminal_reward():
     assert outcome.answer == "2" and outcome.correct
 
 
+def test_mcts_rollouts_keep_their_text_and_sample_at_the_strategy_temperature():
+    """α = 0.5, γ = 0.96, 2 rollouts per new node, training mode.
+
+    A: v = 2·0.75 − 1 = 0.5; rollouts "C⏎⏎The answer is 2." (2 steps, right: 0.96² = 0.9216) and
+    "The answer is 3." (1 step, wrong: −0.96); mean −0.0192 → q = 0.5·0.5 + 0.5·(−0.0192) = 0.2404.
+    B: v = −0.5; two rollouts "The answer is 2." (0.96 each) → q = 0.5·(−0.5) + 0.5·0.96 = 0.23.
+    Root: 0.96·(0.2404 + 0.23)/2 = 0.225792.
+    """
+    seen: list[tuple[str, float]] = []
+
+    class Recording(FakeBackend):
+        def generate(self, requests):
+            seen.extend((r.prompt, r.temperature) for r in requests)
+            return super().generate(requests)
+
+    fake = Recording(
+        {
+            "": ["A\n\n", "B\n\n"],
+            "A\n\n": ["C\n\nThe answer is 2.", "The answer is 3."],
+            "B\n\n": ["The answer is 2."],
+        }
+    )
+    engine = Engine(fake, {"scripted": ScriptedEvaluator({"A": 0.75, "B": 0.25})}, continuous=False)
+    strategy = MCTS(iterations=1, expand=2, evaluator="scripted", training=True, alpha=0.5, rollouts=2, temperature=0.3)
+    (outcome,) = engine.run([number_task(gold="2")], strategy)
+    g = outcome.graph
+    assert len(g) == 3  # root, A, B: rollouts are no thoughts, so extractors see only search steps
+    a, b = (next(t for t in g if t.text == text) for text in ("A\n\n", "B\n\n"))
+    assert [r["text"] for r in a.meta["rollouts"]] == ["C\n\nThe answer is 2.", "The answer is 3."]
+    assert [(r["steps"], r["reward"]) for r in a.meta["rollouts"]] == [(2, 1.0), (1, 0.0)]
+    assert [r["return"] for r in a.meta["rollouts"]] == pytest.approx([0.9216, -0.96])
+    assert [r["text"] for r in b.meta["rollouts"]] == ["The answer is 2."] * 2
+    assert a.value == pytest.approx(0.2404) and b.value == pytest.approx(0.23)
+    assert g.root.value == pytest.approx(0.225792)
+    assert len(seen) == 3 and {t for _, t in seen} == {0.3}  # one expansion + two rollout requests, all at 0.3
+
+
 def test_beam_width_one_equals_greedy():
     tasks = [number_task(f"t{i}", question=f"q{i}") for i in range(3)]
     greedy = Engine(FakeBackend(steps_to_answer=4)).run(tasks, ChainOfThought(temperature=0.0))

@@ -4,6 +4,10 @@ One iteration: *select* a leaf by PUCT from the root → *generate* ``expand`` c
 each new child (value evaluator; true reward at terminals in training mode; optionally mixed
 with rollouts by α) → *backpropagate* from the expanded leaf. New children start with N = 1.
 ``parallel`` > 1 selects several leaves per tick with virtual loss, so one problem fills a batch.
+
+Rollouts (α > 0) are sampled at the strategy's ``temperature``, like expansions, and each is kept
+in its node's ``meta["rollouts"]`` (text, finish reason, steps, reward, discounted return): the
+search trace shows what the value was mixed from, and no rollout becomes a thought.
 """
 
 from __future__ import annotations
@@ -100,7 +104,7 @@ class MCTS(Strategy):
         graph = problem.graph
         if problem.meta["pending_rollouts"]:
             return [
-                Expand(t, n=self.rollouts, stop=[], max_tokens=512, attach=False, tag="rollout")
+                Expand(t, n=self.rollouts, temperature=self.temperature, stop=[], max_tokens=512, attach=False, tag="rollout")
                 for t in problem.meta["pending_rollouts"]
             ]
         requests: list[Request] = []
@@ -159,11 +163,17 @@ class MCTS(Strategy):
         for reply in replies:
             child = graph[reply.request.thought_id]
             returns = []
+            kept = child.meta.setdefault("rollouts", [])
             for c in reply.completions:
                 text = graph.path_text(child.id) + c.text
                 _, verdict = problem.task.check_solution(text)
                 steps = max(1, c.text.count(problem.task.step_format.delimiter or "\n\n") + 1)
                 returns.append(self.gamma**steps * (2.0 * verdict.score - 1.0))
+                # Kept in meta, not as child thoughts: a rollout is not a step the search chose, and
+                # the training extractors (x1.data.extract) read children as search steps.
+                kept.append(
+                    {"text": c.text, "finish_reason": c.finish_reason, "steps": steps, "reward": verdict.score, "return": returns[-1]}
+                )
             rollout_value = sum(returns) / len(returns) if returns else 0.0
             child.value = (1 - self.alpha) * (child.value or 0.0) + self.alpha * rollout_value
             child.meta["rollout_value"] = rollout_value
