@@ -1,6 +1,7 @@
 """Strategies and operators against values computed by hand (fake backend, no model)."""
 
 import math
+import warnings
 
 import pytest
 from helpers import ScriptedEvaluator, number_task
@@ -134,6 +135,20 @@ def test_mcts_rollouts_keep_their_text_and_sample_at_the_strategy_temperature():
     assert a.value == pytest.approx(0.2404) and b.value == pytest.approx(0.23)
     assert g.root.value == pytest.approx(0.225792)
     assert len(seen) == 3 and {t for _, t in seen} == {0.3}  # one expansion + two rollout requests, all at 0.3
+
+
+def test_mcts_alpha_outside_training_warns_and_changes_nothing():
+    with pytest.warns(UserWarning, match=r"alpha=0.5 has no effect outside training mode.*fix:"):
+        strategy = build_strategy("mcts", iterations=1, expand=2, evaluator="scripted", alpha=0.5)
+    fake = FakeBackend({"": ["A\n\n", "B\n\n"], "A\n\n": ["The answer is 2."]})
+    (outcome,) = Engine(fake, {"scripted": ScriptedEvaluator({"A": 0.75, "B": 0.25})}).run([number_task()], strategy)
+    values = sorted(t.value for t in outcome.graph if t.id)
+    assert values == pytest.approx([-0.5, 0.5])  # 2s − 1 of the evaluator alone: no rollout ran
+    assert not any("rollouts" in t.meta for t in outcome.graph)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MCTS(alpha=0.5, training=True)
+        MCTS(alpha=0.0)
 
 
 def test_beam_width_one_equals_greedy():

@@ -13,6 +13,7 @@ search trace shows what the value was mixed from, and no rollout becomes a thoug
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -39,7 +40,10 @@ class MCTS(Strategy):
     puct_form: str = "muzero"  # or "paper" (√(N−1), log((N+c2)/c2))
     gamma: float = 0.96
     lam: float = 1.0
-    alpha: float = 0.0  # weight of rollouts in a new node's value; 0 = value evaluator only
+    # α: weight of rollouts in a new node's value, q = (1 − α)·v + α·mean(γ^d·r); 0 = value evaluator
+    # only. Training mode only: r is the task verifier's verdict on the rollout, which search must not
+    # consult at inference (it would read the gold answer). Outside training α > 0 warns and does nothing.
+    alpha: float = 0.0
     rollouts: int = 1
     evaluator: str = "confidence"
     training: bool = False  # terminals get the verifier's true reward (±1)
@@ -47,6 +51,16 @@ class MCTS(Strategy):
     stop_at_first_terminal: bool = False
     parallel: int = 1  # leaves selected per tick, with virtual loss
     name: str = "mcts"
+
+    def __post_init__(self) -> None:
+        if self.alpha > 0 and not self.training:
+            warnings.warn(
+                f"MCTS alpha={self.alpha} has no effect outside training mode: a rollout's reward is the task "
+                "verifier's verdict, which inference must not consult, so new nodes keep the value evaluator's "
+                "estimate; fix: set training=True (phase 2 of the recipe), or alpha=0",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def start(self, problem: Problem) -> None:
         problem.meta.update(iteration=0, pending_rollouts=[], virtual={})
