@@ -12,7 +12,7 @@ from x1.models.fake import FakeBackend
 from x1.operators.backpropagate import backpropagate
 from x1.operators.select import puct_score
 from x1.strategies import BeamSearch, BestOfN, ChainOfThought, build_strategy, vote
-from x1.strategies.base import Problem
+from x1.strategies.base import Expand, Problem, Reply
 from x1.strategies.mcts import MCTS
 
 
@@ -168,6 +168,66 @@ def test_depth_one_beam_equals_reward_ranked_best_of_n():
     beam = Engine(FakeBackend(responses), {"scripted": scores}).run([task], BeamSearch(width=2, branch=2, evaluator="scripted"))
     bon = Engine(FakeBackend(responses), {"scripted": scores}).run([task], BestOfN(n=4, voting="reward", evaluator="scripted"))
     assert beam[0].answer == bon[0].answer == "2"
+
+
+def _expand(graph, parent, texts_scores):
+    """Attach scored children under ``parent`` as the engine would, and the reply that names them."""
+    kids = [graph.add(parent, text, scores={"confidence": score}) for text, score in texts_scores]
+    return Reply(Expand(parent, n=len(kids)), thought_ids=[k.id for k in kids])
+
+
+def test_diverse_beam_groups_with_hamming_penalty_by_hand():
+    """width 4 = 2 groups × 2, λ = 0.5; a candidate loses 0.5 per step the earlier groups chose with the same text.
+
+    Step 1 (shared root pool): group 0 takes "x = 1" (0.9) and "X =  1" (0.85, the same step once
+    normalised). Group 1: "x = 1 " 0.78 − 0.5·2 = −0.22, so it takes "y = 2" (0.8) and "z = 3" (0.6);
+    without the penalty it would take "y = 2" and the third copy of "x = 1".
+    Step 2: group 0 expands its own two thoughts and takes both "a" (0.9; no penalty inside a group).
+    Group 1: "a" 0.9 − 0.5·2 = −0.1 < "d" 0.7, "e" 0.65, so it takes "d" and "e".
+    """
+
+    def run(penalty):
+        graph = ReasoningGraph(problem="q")
+        problem = Problem(task=number_task(), graph=graph)
+        beam = BeamSearch(width=4, branch=2, groups=2, diversity_penalty=penalty, max_depth=2)
+        beam.start(problem)
+        (request,) = beam.ask(problem)
+        assert request.thought_id == 0 and request.n == 8
+        step1 = [("x = 1", 0.9), ("X =  1", 0.85), ("x = 1 ", 0.78), ("y = 2", 0.8), ("z = 3", 0.6), ("w", 0.5), ("v", 0.1), ("u", 0.1)]
+        beam.tell(problem, [_expand(graph, 0, step1)])
+        return graph, problem, beam
+
+    graph, problem, beam = run(0.0)
+    text = {t.id: t.text for t in graph}
+    assert [[text[t] for t in b] for b in problem.meta["beams"]] == [["x = 1", "X =  1"], ["y = 2", "x = 1 "]]
+
+    graph, problem, beam = run(0.5)
+    text = {t.id: t.text for t in graph}
+    assert [[text[t] for t in b] for b in problem.meta["beams"]] == [["x = 1", "X =  1"], ["y = 2", "z = 3"]]
+    assert sorted(text[t.id] for t in graph if t.pruned) == ["u", "v", "w", "x = 1 "]
+    x1, x2, y, z = (t for b in problem.meta["beams"] for t in b)
+    assert [r.thought_id for r in beam.ask(problem)] == [x1, x2, y, z]
+    replies = [
+        _expand(graph, x1, [("a", 0.9), ("b", 0.3)]),
+        _expand(graph, x2, [("a", 0.9), ("c", 0.2)]),
+        _expand(graph, y, [("a", 0.9), ("d", 0.7)]),
+        _expand(graph, z, [("e", 0.65), ("f", 0.1)]),
+    ]
+    beam.tell(problem, replies)
+    text = {t.id: t.text for t in graph}
+    assert [[text[t] for t in g] for g in problem.meta["group_completed"]] == [["a", "a"], ["d", "e"]]  # max_depth 2
+    assert problem.meta["beams"] == [[], []] and beam.ask(problem) == []
+    assert [graph[t].meta["beam_group"] for t in problem.meta["completed"]] == [0, 0, 1, 1]
+    assert text[beam.answer(problem).id] == "a"
+
+
+def test_beam_max_per_parent_is_a_cap_before_selection():
+    graph = ReasoningGraph(problem="q")
+    problem = Problem(task=number_task(), graph=graph)
+    beam = BeamSearch(width=2, branch=2, max_per_parent=1)
+    beam.start(problem)
+    beam.tell(problem, [_expand(graph, 0, [("p", 0.9), ("q", 0.8), ("r", 0.1), ("s", 0.2)])])
+    assert [graph[t].text for t in problem.meta["beams"][0]] == ["p"]  # the cap leaves one candidate
 
 
 def test_voting_ties_resolve_to_the_first_answer():
