@@ -140,6 +140,32 @@ def test_gae_matches_hand_computation() -> None:
     assert adv.tolist()[0] == pytest.approx([0.3, 0.4, 0.0])
 
 
+class FixedLogits(torch.nn.Module):
+    """A 'model' whose next-token logits are [1, 0, −1] at every position (vocabulary of three)."""
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False, output_hidden_states=False):  # noqa: ANN001
+        from types import SimpleNamespace
+
+        logits = torch.tensor([1.0, 0.0, -1.0]).expand(*input_ids.shape, 3)
+        return SimpleNamespace(logits=logits, hidden_states=(logits,) if output_hidden_states else None)
+
+
+def test_logprobs_and_entropy_are_those_of_the_sampling_temperature() -> None:
+    """At T = 0.5 the logits become [2, 0, −2]: Z = e² + 1 + e⁻² = 8.524391, log Z = 2.142932,
+    so log p(0) = 2 − 2.142932 = −0.142932, log p(1) = −2.142932, log p(2) = −4.142932;
+    H = 0.441057. At T = 1: log p(0) = 1 − log(e + 1 + e⁻¹) = −0.407606."""
+    from x1.training.ppo import entropy_from_logits
+    from x1.training.rl import batched_logprobs, forward_logprobs
+
+    ids = torch.tensor([[1, 0, 1, 2]])  # prompt token 1, completion tokens 0, 1, 2
+    mask = torch.ones_like(ids)
+    logp, _ = forward_logprobs(FixedLogits(), ids, mask, 3, temperature=0.5)
+    assert logp.tolist()[0] == pytest.approx([-0.1429316, -2.1429316, -4.1429316], abs=1e-6)
+    assert batched_logprobs(FixedLogits(), ids, mask, 3, 1, temperature=0.5).tolist()[0] == pytest.approx(logp.tolist()[0])
+    assert forward_logprobs(FixedLogits(), ids, mask, 3)[0][0, 0].item() == pytest.approx(-0.4076060, abs=1e-6)
+    assert entropy_from_logits(FixedLogits(), ids, mask, 3, temperature=0.5).tolist()[0] == pytest.approx([0.4410574] * 3, abs=1e-6)
+
+
 def test_steps_map_to_their_tokens(tokenizer_dir: Path) -> None:
     from x1.training.model_io import load_tokenizer
 
@@ -402,6 +428,37 @@ def test_ppo_on_buffered_search_paths_raises_the_rewarded_path(tiny: str, tmp_pa
     after = path_logprobs(result.output_dir)
     assert result.steps == 4 and result.metrics["reward"] == [0.0]
     assert after[0] > before[0] and after[1] < before[1], (before, after)
+
+
+def test_rl_loops_score_samples_at_their_sampling_temperature(tiny: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """π_old, π_θ and π_ref of the PPO and process-GRPO loops are all log_softmax(logits / cfg.temperature)."""
+    from x1.data import RewardedPath
+    from x1.training import grpo, ppo
+
+    seen: list[float] = []
+
+    def recording(real):  # noqa: ANN001, ANN202
+        def wrapper(*args, temperature=1.0, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            seen.append(temperature)
+            return real(*args, temperature=temperature, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(ppo, "forward_logprobs", recording(ppo.forward_logprobs))
+    monkeypatch.setattr(ppo, "entropy_from_logits", recording(ppo.entropy_from_logits))
+    buffer = [RewardedPath("Q: 2+2?\nA:", " 4", 1.0, "a"), RewardedPath("Q: 2+2?\nA:", " 5", -1.0, "a")]
+    cfg = PPOTrainConfig(**common(tiny, tmp_path, save=False), prompts_per_iteration=2, ppo_epochs=1, temperature=0.5, entropy_coef=0.01)
+    ppo.train_ppo(cfg, [], buffer=buffer)
+    assert seen == [0.5] * 4  # π_old, π_ref, then π_θ and its entropy
+
+    seen.clear()
+    monkeypatch.setattr(grpo, "forward_logprobs", recording(grpo.forward_logprobs))
+    monkeypatch.setattr(grpo, "batched_logprobs", recording(grpo.batched_logprobs))
+    gcfg = ProcessGRPOConfig(
+        **common(tiny, tmp_path, save=False), group_size=2, num_iterations=1, max_completion_length=4, beta=0.04, temperature=0.7
+    )
+    grpo.train_grpo_process(gcfg, [odd_even_task(0)], lambda prompts, steps: [[0.0] * len(s) for s in steps])
+    assert seen == [0.7] * 3  # π_old, π_ref, π_θ
 
 
 @pytest.mark.parametrize("loss", ["mse", "bce"])
