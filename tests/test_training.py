@@ -318,6 +318,28 @@ def test_dpo_learns_the_preference(tiny: str, tmp_path: Path) -> None:
     assert result.metrics["rewards/margins"][-1] > 0
 
 
+def test_dpo_keeps_eos_out_of_intermediate_steps(tiny: str, tmp_path: Path) -> None:
+    """TRL appends EOS to every plain-text completion; only a final step may keep it in the margin."""
+    from x1.training.dpo import build_dpo_trainer
+
+    pairs = [  # an intermediate step pair, a final pair, and a final step against an intermediate one
+        {"prompt": "Q: 2+2?\n", "chosen": "2+2=4\n\n", "rejected": "2+2=5\n\n", "chosen_final": False, "rejected_final": False},
+        {"prompt": "Q: 3+3?\n", "chosen": "The answer is 6", "rejected": "The answer is 7"},
+        {"prompt": "Q: 4+4?\n", "chosen": "The answer is 8", "rejected": "4+4=9\n\n", "chosen_final": True, "rejected_final": False},
+    ]
+    cfg = DPOTrainConfig(**common(tiny, tmp_path, max_steps=1, batch_size=3, save=False))
+    trainer, policy = build_dpo_trainer(cfg, pairs)
+    tok = policy.tokenizer
+    eos = tok.eos_token_id
+    rows = list(trainer.train_dataset)
+    assert [(r["chosen_ids"][-1] == eos, r["rejected_ids"][-1] == eos) for r in rows] == [(False, False), (True, True), (True, False)]
+    assert rows[0]["chosen_ids"] == tok("Q: 2+2?\n2+2=4\n\n", add_special_tokens=False)["input_ids"][len(rows[0]["prompt_ids"]) :]
+    batch = trainer.data_collator(rows)  # what enters the loss: chosen rows first, then rejected rows
+    rows_and_masks = zip(batch["input_ids"].tolist(), batch["completion_mask"].tolist(), strict=True)
+    in_loss = [[t for t, m in zip(ids, mask, strict=True) if m] for ids, mask in rows_and_masks]
+    assert [eos in ids for ids in in_loss] == [False, True, True, False, True, False]
+
+
 def test_grpo_with_verifier_rewards(tiny: str, tmp_path: Path) -> None:
     from x1.training.grpo import train_grpo, verifier_reward
 
