@@ -104,8 +104,8 @@ def test_prompt_falls_back_to_system_and_question_without_a_chatml_prefix():
 def test_preference_pairs_step_and_outcome_level(records):
     pairs = preference_pairs(records, min_gap=0.2)
     assert pairs == [
-        PreferencePair(PREFIX, "Step A\n\n", "Step B\n\n", 0.5, -0.5, "t1"),
-        PreferencePair(PREFIX + "Step A\n\n", "The answer is: 2", "Step C\n\n", 1.0, -0.25, "t1"),
+        PreferencePair(PREFIX, "Step A\n\n", "Step B\n\n", 0.5, -0.5, "t1", chosen_final=False, rejected_final=False),
+        PreferencePair(PREFIX + "Step A\n\n", "The answer is: 2", "Step C\n\n", 1.0, -0.25, "t1", rejected_final=False),
         PreferencePair(PREFIX + "Step A\n\nStep C\n\n", "The answer is: 2", "The answer is: 3", 1.0, -1.0, "t1"),
         PreferencePair(PREFIX, "Step A\n\nThe answer is: 2", "Step A\n\nStep C\n\nThe answer is: 3", 1.0, -1.0, "t1"),
         PreferencePair(PREFIX, "Step A\n\nStep C\n\nThe answer is: 2", "Step A\n\nStep C\n\nThe answer is: 3", 1.0, -1.0, "t1"),

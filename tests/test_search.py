@@ -1,6 +1,7 @@
 """Strategies and operators against values computed by hand (fake backend, no model)."""
 
 import math
+import warnings
 
 import pytest
 from helpers import ScriptedEvaluator, number_task
@@ -11,6 +12,7 @@ from x1.models.fake import FakeBackend
 from x1.operators.backpropagate import backpropagate
 from x1.operators.select import puct_score
 from x1.strategies import BeamSearch, BestOfN, ChainOfThought, build_strategy, vote
+from x1.strategies.base import Expand, Problem, Reply
 from x1.strategies.mcts import MCTS
 
 
@@ -58,6 +60,37 @@ def test_mcts_parallel_virtual_loss_spreads_selections():
     assert expanded == {"A", "B"}  # one tick expanded both, thanks to the virtual loss
 
 
+def test_mcts_virtual_loss_scores_siblings_against_one_parent_count():
+    """Root N = 1, children A, B, C with q = 1, −0.2, −0.6 and N = 1; c1 = 1.25, c2 = 19652 (muzero).
+
+    E(Ns, Nc) = √Ns/(1+Nc)·(1.25 + log((Ns+19653)/19652)):  E(1,1) = 0.625051, E(2,1) = 0.883991,
+    E(2,2) = 0.589328, E(3,1) = 1.082708, E(3,2) = 0.721805.
+    Pick 1: A 1.0 + E(1,1) = 1.625051 > B 0.4 + E(1,1) > C 0.2 + E(1,1).
+    Pick 2 (A pending, Ns = 1 + 1): A q' = (1·1 − 1)/2 = 0 → 0.5 + E(2,2) = 1.089328;
+    B 0.4 + E(2,1) = 1.283991 (the old code scored B against Ns = 1: 1.025051 < A, and stopped);
+    C 0.2 + E(2,1) = 1.083991. → B.
+    Pick 3 (A, B pending, Ns = 3): A 0.5 + E(3,2) = 1.221805; B q' = −0.6 → 0.2 + E(3,2) = 0.921805;
+    C 0.2 + E(3,1) = 1.282708. → C.
+    """
+    task = number_task()
+    graph = ReasoningGraph(problem="q")
+    problem = Problem(task=task, graph=graph)
+    strategy = MCTS(parallel=3)
+    strategy.start(problem)
+    a, b, c = (graph.add(0, t, value=q, visits=1) for t, q in (("A", 1.0), ("B", -0.2), ("C", -0.6)))
+    graph.root.visits = 1
+    assert strategy._score(a, 2, 1) == pytest.approx(1.0893276083)
+    assert strategy._score(b, 2, 0) == pytest.approx(1.2839914125)
+    assert strategy._score(c, 2, 0) == pytest.approx(1.0839914125)
+    assert strategy._score(a, 3, 1) == pytest.approx(1.2218053393)
+    assert strategy._score(b, 3, 1) == pytest.approx(0.9218053393)
+    assert strategy._score(c, 3, 0) == pytest.approx(1.2827080090)
+    requests = strategy.ask(problem)
+    assert [r.thought_id for r in requests] == [a.id, b.id, c.id]
+    strategy.parallel = 2
+    assert [r.thought_id for r in strategy.ask(problem)] == [a.id, b.id]
+
+
 def test_mcts_training_mode_uses_true_terminal_reward():
     fake = FakeBackend({"": ["The answer is 2.", "The answer is 3."]})
     engine = Engine(fake, {"confidence": ScriptedEvaluator({}, name="confidence")})
@@ -65,6 +98,57 @@ def test_mcts_training_mode_uses_true_terminal_reward():
     rewards = sorted((t.answer, t.reward, t.value) for t in outcome.graph if t.terminal)
     assert rewards == [("2", 1.0, 1.0), ("3", 0.0, -1.0)]
     assert outcome.answer == "2" and outcome.correct
+
+
+def test_mcts_rollouts_keep_their_text_and_sample_at_the_strategy_temperature():
+    """α = 0.5, γ = 0.96, 2 rollouts per new node, training mode.
+
+    A: v = 2·0.75 − 1 = 0.5; rollouts "C⏎⏎The answer is 2." (2 steps, right: 0.96² = 0.9216) and
+    "The answer is 3." (1 step, wrong: −0.96); mean −0.0192 → q = 0.5·0.5 + 0.5·(−0.0192) = 0.2404.
+    B: v = −0.5; two rollouts "The answer is 2." (0.96 each) → q = 0.5·(−0.5) + 0.5·0.96 = 0.23.
+    Root: 0.96·(0.2404 + 0.23)/2 = 0.225792.
+    """
+    seen: list[tuple[str, float]] = []
+
+    class Recording(FakeBackend):
+        def generate(self, requests):
+            seen.extend((r.prompt, r.temperature) for r in requests)
+            return super().generate(requests)
+
+    fake = Recording(
+        {
+            "": ["A\n\n", "B\n\n"],
+            "A\n\n": ["C\n\nThe answer is 2.", "The answer is 3."],
+            "B\n\n": ["The answer is 2."],
+        }
+    )
+    engine = Engine(fake, {"scripted": ScriptedEvaluator({"A": 0.75, "B": 0.25})}, continuous=False)
+    strategy = MCTS(iterations=1, expand=2, evaluator="scripted", training=True, alpha=0.5, rollouts=2, temperature=0.3)
+    (outcome,) = engine.run([number_task(gold="2")], strategy)
+    g = outcome.graph
+    assert len(g) == 3  # root, A, B: rollouts are no thoughts, so extractors see only search steps
+    a, b = (next(t for t in g if t.text == text) for text in ("A\n\n", "B\n\n"))
+    assert [r["text"] for r in a.meta["rollouts"]] == ["C\n\nThe answer is 2.", "The answer is 3."]
+    assert [(r["steps"], r["reward"]) for r in a.meta["rollouts"]] == [(2, 1.0), (1, 0.0)]
+    assert [r["return"] for r in a.meta["rollouts"]] == pytest.approx([0.9216, -0.96])
+    assert [r["text"] for r in b.meta["rollouts"]] == ["The answer is 2."] * 2
+    assert a.value == pytest.approx(0.2404) and b.value == pytest.approx(0.23)
+    assert g.root.value == pytest.approx(0.225792)
+    assert len(seen) == 3 and {t for _, t in seen} == {0.3}  # one expansion + two rollout requests, all at 0.3
+
+
+def test_mcts_alpha_outside_training_warns_and_changes_nothing():
+    with pytest.warns(UserWarning, match=r"alpha=0.5 has no effect outside training mode.*fix:"):
+        strategy = build_strategy("mcts", iterations=1, expand=2, evaluator="scripted", alpha=0.5)
+    fake = FakeBackend({"": ["A\n\n", "B\n\n"], "A\n\n": ["The answer is 2."]})
+    (outcome,) = Engine(fake, {"scripted": ScriptedEvaluator({"A": 0.75, "B": 0.25})}).run([number_task()], strategy)
+    values = sorted(t.value for t in outcome.graph if t.id)
+    assert values == pytest.approx([-0.5, 0.5])  # 2s − 1 of the evaluator alone: no rollout ran
+    assert not any("rollouts" in t.meta for t in outcome.graph)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MCTS(alpha=0.5, training=True)
+        MCTS(alpha=0.0)
 
 
 def test_beam_width_one_equals_greedy():
@@ -84,6 +168,66 @@ def test_depth_one_beam_equals_reward_ranked_best_of_n():
     beam = Engine(FakeBackend(responses), {"scripted": scores}).run([task], BeamSearch(width=2, branch=2, evaluator="scripted"))
     bon = Engine(FakeBackend(responses), {"scripted": scores}).run([task], BestOfN(n=4, voting="reward", evaluator="scripted"))
     assert beam[0].answer == bon[0].answer == "2"
+
+
+def _expand(graph, parent, texts_scores):
+    """Attach scored children under ``parent`` as the engine would, and the reply that names them."""
+    kids = [graph.add(parent, text, scores={"confidence": score}) for text, score in texts_scores]
+    return Reply(Expand(parent, n=len(kids)), thought_ids=[k.id for k in kids])
+
+
+def test_diverse_beam_groups_with_hamming_penalty_by_hand():
+    """width 4 = 2 groups × 2, λ = 0.5; a candidate loses 0.5 per step the earlier groups chose with the same text.
+
+    Step 1 (shared root pool): group 0 takes "x = 1" (0.9) and "X =  1" (0.85, the same step once
+    normalised). Group 1: "x = 1 " 0.78 − 0.5·2 = −0.22, so it takes "y = 2" (0.8) and "z = 3" (0.6);
+    without the penalty it would take "y = 2" and the third copy of "x = 1".
+    Step 2: group 0 expands its own two thoughts and takes both "a" (0.9; no penalty inside a group).
+    Group 1: "a" 0.9 − 0.5·2 = −0.1 < "d" 0.7, "e" 0.65, so it takes "d" and "e".
+    """
+
+    def run(penalty):
+        graph = ReasoningGraph(problem="q")
+        problem = Problem(task=number_task(), graph=graph)
+        beam = BeamSearch(width=4, branch=2, groups=2, diversity_penalty=penalty, max_depth=2)
+        beam.start(problem)
+        (request,) = beam.ask(problem)
+        assert request.thought_id == 0 and request.n == 8
+        step1 = [("x = 1", 0.9), ("X =  1", 0.85), ("x = 1 ", 0.78), ("y = 2", 0.8), ("z = 3", 0.6), ("w", 0.5), ("v", 0.1), ("u", 0.1)]
+        beam.tell(problem, [_expand(graph, 0, step1)])
+        return graph, problem, beam
+
+    graph, problem, beam = run(0.0)
+    text = {t.id: t.text for t in graph}
+    assert [[text[t] for t in b] for b in problem.meta["beams"]] == [["x = 1", "X =  1"], ["y = 2", "x = 1 "]]
+
+    graph, problem, beam = run(0.5)
+    text = {t.id: t.text for t in graph}
+    assert [[text[t] for t in b] for b in problem.meta["beams"]] == [["x = 1", "X =  1"], ["y = 2", "z = 3"]]
+    assert sorted(text[t.id] for t in graph if t.pruned) == ["u", "v", "w", "x = 1 "]
+    x1, x2, y, z = (t for b in problem.meta["beams"] for t in b)
+    assert [r.thought_id for r in beam.ask(problem)] == [x1, x2, y, z]
+    replies = [
+        _expand(graph, x1, [("a", 0.9), ("b", 0.3)]),
+        _expand(graph, x2, [("a", 0.9), ("c", 0.2)]),
+        _expand(graph, y, [("a", 0.9), ("d", 0.7)]),
+        _expand(graph, z, [("e", 0.65), ("f", 0.1)]),
+    ]
+    beam.tell(problem, replies)
+    text = {t.id: t.text for t in graph}
+    assert [[text[t] for t in g] for g in problem.meta["group_completed"]] == [["a", "a"], ["d", "e"]]  # max_depth 2
+    assert problem.meta["beams"] == [[], []] and beam.ask(problem) == []
+    assert [graph[t].meta["beam_group"] for t in problem.meta["completed"]] == [0, 0, 1, 1]
+    assert text[beam.answer(problem).id] == "a"
+
+
+def test_beam_max_per_parent_is_a_cap_before_selection():
+    graph = ReasoningGraph(problem="q")
+    problem = Problem(task=number_task(), graph=graph)
+    beam = BeamSearch(width=2, branch=2, max_per_parent=1)
+    beam.start(problem)
+    beam.tell(problem, [_expand(graph, 0, [("p", 0.9), ("q", 0.8), ("r", 0.1), ("s", 0.2)])])
+    assert [graph[t].text for t in problem.meta["beams"][0]] == ["p"]  # the cap leaves one candidate
 
 
 def test_voting_ties_resolve_to_the_first_answer():

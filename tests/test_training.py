@@ -140,6 +140,32 @@ def test_gae_matches_hand_computation() -> None:
     assert adv.tolist()[0] == pytest.approx([0.3, 0.4, 0.0])
 
 
+class FixedLogits(torch.nn.Module):
+    """A 'model' whose next-token logits are [1, 0, −1] at every position (vocabulary of three)."""
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False, output_hidden_states=False):  # noqa: ANN001
+        from types import SimpleNamespace
+
+        logits = torch.tensor([1.0, 0.0, -1.0]).expand(*input_ids.shape, 3)
+        return SimpleNamespace(logits=logits, hidden_states=(logits,) if output_hidden_states else None)
+
+
+def test_logprobs_and_entropy_are_those_of_the_sampling_temperature() -> None:
+    """At T = 0.5 the logits become [2, 0, −2]: Z = e² + 1 + e⁻² = 8.524391, log Z = 2.142932,
+    so log p(0) = 2 − 2.142932 = −0.142932, log p(1) = −2.142932, log p(2) = −4.142932;
+    H = 0.441057. At T = 1: log p(0) = 1 − log(e + 1 + e⁻¹) = −0.407606."""
+    from x1.training.ppo import entropy_from_logits
+    from x1.training.rl import batched_logprobs, forward_logprobs
+
+    ids = torch.tensor([[1, 0, 1, 2]])  # prompt token 1, completion tokens 0, 1, 2
+    mask = torch.ones_like(ids)
+    logp, _ = forward_logprobs(FixedLogits(), ids, mask, 3, temperature=0.5)
+    assert logp.tolist()[0] == pytest.approx([-0.1429316, -2.1429316, -4.1429316], abs=1e-6)
+    assert batched_logprobs(FixedLogits(), ids, mask, 3, 1, temperature=0.5).tolist()[0] == pytest.approx(logp.tolist()[0])
+    assert forward_logprobs(FixedLogits(), ids, mask, 3)[0][0, 0].item() == pytest.approx(-0.4076060, abs=1e-6)
+    assert entropy_from_logits(FixedLogits(), ids, mask, 3, temperature=0.5).tolist()[0] == pytest.approx([0.4410574] * 3, abs=1e-6)
+
+
 def test_steps_map_to_their_tokens(tokenizer_dir: Path) -> None:
     from x1.training.model_io import load_tokenizer
 
@@ -292,6 +318,28 @@ def test_dpo_learns_the_preference(tiny: str, tmp_path: Path) -> None:
     assert result.metrics["rewards/margins"][-1] > 0
 
 
+def test_dpo_keeps_eos_out_of_intermediate_steps(tiny: str, tmp_path: Path) -> None:
+    """TRL appends EOS to every plain-text completion; only a final step may keep it in the margin."""
+    from x1.training.dpo import build_dpo_trainer
+
+    pairs = [  # an intermediate step pair, a final pair, and a final step against an intermediate one
+        {"prompt": "Q: 2+2?\n", "chosen": "2+2=4\n\n", "rejected": "2+2=5\n\n", "chosen_final": False, "rejected_final": False},
+        {"prompt": "Q: 3+3?\n", "chosen": "The answer is 6", "rejected": "The answer is 7"},
+        {"prompt": "Q: 4+4?\n", "chosen": "The answer is 8", "rejected": "4+4=9\n\n", "chosen_final": True, "rejected_final": False},
+    ]
+    cfg = DPOTrainConfig(**common(tiny, tmp_path, max_steps=1, batch_size=3, save=False))
+    trainer, policy = build_dpo_trainer(cfg, pairs)
+    tok = policy.tokenizer
+    eos = tok.eos_token_id
+    rows = list(trainer.train_dataset)
+    assert [(r["chosen_ids"][-1] == eos, r["rejected_ids"][-1] == eos) for r in rows] == [(False, False), (True, True), (True, False)]
+    assert rows[0]["chosen_ids"] == tok("Q: 2+2?\n2+2=4\n\n", add_special_tokens=False)["input_ids"][len(rows[0]["prompt_ids"]) :]
+    batch = trainer.data_collator(rows)  # what enters the loss: chosen rows first, then rejected rows
+    rows_and_masks = zip(batch["input_ids"].tolist(), batch["completion_mask"].tolist(), strict=True)
+    in_loss = [[t for t, m in zip(ids, mask, strict=True) if m] for ids, mask in rows_and_masks]
+    assert [eos in ids for ids in in_loss] == [False, True, True, False, True, False]
+
+
 def test_grpo_with_verifier_rewards(tiny: str, tmp_path: Path) -> None:
     from x1.training.grpo import train_grpo, verifier_reward
 
@@ -402,6 +450,37 @@ def test_ppo_on_buffered_search_paths_raises_the_rewarded_path(tiny: str, tmp_pa
     after = path_logprobs(result.output_dir)
     assert result.steps == 4 and result.metrics["reward"] == [0.0]
     assert after[0] > before[0] and after[1] < before[1], (before, after)
+
+
+def test_rl_loops_score_samples_at_their_sampling_temperature(tiny: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """π_old, π_θ and π_ref of the PPO and process-GRPO loops are all log_softmax(logits / cfg.temperature)."""
+    from x1.data import RewardedPath
+    from x1.training import grpo, ppo
+
+    seen: list[float] = []
+
+    def recording(real):  # noqa: ANN001, ANN202
+        def wrapper(*args, temperature=1.0, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            seen.append(temperature)
+            return real(*args, temperature=temperature, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(ppo, "forward_logprobs", recording(ppo.forward_logprobs))
+    monkeypatch.setattr(ppo, "entropy_from_logits", recording(ppo.entropy_from_logits))
+    buffer = [RewardedPath("Q: 2+2?\nA:", " 4", 1.0, "a"), RewardedPath("Q: 2+2?\nA:", " 5", -1.0, "a")]
+    cfg = PPOTrainConfig(**common(tiny, tmp_path, save=False), prompts_per_iteration=2, ppo_epochs=1, temperature=0.5, entropy_coef=0.01)
+    ppo.train_ppo(cfg, [], buffer=buffer)
+    assert seen == [0.5] * 4  # π_old, π_ref, then π_θ and its entropy
+
+    seen.clear()
+    monkeypatch.setattr(grpo, "forward_logprobs", recording(grpo.forward_logprobs))
+    monkeypatch.setattr(grpo, "batched_logprobs", recording(grpo.batched_logprobs))
+    gcfg = ProcessGRPOConfig(
+        **common(tiny, tmp_path, save=False), group_size=2, num_iterations=1, max_completion_length=4, beta=0.04, temperature=0.7
+    )
+    grpo.train_grpo_process(gcfg, [odd_even_task(0)], lambda prompts, steps: [[0.0] * len(s) for s in steps])
+    assert seen == [0.7] * 3  # π_old, π_ref, π_θ
 
 
 @pytest.mark.parametrize("loss", ["mse", "bce"])

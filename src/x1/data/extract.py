@@ -64,7 +64,12 @@ class SFTExample(_Row):
 
 @dataclass
 class PreferencePair(_Row):
-    """Two continuations of one prompt text (chat prefix + path so far): chosen has the higher q."""
+    """Two continuations of one prompt text (chat prefix + path so far): chosen has the higher q.
+
+    ``*_final``: whether that continuation ends the solution (a terminal step, or a whole solution).
+    Only a final one is ended with EOS in training; an intermediate step ending with EOS would teach
+    the policy to stop after it. Rows written before these fields existed read back as final.
+    """
 
     prompt: str
     chosen: str
@@ -72,6 +77,8 @@ class PreferencePair(_Row):
     q_chosen: float
     q_rejected: float
     task_id: str
+    chosen_final: bool = True
+    rejected_final: bool = True
 
 
 @dataclass
@@ -326,7 +333,7 @@ def preference_pairs(
                 for qb, _, b in scored[i + 1 :]:
                     if qa - qb >= min_gap - 1e-12 and (max_per_parent is None or made < max_per_parent):
                         before = len(out)
-                        keep(PreferencePair(prompt, a.text, b.text, float(qa), float(qb), run.task_id))
+                        keep(PreferencePair(prompt, a.text, b.text, float(qa), float(qb), run.task_id, a.terminal, b.terminal))
                         made += len(out) - before
         if outcome:
             good, bad = groups.setdefault((run.task_id, run.prefix), ({}, {}))

@@ -1,9 +1,19 @@
 """vLLM in-process backend: continuous batching and automatic prefix caching on a CUDA GPU.
 
 Tree search re-sends a growing path as the prompt of every step; with
-``enable_prefix_caching=True`` vLLM keeps the KV blocks of shared prefixes, so only the new
-suffix is prefilled (``RequestOutput.num_cached_tokens`` reports how much was reused).
+``enable_prefix_caching=True`` (the default here) vLLM keeps the KV blocks of shared prefixes, so
+only the new suffix is prefilled (``RequestOutput.num_cached_tokens`` reports how much was reused).
 vLLM is optional and imported only when this backend is built.
+
+Scoring (``score``: teacher-forced ``prompt_logprobs``) needs ``enable_prefix_caching=False``, and
+a backend with prefix caching on declares ``scoring=False`` and refuses to score. Prompt logprobs
+and prefix caching do not mix reliably across the vLLM versions x1 accepts: V0 crashed or
+returned logprobs for the wrong positions on a cache hit (vllm-project/vllm#3251, #3914, #8268);
+early V1 refused the request ("Prefix caching with prompt logprobs not yet supported", #13409);
+later V1 skips the cache for such requests (#13949), yet the logprobs still depend on request
+order with caching on (#42019, open). x1 scores exactly the text it just generated, whose blocks
+are then cached. For search plus scoring, build two backends: one with caching for the policy,
+one with ``enable_prefix_caching=False`` for the evaluator.
 
 ``adapters`` (name -> PEFT LoRA folder) turns on vLLM's multi-LoRA serving: each request names
 its adapter (``GenerationRequest.adapter``) and goes out with that adapter's ``LoRARequest``, so
@@ -50,7 +60,8 @@ def _logprob_value(entry: Any) -> float:
 
 
 class VLLMBackend:
-    """``vllm.LLM`` with prefix caching; ``engine_kwargs`` go straight to ``LLM`` (e.g. ``gpu_memory_utilization``)."""
+    """``vllm.LLM``, prefix caching on unless ``enable_prefix_caching=False`` (then it can score);
+    ``engine_kwargs`` go straight to ``LLM`` (e.g. ``gpu_memory_utilization``)."""
 
     def __init__(self, model: str, adapters: dict[str, str | Path] | None = None, **engine_kwargs: Any) -> None:
         try:
@@ -64,6 +75,7 @@ class VLLMBackend:
         for ignored in ("model_name", "max_batch"):
             engine_kwargs.pop(ignored, None)
         engine_kwargs.setdefault("enable_prefix_caching", True)
+        self.prefix_caching = bool(engine_kwargs["enable_prefix_caching"])
         self.name = str(name or model)
         self.adapters: dict[str, Path] = {str(n): Path(p).expanduser() for n, p in (adapters or {}).items()}
         for adapter, folder in self.adapters.items():
@@ -96,8 +108,8 @@ class VLLMBackend:
             logprobs=True,
             top_logprobs=MAX_TOP_LOGPROBS,
             full_distribution=False,
-            prefix_reuse=bool(engine_kwargs.get("enable_prefix_caching", True)),
-            scoring=True,
+            prefix_reuse=self.prefix_caching,
+            scoring=not self.prefix_caching,  # prompt logprobs are not trustworthy with the cache on (module note)
             max_batch=1 << 12,
             adapters=True,
         )
@@ -202,6 +214,11 @@ class VLLMBackend:
         """Teacher-forced logprobs via ``prompt_logprobs=0`` over prompt + continuation token ids, under ``adapter``."""
         if len(prompts) != len(continuations):
             raise BackendError(f"score got {len(prompts)} prompts but {len(continuations)} continuations")
+        if self.prefix_caching:
+            raise BackendError(
+                f"{self.name} has prefix caching on, and vLLM's prompt logprobs are unreliable with it (see the "
+                "x1.models.vllm_backend note); fix: score with a second backend built with enable_prefix_caching=False"
+            )
         lora = self._lora_request(adapter)
         self.stats.calls += 1
         pairs = [
@@ -221,9 +238,7 @@ class VLLMBackend:
                 **({"lora_request": lora} if lora is not None else {}),
             )
         except (ValueError, NotImplementedError) as err:
-            raise BackendError(
-                f"vLLM refused prompt logprobs: {err}; fix: build the backend with enable_prefix_caching=False to score"
-            ) from err
+            raise BackendError(f"vLLM refused prompt logprobs: {err}; fix: prompt + continuation must fit max_model_len") from err
         for i, out in zip(todo, outputs, strict=True):
             prompt_ids, cont_ids = pairs[i]
             rows = list(out.prompt_logprobs or [])[len(prompt_ids) :]

@@ -31,7 +31,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
 DESCRIPTIONS = {
     "cot": "chain-of-thought: one path, greedy (temperature 0) or sampled",
     "best_of_n": "N sampled chains, then majority / weighted / reward-ranked voting",
-    "beam": "step-level beam search (width, branch; diverse with max_per_parent)",
+    "beam": "step-level beam search (width, branch; diverse beam with groups and diversity_penalty)",
     "mcts": "Monte Carlo Tree Search with PUCT as in the x1 paper",
     "dvts": "diverse verifier tree search: n/width independent greedy subtrees, then a vote",
     "tot_bfs": "Tree of Thoughts, breadth-first: keep the best `breadth` thoughts per level",

@@ -4,11 +4,16 @@ One iteration: *select* a leaf by PUCT from the root → *generate* ``expand`` c
 each new child (value evaluator; true reward at terminals in training mode; optionally mixed
 with rollouts by α) → *backpropagate* from the expanded leaf. New children start with N = 1.
 ``parallel`` > 1 selects several leaves per tick with virtual loss, so one problem fills a batch.
+
+Rollouts (α > 0) are sampled at the strategy's ``temperature``, like expansions, and each is kept
+in its node's ``meta["rollouts"]`` (text, finish reason, steps, reward, discounted return): the
+search trace shows what the value was mixed from, and no rollout becomes a thought.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -35,7 +40,10 @@ class MCTS(Strategy):
     puct_form: str = "muzero"  # or "paper" (√(N−1), log((N+c2)/c2))
     gamma: float = 0.96
     lam: float = 1.0
-    alpha: float = 0.0  # weight of rollouts in a new node's value; 0 = value evaluator only
+    # α: weight of rollouts in a new node's value, q = (1 − α)·v + α·mean(γ^d·r); 0 = value evaluator
+    # only. Training mode only: r is the task verifier's verdict on the rollout, which search must not
+    # consult at inference (it would read the gold answer). Outside training α > 0 warns and does nothing.
+    alpha: float = 0.0
     rollouts: int = 1
     evaluator: str = "confidence"
     training: bool = False  # terminals get the verifier's true reward (±1)
@@ -44,32 +52,53 @@ class MCTS(Strategy):
     parallel: int = 1  # leaves selected per tick, with virtual loss
     name: str = "mcts"
 
+    def __post_init__(self) -> None:
+        if self.alpha > 0 and not self.training:
+            warnings.warn(
+                f"MCTS alpha={self.alpha} has no effect outside training mode: a rollout's reward is the task "
+                "verifier's verdict, which inference must not consult, so new nodes keep the value evaluator's "
+                "estimate; fix: set training=True (phase 2 of the recipe), or alpha=0",
+                UserWarning,
+                stacklevel=3,
+            )
+
     def start(self, problem: Problem) -> None:
         problem.meta.update(iteration=0, pending_rollouts=[], virtual={})
         problem.graph.root.value = 0.0
 
     # -- select ---------------------------------------------------------------------------
-    def _score(self, graph: ReasoningGraph, child: Thought, parent: Thought, virtual: dict[str, int]) -> float:
-        vl = virtual.get(str(child.id), 0) if virtual else 0
-        if vl:
-            # virtual loss: pretend vl extra visits that all lost, so parallel picks spread out
-            q = child.value if child.value is not None else 0.0
-            shadow = _Shadow((q * child.visits - vl) / (child.visits + vl), child.visits + vl)
-            return puct_score(shadow, parent.visits + vl, self.c1, self.c2, self.puct_form)  # type: ignore[arg-type]
-        return puct_score(child, parent.visits, self.c1, self.c2, self.puct_form)
+    def _score(self, child: Thought, parent_visits: int, vl: int) -> float:
+        """PUCT of ``child`` with ``vl`` pending (virtual) visits, AlphaGo-style virtual loss.
+
+        Each pending visit counts as a visit that lost (value −1): N' = N + vl and
+        q' = (q·N − vl)/(N + vl). ``parent_visits`` must already include the pending visits of
+        *all* siblings, so every child is scored against the same N(s).
+        """
+        if not vl:
+            return puct_score(child, parent_visits, self.c1, self.c2, self.puct_form)
+        q = child.value if child.value is not None else 0.0
+        shadow = _Shadow((q * child.visits - vl) / (child.visits + vl), child.visits + vl)
+        return puct_score(shadow, parent_visits, self.c1, self.c2, self.puct_form)  # type: ignore[arg-type]
 
     def select_leaf(self, graph: ReasoningGraph, virtual: dict[str, int]) -> Thought:
-        """Descend by PUCT to a leaf; ties go to the lowest id (the hot loop of the engine benchmark)."""
+        """Descend by PUCT to a leaf; ties go to the lowest id (the hot loop of the engine benchmark).
+
+        With pending selections (``virtual``: thought id → virtual visits) the parent's count is
+        N(s) + Σ vl(c) over its children, the same for every sibling.
+        """
         thoughts = graph.thoughts
         node = graph.root
         while not node.terminal:
+            parent_visits = node.visits
+            if virtual:
+                parent_visits += sum(virtual.get(str(cid), 0) for cid in node.children)
             best: Thought | None = None
             best_score = -math.inf
             for cid in node.children:
                 child = thoughts[cid]
                 if child.pruned:
                     continue
-                score = self._score(graph, child, node, virtual)
+                score = self._score(child, parent_visits, virtual.get(str(cid), 0) if virtual else 0)
                 if best is None or score > best_score or (score == best_score and cid < best.id):
                     best, best_score = child, score
             if best is None:
@@ -89,7 +118,7 @@ class MCTS(Strategy):
         graph = problem.graph
         if problem.meta["pending_rollouts"]:
             return [
-                Expand(t, n=self.rollouts, stop=[], max_tokens=512, attach=False, tag="rollout")
+                Expand(t, n=self.rollouts, temperature=self.temperature, stop=[], max_tokens=512, attach=False, tag="rollout")
                 for t in problem.meta["pending_rollouts"]
             ]
         requests: list[Request] = []
@@ -148,11 +177,17 @@ class MCTS(Strategy):
         for reply in replies:
             child = graph[reply.request.thought_id]
             returns = []
+            kept = child.meta.setdefault("rollouts", [])
             for c in reply.completions:
                 text = graph.path_text(child.id) + c.text
                 _, verdict = problem.task.check_solution(text)
                 steps = max(1, c.text.count(problem.task.step_format.delimiter or "\n\n") + 1)
                 returns.append(self.gamma**steps * (2.0 * verdict.score - 1.0))
+                # Kept in meta, not as child thoughts: a rollout is not a step the search chose, and
+                # the training extractors (x1.data.extract) read children as search steps.
+                kept.append(
+                    {"text": c.text, "finish_reason": c.finish_reason, "steps": steps, "reward": verdict.score, "return": returns[-1]}
+                )
             rollout_value = sum(returns) / len(returns) if returns else 0.0
             child.value = (1 - self.alpha) * (child.value or 0.0) + self.alpha * rollout_value
             child.meta["rollout_value"] = rollout_value

@@ -9,8 +9,14 @@ lower q. The reference π_ref is the policy as it was at the start: with LoRA it
 deep copy — TRL would otherwise reload it from the model's path, which fails for GGUF sources
 and would miss an added ``<eois>`` row.
 
-TRL appends eos to plain-text ``chosen``/``rejected`` (so both end the same way and the
-margin is unaffected); with ``chat_template`` they are rendered as assistant turns instead.
+TRL (1.16, ``DPOTrainer._prepare_dataset``) appends EOS to every plain-text ``chosen`` and
+``rejected``, and the EOS token then enters both log-probabilities of the margin. For a step-level
+pair of intermediate steps that teaches the policy to end the solution after the step (raising
+p(EOS) on the chosen side); TRL has no option to leave it out. So after TRL tokenises the rows,
+the trailing EOS is dropped from each side whose pair says it is not final (``chosen_final`` /
+``rejected_final``; rows without them count as final, TRL's behaviour). With ``chat_template``
+the rows are assistant turns and end with the template's end-of-turn tokens, which this does not
+touch (kept: use plain-text rows for step-level pairs).
 """
 
 from __future__ import annotations
@@ -39,7 +45,15 @@ def dpo_rows(pairs: Iterable[Any], cfg: DPOTrainConfig) -> list[dict[str, Any]]:
                 }
             )
         else:
-            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "chosen": chosen,
+                    "rejected": rejected,
+                    "chosen_final": bool(field_of(pair, "chosen_final", True)),
+                    "rejected_final": bool(field_of(pair, "rejected_final", True)),
+                }
+            )
     if not rows:
         raise ValueError("DPO got no preference pairs")
     return rows
@@ -68,7 +82,18 @@ def build_dpo_trainer(cfg: DPOTrainConfig, pairs: Iterable[Any], policy: Policy 
         train_dataset=Dataset.from_list(dpo_rows(pairs, cfg)),
         processing_class=policy.tokenizer,
     )
+    if not cfg.chat_template:
+        trainer.train_dataset = trainer.train_dataset.map(drop_intermediate_eos, fn_kwargs={"eos_id": policy.tokenizer.eos_token_id})
     return trainer, policy
+
+
+def drop_intermediate_eos(row: dict[str, Any], eos_id: int) -> dict[str, Any]:
+    """A tokenised TRL row without the EOS TRL appended to a side that is not a final step."""
+    for side in ("chosen", "rejected"):
+        ids = row[f"{side}_ids"]
+        if not row[f"{side}_final"] and ids and ids[-1] == eos_id:
+            row[f"{side}_ids"] = ids[:-1]
+    return row
 
 
 def train_dpo(cfg: DPOTrainConfig, pairs: Iterable[Any], policy: Policy | None = None) -> TrainResult:

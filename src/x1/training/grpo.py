@@ -231,12 +231,12 @@ def train_grpo_process(
         ids, mask, cmask = rollout.input_ids, rollout.attention_mask, rollout.completion_mask
         n = cmask.shape[1]
         with torch.no_grad(), autocast(cfg, device):
-            old_logp = batched_logprobs(model, ids, mask, n, cfg.batch_size)
+            old_logp = batched_logprobs(model, ids, mask, n, cfg.batch_size, temperature=cfg.temperature)
             ref_logp = None
             if cfg.beta > 0:
                 runner, ctx = reference_context(model, ref)
                 with ctx:
-                    ref_logp = batched_logprobs(runner, ids, mask, n, cfg.batch_size)
+                    ref_logp = batched_logprobs(runner, ids, mask, n, cfg.batch_size, temperature=cfg.temperature)
         total_tokens = float(cmask.sum().clamp(min=1))
         chunk = cfg.batch_size  # sequences per forward pass; gradients accumulate over the chunks
         for _ in range(cfg.num_iterations):
@@ -245,7 +245,7 @@ def train_grpo_process(
             for lo in range(0, ids.shape[0], chunk):
                 part = slice(lo, lo + chunk)
                 with autocast(cfg, device):
-                    logp, _ = forward_logprobs(model, ids[part], mask[part], n)
+                    logp, _ = forward_logprobs(model, ids[part], mask[part], n, temperature=cfg.temperature)
                 per_token = clipped_surrogate(logp, old_logp[part], advantages[part], cfg.epsilon)
                 if ref_logp is not None:
                     kl = kl_k3(logp, ref_logp[part])

@@ -15,7 +15,8 @@ Per iteration (BLUEPRINT.md, "Training"):
    with ρ_t = π_θ/π_old, the value loss clipped around V_old when ``value_clip`` is set
    (max of clipped and unclipped squared errors), KL_t the k3 estimator
    π_ref/π_θ − log(π_ref/π_θ) − 1 (the blueprint puts the KL in the loss, not the reward),
-   and H_t the policy's entropy at step t.
+   and H_t the policy's entropy at step t. Every π here is softmax(logits / T) at the sampling
+   temperature T = ``cfg.temperature``: at T ≠ 1 the T = 1 distribution is not the one sampled from.
 
 The value head is a linear layer on the policy's last hidden state (as in the former TRL
 ``AutoModelForCausalLMWithValueHead``), so policy and critic share the backbone. It is saved
@@ -74,11 +75,14 @@ class ValueHead(nn.Module):
         return self.linear(hidden.float()).squeeze(-1)
 
 
-def entropy_from_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int) -> torch.Tensor:
-    """Per-token entropy H = −Σ p log p of the policy at each completion position (an extra forward)."""
+def entropy_from_logits(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int, temperature: float = 1.0
+) -> torch.Tensor:
+    """Per-token entropy H = −Σ p log p of the policy sampled at ``temperature`` (p = softmax(logits / T)),
+    at each completion position (an extra forward)."""
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False).logits
-    logp = torch.log_softmax(logits[:, -n - 1 : -1, :].float(), dim=-1)
+    logp = torch.log_softmax(logits[:, -n - 1 : -1, :].float() / temperature, dim=-1)
     return -(logp.exp() * logp).sum(-1)
 
 
@@ -186,13 +190,13 @@ def train_ppo(
         rewards = torch.zeros(cmask.shape, device=device)
         rewards[torch.arange(len(owners), device=device), last] = scores
         with torch.no_grad(), autocast(cfg, device):
-            old_logp, hidden = forward_logprobs(model, ids, mask, n, hidden=True)
+            old_logp, hidden = forward_logprobs(model, ids, mask, n, hidden=True, temperature=cfg.temperature)
             old_values = head(hidden)
             ref_logp = None
             if cfg.kl_coef > 0:
                 runner, ctx = reference_context(model, ref)
                 with ctx:
-                    ref_logp, _ = forward_logprobs(runner, ids, mask, n)
+                    ref_logp, _ = forward_logprobs(runner, ids, mask, n, temperature=cfg.temperature)
         advantages, returns = gae(rewards, old_values, cmask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
             advantages = whiten(advantages, cmask)
@@ -203,8 +207,10 @@ def train_ppo(
             for lo in range(0, len(order), size):
                 rows = torch.tensor(order[lo : lo + size], device=device)
                 with autocast(cfg, device):
-                    logp, hidden = forward_logprobs(model, ids[rows], mask[rows], n, hidden=True)
-                    entropy = entropy_from_logits(model, ids[rows], mask[rows], n) if cfg.entropy_coef > 0 else None
+                    logp, hidden = forward_logprobs(model, ids[rows], mask[rows], n, hidden=True, temperature=cfg.temperature)
+                    entropy = None
+                    if cfg.entropy_coef > 0:
+                        entropy = entropy_from_logits(model, ids[rows], mask[rows], n, temperature=cfg.temperature)
                 values = head(hidden)
                 loss, parts = ppo_step_loss(
                     logp,

@@ -252,15 +252,25 @@ def sample(
 
 
 def forward_logprobs(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_completion: int, hidden: bool = False
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    n_completion: int,
+    hidden: bool = False,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probability of each completion token (B, C), and optionally the hidden states that predict them.
+    """Log-probability of each completion token (B, C) under the policy sampled at ``temperature``,
+    log_softmax(logits / T), and optionally the hidden states that predict them.
 
-    Position ids come from the mask, as in generation, so left padding changes nothing.
+    The tokens were drawn from softmax(logits / T); scoring them at T = 1 instead would make any
+    other temperature off-policy (TRL divides by the temperature the same way). Position ids come
+    from the mask, as in generation, so left padding changes nothing.
     """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 to score samples, got {temperature}")
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False, output_hidden_states=hidden)
-    logits = out.logits[:, -n_completion - 1 : -1, :].float()
+    logits = out.logits[:, -n_completion - 1 : -1, :].float() / temperature
     targets = input_ids[:, -n_completion:]
     logp = torch.log_softmax(logits, dim=-1).gather(2, targets.unsqueeze(2)).squeeze(2)
     states = out.hidden_states[-1][:, -n_completion - 1 : -1, :] if hidden else None
@@ -268,10 +278,12 @@ def forward_logprobs(
 
 
 @torch.no_grad()
-def batched_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_completion: int, chunk: int) -> torch.Tensor:
+def batched_logprobs(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_completion: int, chunk: int, temperature: float = 1.0
+) -> torch.Tensor:
     """``forward_logprobs`` without gradients, ``chunk`` sequences at a time (bounds the logits' memory)."""
     parts = [
-        forward_logprobs(model, input_ids[lo : lo + chunk], attention_mask[lo : lo + chunk], n_completion)[0]
+        forward_logprobs(model, input_ids[lo : lo + chunk], attention_mask[lo : lo + chunk], n_completion, temperature=temperature)[0]
         for lo in range(0, input_ids.shape[0], chunk)
     ]
     return torch.cat(parts)
