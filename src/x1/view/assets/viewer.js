@@ -2,8 +2,9 @@
 "use strict";
 (function () {
   const DATA = JSON.parse(document.getElementById("x1-data").textContent);
-  const SX = 34; // pixels per horizontal slot
-  const SY = 84; // pixels per layer
+  // pixels per horizontal slot and per layer: a wide tree gets narrower slots and taller layers, so
+  // that fitting it to the window does not shrink it into a thin strip
+  let SX = 34, SY = 84;
   const NS = "http://www.w3.org/2000/svg";
   const $ = (id) => document.getElementById(id);
   const svg = $("svg"), viewport = $("viewport"), detail = $("detail"), tip = $("tip");
@@ -58,6 +59,12 @@
   }
   function py(n) {
     return n.y * SY;
+  }
+  function spacing(g) {
+    const w = svg.clientWidth || 800, h = svg.clientHeight || 600;
+    const slots = Math.max(1, g.width - 1), layers = Math.max(1, g.depth - 1);
+    SX = Math.max(6, Math.min(34, (w - 60) / slots));
+    SY = Math.max(84, Math.min(480, (slots * SX * (h - 110)) / (w - 60) / layers));
   }
   function draw() {
     const g = graph();
@@ -220,6 +227,7 @@
       .join(" › ");
   }
   function showLevel() {
+    spacing(graph());
     draw();
     fit();
     crumbs();
