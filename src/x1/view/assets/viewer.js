@@ -64,7 +64,7 @@
     const w = svg.clientWidth || 800, h = svg.clientHeight || 600;
     const slots = Math.max(1, g.width - 1), layers = Math.max(1, g.depth - 1);
     SX = Math.max(6, Math.min(34, (w - 60) / slots));
-    SY = Math.max(84, Math.min(480, (slots * SX * (h - 110)) / (w - 60) / layers));
+    SY = Math.max(84, Math.min(480, (slots * SX * (h - 150)) / (w - 60) / layers));
   }
   function draw() {
     const g = graph();
@@ -118,7 +118,7 @@
     const g = graph();
     const w = svg.clientWidth || 800, h = svg.clientHeight || 600;
     const gw = Math.max(1, (g.width - 1) * SX), gh = Math.max(1, (g.depth - 1) * SY);
-    const k = Math.max(0.02, Math.min(1.5, (w - 60) / gw, (h - 110) / gh));
+    const k = Math.max(0.02, Math.min(1.5, (w - 60) / gw, (h - 150) / gh));
     state.view = { k: k, x: (w - gw * k) / 2, y: 30 };
     applyView();
   }
