@@ -144,7 +144,8 @@ def plot_compute(runs: list[Run], out: Path) -> None:
         ax.errorbar([x], [r.accuracy], yerr=[[r.accuracy - r.ci_low], [r.ci_high - r.accuracy]], fmt="o", capsize=4, label=r.label)
         ax.annotate(r.label, (x, r.accuracy), textcoords="offset points", xytext=(6, 6), fontsize=8)
     ax.set_xscale("log")
-    ax.set_ylim(0, 1.05)
+    ax.margins(x=0.25)  # room for the labels of the outermost runs
+    ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("tokens per problem (prefilled + generated, log)")
     ax.set_ylabel("accuracy (95% CI)")
     ax.set_title("accuracy against compute")
@@ -158,12 +159,14 @@ def plot_tokens(runs: list[Run], out: Path) -> None:
     """Tokens per problem, right and wrong side by side: does search spend more on the problems it misses?"""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(runs) + 2), 3.4), dpi=110)
+    labelled: set[bool] = set()
     for i, r in enumerate(runs):
         for dx, correct, colour in ((-0.18, True, "#2da44e"), (0.18, False, "#cf222e")):
             ys = [rec["compute"]["prompt_tokens"] + rec["compute"]["generated_tokens"]
                   for rec in r.records if bool(rec.get("correct")) == correct]
             if ys:
-                label = ("right" if correct else "wrong") if i == 0 else None
+                label = None if correct in labelled else ("right" if correct else "wrong")
+                labelled.add(correct)
                 ax.scatter([i + dx] * len(ys), ys, s=14, alpha=0.6, color=colour, label=label)
     ax.set_xticks(range(len(runs)), [r.label for r in runs], rotation=20 if len(runs) > 3 else 0)
     ax.set_yscale("log")
@@ -179,7 +182,8 @@ def plot_tokens(runs: list[Run], out: Path) -> None:
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1100px; color: #1d232a; padding: 0 16px; }
 table { border-collapse: collapse; margin: 8px 0 18px; } td, th { padding: 4px 10px; border-bottom: 1px solid #e5e7eb; text-align: left; }
-th { background: #f3f4f6; } .ok { color: #1a7f37; } .bad { color: #cf222e; } img { max-width: 100%; margin: 6px 12px 6px 0; }
+th { background: #f3f4f6; } .ok { color: #1a7f37; } .bad { color: #cf222e; }
+.plots { display: flex; flex-wrap: wrap; gap: 10px; } .plots img { width: calc(50% - 10px); }
 .problems a { margin-right: 6px; } code { background: #f3f4f6; padding: 1px 4px; border-radius: 3px; }
 """
 
@@ -243,7 +247,7 @@ def write_report(paths: list[Path], out: Path) -> Written:
         pages = write_views(run, assets / safe_name(run.label))
         views += len(pages)
         sections.append(f"<h3>{_e(run.label)}</h3><p><code>{_e(run.path)}</code></p>{problem_links(run, pages)}")
-    images = "".join(f'<img src="{_e(assets.name)}/{name}" alt="{name[:-4]}">' for name, _ in plots)
+    images = '<div class="plots">' + "".join(f'<img src="{_e(assets.name)}/{name}" alt="{name[:-4]}">' for name, _ in plots) + "</div>"
     page = (
         f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\"><title>x1 report</title>"
         f"<style>{CSS}</style></head><body><h1>x1 report</h1>"
