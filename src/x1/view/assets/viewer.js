@@ -82,7 +82,8 @@
         const kind = n.path && p.path ? "path" : n.pruned ? "pruned" : i > 0 || n.parents.length > 1 ? "merge" : "e";
         edges[kind].push(d);
       });
-      const r = n.id === 0 ? 9 : 4 + 10 * Math.sqrt((n.n || 0) / maxN);
+      // sized by visits where search counted them (MCTS); a fixed size where it did not
+      const r = n.id === 0 ? 9 : maxN > 1 ? 4 + 10 * Math.sqrt((n.n || 0) / maxN) : 7;
       let cls = "n";
       if (n.id === 0) cls += " root";
       if (n.pruned) cls += " pruned";
