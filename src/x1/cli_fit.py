@@ -345,6 +345,7 @@ def fit_orm(
     config: ConfigOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    report_to: ReportToOpt = None,
 ) -> None:
     """Fit an outcome reward model (Bradley–Terry on pairs) for `-p evaluator=orm:DIR` and `x1 serve value`."""
 
@@ -355,7 +356,7 @@ def fit_orm(
             raise FitError("give either --data PAIRS.jsonl (from `x1 data pairs`) or --traces TRACES.jsonl, not both or neither")
         if data is not None:
             fit_on_file("orm", "ValueTrainConfig", "PreferencePair", ("value", "train_orm"), data,
-                        {"config": config, **_common(model, out, epochs, lr, batch_size, max_steps, seed, device)})
+                        {"config": config, **_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to)})
             return
         from x1.data import load_records, preference_pairs
 
@@ -366,7 +367,8 @@ def fit_orm(
         if not pairs:
             raise FitError("the traces hold no task with both a correct and an incorrect solution, so there is no pair to learn "
                            "from; fix: sample more per task (e.g. -s best_of_n -p n=8) or use -p training=true")
-        cfg = build_config(configs.ValueTrainConfig, config, "orm", **_common(model, out, epochs, lr, batch_size, max_steps, seed, device))
+        common = _common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to)
+        cfg = build_config(configs.ValueTrainConfig, config, "orm", **common)
         start = time.perf_counter()
         result = trainer("value", "train_orm")(cfg, pairs)
         report("orm", len(pairs), result, time.perf_counter() - start, cfg.save)

@@ -177,7 +177,7 @@ def train_orm(cfg: ValueTrainConfig, pairs: Iterable[Any], model: Any | None = N
         prompt = str(field_of(row, "prompt", ""))
         chosen, rejected = str(field_of(row, "chosen")), str(field_of(row, "rejected"))
         items.append(tuple(model._truncate(model.encode(prompt + text))[0] or [model.pad_id] for text in (chosen, rejected)))
-    losses, steps = _fit(model, items, orm_loss, cfg)
+    losses, steps = _fit(model, items, orm_loss, cfg, "orm")
     if cfg.save:
         model.save(cfg.output_dir)
     return TrainResult(cfg.output_dir, losses, steps)
