@@ -56,12 +56,12 @@ def solve_and_view(tmp_path: Path, strategy: str, *params: str) -> tuple[Path, d
 class Page:
     """A page opened from file:// that records console errors and uncaught exceptions."""
 
-    def __init__(self, browser: Any, path: Path) -> None:
+    def __init__(self, browser: Any, path: Path, fragment: str = "") -> None:
         self.errors: list[str] = []
         self.page = browser.new_page(viewport={"width": 1300, "height": 800})
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.goto(path.resolve().as_uri())
+        self.page.goto(path.resolve().as_uri() + fragment)
         self.page.wait_for_selector("body[data-ready='1']", timeout=5000)
 
     def count(self, selector: str) -> int:
@@ -143,3 +143,16 @@ def test_pan_and_zoom_move_the_viewport(browser, tmp_path):
     page.page.mouse.up()
     assert page.page.get_attribute("#viewport", "transform") != zoomed
     page.close(tmp_path / "panned.png")
+
+
+def test_a_page_of_several_problems_opens_the_one_in_its_address_and_switches(browser, tmp_path):
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["eval", "--task", "samples", "--model", "fake", "-s", "best_of_n", "--n", "2", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    page_path = tmp_path / "all.html"
+    assert runner.invoke(app, ["view", str(run), "--out", str(page_path)]).exit_code == 0
+    page = Page(browser, page_path, fragment="#problem=samples:1")
+    assert page.page.get_attribute("#detail h2", "data-problem") == "samples:1"
+    page.page.select_option("#problem", "0")
+    page.page.wait_for_selector("#detail h2[data-problem='samples:0']")
+    page.close(tmp_path / "picker.png")
