@@ -3,8 +3,9 @@
     python docs/screenshots.py --view runs/eval-mcts/traces.jsonl --problem samples:1 --report report.html
 
 Writes docs/viewer.png (the tree with the answer thought selected, so the detail panel and its
-token strip show) and docs/report.png (the top of the report, with its plots), and with
---aggregate TRACE docs/viewer-aggregate.png (a graph with an aggregate thought selected).
+token strip show) and docs/report.png (the top of the report, with its plots); with
+--aggregate TRACE docs/viewer-aggregate.png (a graph with an aggregate thought selected), with
+--signals TRACE docs/viewer-entropy.png (the second thought with per-token entropy selected).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def shoot_view(browser, trace: Path, problem: str | None, out: Path, pick: str) 
     record = records[-1]
     if pick == "aggregate":
         selected = next(t["id"] for t in record["graph"]["thoughts"] if len(t["parents"]) > 1)
+    elif pick == "signals":
+        selected = [t["id"] for t in record["graph"]["thoughts"] if t["meta"].get("token_signals")][1]
     else:
         selected = record["answer_thought"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,6 +56,7 @@ def main() -> None:
     parser.add_argument("--view", type=Path, required=True, help="trace for docs/viewer.png")
     parser.add_argument("--problem", help="its task id (default: the last record)")
     parser.add_argument("--aggregate", type=Path, help="trace with an aggregate thought, for docs/viewer-aggregate.png")
+    parser.add_argument("--signals", type=Path, help="trace with per-token signals (-s adaptive), for docs/viewer-entropy.png")
     parser.add_argument("--report", type=Path, required=True, help="an `x1 report` page for docs/report.png")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
@@ -63,6 +67,8 @@ def main() -> None:
         shoot_view(browser, args.view, args.problem, DOCS / "viewer.png", "answer")
         if args.aggregate:
             shoot_view(browser, args.aggregate, None, DOCS / "viewer-aggregate.png", "aggregate")
+        if args.signals:
+            shoot_view(browser, args.signals, None, DOCS / "viewer-entropy.png", "signals")
         shoot_report(browser, args.report, DOCS / "report.png")
         browser.close()
 

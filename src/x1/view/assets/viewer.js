@@ -41,6 +41,13 @@
     // q and reward live in [-1, 1]; evaluator scores usually in [0, 1], else min-max over the graph
     if (state.colour === "q") return (n) => (n.q === null ? null : (n.q + 1) / 2);
     if (state.colour === "reward") return (n) => (n.reward === null ? null : (n.reward + 1) / 2);
+    if (state.colour.startsWith("signal:")) {
+      // token uncertainty: the most certain thought of the graph green, the least certain red
+      const key = state.colour.slice(7);
+      const values = g.nodes.map((n) => n.signals[key]).filter((v) => v !== undefined);
+      const lo = Math.min(...values), hi = Math.max(...values);
+      return (n) => (n.signals[key] === undefined ? null : 1 - (n.signals[key] - lo) / (hi - lo || 1));
+    }
     const name = state.colour;
     const values = g.nodes.map((n) => n.scores[name]).filter((v) => v !== undefined);
     const lo = Math.min(0, ...values), hi = Math.max(1, ...values);
@@ -49,6 +56,7 @@
   function scaleLabel(g) {
     if (state.colour === "q") return "q: −1 … +1";
     if (state.colour === "reward") return "reward: −1 … +1";
+    if (state.colour.startsWith("signal:")) return state.colour.slice(7) + ": high … low";
     const values = g.nodes.map((n) => n.scores[state.colour]).filter((v) => v !== undefined);
     return state.colour + ": " + fmt(Math.min(0, ...values)) + " … " + fmt(Math.max(1, ...values));
   }
@@ -153,7 +161,7 @@
     const kinds = Object.keys(n.tokens || {}).filter((k) => n.tokens[k].length);
     const parts = kinds.map((k) => strip(n.tokens[k], k + " (nats)"));
     if (!kinds.length && n.surprisal.length) parts.push(strip(n.surprisal, "surprisal −log p (nats)"));
-    return parts.length ? "<h3>token uncertainty</h3>" + parts.join("") : "";
+    return parts.length ? '<div class="heat">' + parts.join("") + "</div>" : "";
   }
   function badges(n) {
     const b = [];
@@ -178,17 +186,22 @@
     const text = n.id === 0 ? g.problem || state.problem.question : n.text;
     h += "<pre>" + esc(text) + (n.cut ? "\n… (" + n.cut + " more characters in the trace)" : "") + "</pre>";
     if (n.nested) h += '<button type="button" class="drill" data-drill="' + n.id + '">open inner graph (' + (n.nested.nodes.length - 1) + " thoughts)</button>";
+    h += heat(n); // right under the text it belongs to
     h += "<table>";
     if (n.answer !== null) h += row("answer", "<b>" + esc(n.answer) + "</b>");
     h += row("q (value)", fmt(n.q)) + row("N (visits)", fmt(n.n));
     if (n.reward !== null) h += row("reward", fmt(n.reward));
     for (const [k, v] of Object.entries(n.scores)) h += row("score: " + k, fmt(v));
-    for (const [k, v] of Object.entries(n.signals)) h += row(k, fmt(v));
+    const bases = [...new Set(Object.keys(n.signals).map((k) => k.replace(/_(mean|max|min)$/, "")))];
+    for (const base of bases) {
+      const parts = ["mean", "max", "min"].filter((s) => (base + "_" + s) in n.signals);
+      if (!parts.length) h += row(base, fmt(n.signals[base]));
+      else h += row(base + " (" + parts.join(" / ") + ")", parts.map((s) => fmt(n.signals[base + "_" + s])).join(" / "));
+    }
     const c = n.compute;
     h += row("compute", fmt(c.generated_tokens) + " generated + " + fmt(c.prompt_tokens) + " prefilled tokens, " + fmt(c.policy_calls) +
       " policy / " + fmt(c.evaluator_calls) + " evaluator calls");
     h += links("parents", n.parents) + links("children", n.children) + "</table>";
-    h += heat(n);
     if (Object.keys(n.meta).length) h += "<details><summary>meta</summary><pre>" + esc(JSON.stringify(n.meta, null, 1)) + "</pre></details>";
     detail.innerHTML = h;
   }
@@ -245,8 +258,12 @@
     state.stack.push({ graph: n.nested, label: "step #" + id });
     showLevel();
   }
+  function signalOptions(g) {
+    const present = new Set(g.nodes.flatMap((n) => Object.keys(n.signals)));
+    return ["entropy_mean", "varentropy_mean"].filter((k) => present.has(k)).map((k) => "signal:" + k);
+  }
   function colourOptions() {
-    const names = ["q", "reward"].concat(graph().score_names.map(String));
+    const names = ["q", "reward"].concat(graph().score_names.map(String), signalOptions(graph()));
     $("colour").innerHTML = names.map((k) => '<option value="' + esc(k) + '"' + (k === state.colour ? " selected" : "") + ">" + esc(k) + "</option>").join("");
   }
   function openProblem(index) {
@@ -254,7 +271,9 @@
     state.stack = [{ graph: state.problem.graph, label: state.problem.task_id }];
     const g = graph();
     const hasQ = g.nodes.some((n) => n.q !== null && n.id !== 0);
+    const signals = signalOptions(g);
     if (!hasQ && g.score_names.length) state.colour = g.score_names[0];
+    else if (!hasQ && signals.length) state.colour = signals[0];
     else state.colour = "q";
     colourOptions();
     showLevel();
