@@ -140,3 +140,47 @@ def test_value_url_scores_through_the_server_as_in_process(tmp_path):
     record = json.loads(trace.read_text())
     assert record["strategy_config"]["evaluator"] == key
     assert any(key in t.get("scores", {}) for t in record["graph"]["thoughts"])
+
+
+def test_a_shard_worker_sends_each_problem_as_it_finishes(tmp_path, monkeypatch):
+    """The progress bar counts problems, not shards: a worker puts every trace line on the queue from the problem's on_done."""
+    from x1.pipelines.distributed import ShardWorker
+    from x1.pipelines.solve import run_tasks
+    from x1.tasks.registry import load_tasks
+
+    tasks = load_tasks(data_set(tmp_path), n=N)
+    cfg = RunConfig()
+    cfg.model.name = "fake"
+    cfg.search.strategy = "mcts"
+    cfg.search.params = {"iterations": 4, "expand": 2}
+    worker = ShardWorker(cfg.model_dump())
+    finished: list[str] = []
+    real_run_tasks = run_tasks
+
+    class Queue:
+        """Records each line with how many problems had finished when it was put."""
+
+        def __init__(self) -> None:
+            self.puts: list[tuple[str, int]] = []
+
+        def put(self, line: str) -> None:
+            self.puts.append((line, len(finished)))
+
+    def counting_run_tasks(*args, on_done=None, **kwargs):
+        def done(outcome):
+            finished.append(outcome.task.id)
+            on_done(outcome)
+
+        return real_run_tasks(*args, on_done=done, **kwargs)
+
+    monkeypatch.setattr("x1.pipelines.distributed.run_tasks", counting_run_tasks)
+    queue = Queue()
+    sent = worker.run(tasks, queue)
+    assert sent == N
+    assert [json.loads(line)["task_id"] for line, _ in queue.puts] == finished  # in the order they finished
+    assert [k for _, k in queue.puts] == list(range(1, N + 1))  # each sent right after its own problem, not at the end
+    run_tasks(tasks, cfg, trace_path=tmp_path / "local.jsonl")
+    local = {json.loads(line)["task_id"]: json.loads(line) for line in (tmp_path / "local.jsonl").read_text().splitlines()}
+    for line, _ in queue.puts:
+        record = json.loads(line)
+        assert {**record, "wall_s": 0} == {**local[record["task_id"]], "wall_s": 0}

@@ -120,8 +120,13 @@ def test_recipe_runs_every_phase_then_resumes_without_redoing_work(
 
     # 1. phases 0 and 1 only (no rounds yet)
     calls = Calls(monkeypatch)
-    first = run_recipe(RecipeConfig.from_yaml(cfg_path))
+    messages: list[str] = []
+    first = run_recipe(RecipeConfig.from_yaml(cfg_path), log=messages.append)
     assert [r["phase"] for r in first.metrics] == ["phase0", "phase1"]
+    # every search reports each finished problem with an ETA
+    progress = [m for m in messages if m.startswith("phase0/eval/greedy: ")]
+    assert [m.split(" · ")[0] for m in progress] == ["phase0/eval/greedy: 1/2 problems", "phase0/eval/greedy: 2/2 problems"]
+    assert progress[-1].endswith("ETA 0s")
     # phase 0: greedy eval; phase 1: best-of-N sampling, greedy eval, MCTS+value eval
     assert calls.counts == {"run_search": 4, "train_sft": 1, "train_value": 1}
     assert (out / "phase0" / "eval" / "greedy" / "traces.jsonl").exists()

@@ -18,6 +18,7 @@ from x1.cli_fit import fit_app
 from x1.config import STEP_KINDS, ConfigError, RunConfig, parse_params
 from x1.engine import Outcome
 from x1.models.base import BackendError
+from x1.view.cli import report_command, view_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="x1: reasoning language models from the blueprint's parts.")
 console = Console()
@@ -113,6 +114,13 @@ def models() -> None:
     console.print("Also: a path to a .gguf file, a transformers folder (or hf:PATH), openai:URL --model-name NAME, vllm:MODEL (GPU).")
 
 
+def _field_default(f: Any) -> Any:
+    """A dataclass field's default; for a default_factory field, what the factory makes (not dataclasses.MISSING)."""
+    from dataclasses import MISSING
+
+    return f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
+
+
 @app.command()
 def strategies() -> None:
     """List the reasoning strategies and their hyper-parameters."""
@@ -124,7 +132,7 @@ def strategies() -> None:
     from x1.strategies import DESCRIPTIONS
 
     for name, cls in STRATEGIES.items():
-        params = ", ".join(f"{f.name}={f.default}" for f in fields(cls) if f.name != "name")  # type: ignore[arg-type]
+        params = ", ".join(f"{f.name}={_field_default(f)}" for f in fields(cls) if f.name != "name")  # type: ignore[arg-type]
         table.add_row(name, DESCRIPTIONS.get(name, ""), params)
     console.print(table)
 
@@ -519,6 +527,8 @@ def serve_value(
 data_app = typer.Typer(no_args_is_help=True, help="Training data from traces: SFT, preference pairs, process labels, value targets.")
 app.add_typer(data_app, name="data")
 app.add_typer(fit_app, name="fit")
+app.command("view")(view_command)
+app.command("report")(report_command)
 
 TracesOpt = Annotated[list[Path], typer.Option("--traces", help="trace file(s) (JSONL) written by x1 solve / x1 eval; repeatable")]
 DataOutOpt = Annotated[Path, typer.Option("--out", help="where to write the records (JSONL)")]

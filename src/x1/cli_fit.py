@@ -58,6 +58,7 @@ FLAGS = {
     "max_steps": "--max-steps",
     "seed": "--seed",
     "device": "--device",
+    "report_to": "--report-to",
     "lora": "--lora",
     "group_size": "--group-size",
     "beta": "--beta",
@@ -81,6 +82,9 @@ MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", help="stop after
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML of the trainer's config (x1.training.config); flags override it")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="random seed (default: 0)")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (default: auto)")]
+ReportToOpt = Annotated[
+    str | None, typer.Option("--report-to", help="send per-step metrics to tensorboard, wandb or trackio (default: none)")
+]
 TaskOpt = Annotated[str, typer.Option("--task", "-t", help="task spec with a verifier: rg:NAME, jsonl:PATH, synthetic:sat, ... (x1 tasks)")]
 NOpt = Annotated[int, typer.Option("--n", help="how many tasks to train on")]
 TaskOptionOpt = Annotated[list[str] | None, typer.Option("--task-option", help="task config key=value (e.g. difficulty=0.5)")]
@@ -237,9 +241,9 @@ def fit_on_file(kind: str, cls_name: str, record: str, trainer_ref: tuple[str, s
 
 
 def _common(model: str | None, out: Path | None, epochs: float | None, lr: float | None, batch_size: int | None,
-            max_steps: int | None, seed: int | None, device: str | None) -> dict[str, Any]:  # fmt: skip
+            max_steps: int | None, seed: int | None, device: str | None, report_to: str | None) -> dict[str, Any]:  # fmt: skip
     return {"model": model, "output_dir": out, "epochs": epochs, "learning_rate": lr, "batch_size": batch_size,
-            "max_steps": max_steps, "seed": seed, "device": device}  # fmt: skip
+            "max_steps": max_steps, "seed": seed, "device": device, "report_to": report_to}  # fmt: skip
 
 
 # -- commands: supervised, on `x1 data` files ----------------------------------------------------------
@@ -256,9 +260,10 @@ def fit_sft(
     config: ConfigOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    report_to: ReportToOpt = None,
 ) -> None:
     """Supervised fine-tuning of the policy on verified solutions (loss on the completion only)."""
-    flags = _common(model, out, epochs, lr, batch_size, max_steps, seed, device)
+    flags = _common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to)
     run("sft", lambda: fit_on_file("sft", "SFTTrainConfig", "SFTExample", ("sft", "train_sft"), data,
                                    {"config": config, "lora": lora, **flags}))  # fmt: skip
 
@@ -276,10 +281,11 @@ def fit_dpo(
     config: ConfigOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    report_to: ReportToOpt = None,
     beta: Annotated[float | None, typer.Option("--beta", help="DPO temperature β (default: 0.1)")] = None,
 ) -> None:
     """Direct preference optimisation of the policy on chosen/rejected steps or solutions."""
-    flags = {**_common(model, out, epochs, lr, batch_size, max_steps, seed, device), "beta": beta}
+    flags = {**_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to), "beta": beta}
     run("dpo", lambda: fit_on_file("dpo", "DPOTrainConfig", "PreferencePair", ("dpo", "train_dpo"), data,
                                    {"config": config, "lora": lora, **flags}))  # fmt: skip
 
@@ -296,10 +302,11 @@ def fit_value(
     config: ConfigOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    report_to: ReportToOpt = None,
     loss: Annotated[str | None, typer.Option("--loss", help="mse (regression on q) or bce (cross-entropy); default: mse")] = None,
 ) -> None:
     """Fit a value model (a head on the policy's backbone) for `-p evaluator=value` and `x1 serve value`."""
-    flags = {**_common(model, out, epochs, lr, batch_size, max_steps, seed, device), "loss": loss}
+    flags = {**_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to), "loss": loss}
     run("value", lambda: fit_on_file("value", "ValueTrainConfig", "ValueTarget", ("value", "train_value"), data,
                                      {"config": config, **flags}))  # fmt: skip
 
@@ -316,9 +323,10 @@ def fit_prm(
     config: ConfigOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    report_to: ReportToOpt = None,
 ) -> None:
     """Fit a process reward model on Monte-Carlo step labels (for `x1 fit grpo --prm`)."""
-    flags = _common(model, out, epochs, lr, batch_size, max_steps, seed, device)
+    flags = _common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to)
     run("prm", lambda: fit_on_file("prm", "ValueTrainConfig", "ProcessLabel", ("value", "train_prm"), data,
                                    {"config": config, **flags}))  # fmt: skip
 
@@ -337,6 +345,7 @@ def fit_orm(
     config: ConfigOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    report_to: ReportToOpt = None,
 ) -> None:
     """Fit an outcome reward model (Bradley–Terry on pairs) for `-p evaluator=orm:DIR` and `x1 serve value`."""
 
@@ -347,7 +356,7 @@ def fit_orm(
             raise FitError("give either --data PAIRS.jsonl (from `x1 data pairs`) or --traces TRACES.jsonl, not both or neither")
         if data is not None:
             fit_on_file("orm", "ValueTrainConfig", "PreferencePair", ("value", "train_orm"), data,
-                        {"config": config, **_common(model, out, epochs, lr, batch_size, max_steps, seed, device)})
+                        {"config": config, **_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to)})
             return
         from x1.data import load_records, preference_pairs
 
@@ -358,7 +367,8 @@ def fit_orm(
         if not pairs:
             raise FitError("the traces hold no task with both a correct and an incorrect solution, so there is no pair to learn "
                            "from; fix: sample more per task (e.g. -s best_of_n -p n=8) or use -p training=true")
-        cfg = build_config(configs.ValueTrainConfig, config, "orm", **_common(model, out, epochs, lr, batch_size, max_steps, seed, device))
+        common = _common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to)
+        cfg = build_config(configs.ValueTrainConfig, config, "orm", **common)
         start = time.perf_counter()
         result = trainer("value", "train_orm")(cfg, pairs)
         report("orm", len(pairs), result, time.perf_counter() - start, cfg.save)
@@ -381,6 +391,7 @@ def fit_grpo(
     config: ConfigOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    report_to: ReportToOpt = None,
     group_size: Annotated[int | None, typer.Option("--group-size", help="completions sampled per prompt, G (default: 8)")] = None,
     prm: Annotated[
         Path | None,
@@ -392,7 +403,7 @@ def fit_grpo(
     def body() -> None:
         import x1.training.config as configs
 
-        common = _common(model, out, epochs, lr, None, max_steps, seed, device)  # batch: G x prompts_per_step (YAML)
+        common = _common(model, out, epochs, lr, None, max_steps, seed, device, report_to)  # batch: G x prompts_per_step (YAML)
         if prm is None:
             cfg = build_config(configs.GRPOTrainConfig, config, "grpo", lora, **common, group_size=group_size)
             train = trainer("grpo", "train_grpo")
@@ -428,6 +439,7 @@ def fit_ppo(
     config: ConfigOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    report_to: ReportToOpt = None,
     iterations: Annotated[int | None, typer.Option("--iterations", help="rounds of rollout → PPO epochs (default: 1)")] = None,
 ) -> None:
     """PPO with a value head on the policy; reward ±1 from the task's verifier at the last token."""
@@ -435,7 +447,8 @@ def fit_ppo(
     def body() -> None:
         import x1.training.config as configs
 
-        common = _common(model, out, None, lr, None, None, seed, device)  # PPO's sizes: prompts_per_iteration, minibatch_size (YAML)
+        # PPO's sizes come from the YAML: prompts_per_iteration, minibatch_size
+        common = _common(model, out, None, lr, None, None, seed, device, report_to)
         cfg = build_config(configs.PPOTrainConfig, config, "ppo", lora, **common, iterations=iterations)
         train = trainer("ppo", "train_ppo")
         tasks = load_task_list(task, n, cfg.seed, task_option)
@@ -462,6 +475,7 @@ def fit_rejection(
     config: ConfigOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    report_to: ReportToOpt = None,
     samples: Annotated[int | None, typer.Option("--samples", help="solutions sampled per task (default: 8)")] = None,
     min_score: Annotated[float | None, typer.Option("--min-score", help="verifier score a sample needs to be kept (default: 1)")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="longest sampled solution (tokens)")] = 512,
@@ -473,7 +487,7 @@ def fit_rejection(
         import x1.training.config as configs
         from x1.models.registry import load_backend
 
-        flags = {**_common(model, out, epochs, lr, batch_size, max_steps, seed, device), "n": samples, "min_score": min_score}
+        flags = {**_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to), "n": samples, "min_score": min_score}
         cfg = build_config(configs.RejectionSamplingConfig, config, "rejection", lora, **flags)
         round_fn = trainer("rejection_sampling", "rejection_sampling_round")
         sampler_of = trainer("rejection_sampling", "backend_sampler")

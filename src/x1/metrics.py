@@ -82,3 +82,11 @@ def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
             out[f"{key}_max"] = float(np.max(values))
             out[f"{key}_min"] = float(np.min(values))
     return out
+
+
+TOKEN_SERIES = ("entropy", "varentropy")
+
+
+def token_series(rows: list[dict[str, float]]) -> dict[str, list[float]]:
+    """Entropy and varentropy at every position of a step, rounded: kept per thought so a viewer can show where it wavered."""
+    return {key: [round(r[key], 3) for r in rows] for key in TOKEN_SERIES if rows and all(key in r for r in rows)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from x1.graph import ReasoningGraph, Thought
-from x1.metrics import summarize
+from x1.metrics import summarize, token_series
 from x1.models.base import Completion
 from x1.operators.generate import is_final_step
 from x1.tasks.base import Task
@@ -35,7 +35,8 @@ def attach_under(
             token_ids=list(c.token_ids),
             logprobs=list(c.logprobs),
             signals=summarize(c.signals),
-            meta={"finish_reason": c.finish_reason, "tag": tag, **(meta or {})},
+            meta={"finish_reason": c.finish_reason, "tag": tag, **({"token_signals": token_series(c.signals)} if c.signals else {}),
+                  **(meta or {})},
         )
         depth = graph.depth(child.id)
         child.terminal = c.finish_reason == "eos" or is_final_step(c.text) or depth >= task.step_format.max_steps

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from x1.graph import Compute, ReasoningGraph, Thought
-from x1.metrics import summarize
+from x1.metrics import summarize, token_series
 from x1.models.base import Completion
 from x1.tasks.base import Task
 
@@ -42,7 +42,7 @@ def attach_children(
                 generated_tokens=c.generated_tokens,
                 policy_calls=1 if i == 0 else 0,
             ),
-            meta={"finish_reason": c.finish_reason, "tag": tag},
+            meta={"finish_reason": c.finish_reason, "tag": tag, **({"token_signals": token_series(c.signals)} if c.signals else {})},
         )
         if terminal:
             child.answer = task.extract_answer(graph.path_text(child.id))

@@ -1,13 +1,14 @@
 """`x1 eval --workers N`: the same evaluation, its problems spread over Ray actors.
 
 Each actor opens its own policy and runs its shard through ``run_tasks``, the loop of the
-in-process run; the driver appends the trace lines an actor sends back to ``traces.jsonl``
-as each shard finishes, so ``--resume`` reads them like those of any other run. Sampling
+in-process run; as each problem finishes, the actor puts its trace line on a Ray queue and the
+driver appends it to ``traces.jsonl`` (and counts it in the progress bar), so ``--resume``
+reads them like those of any other run. Sampling
 seeds come from the task id (``request_seed``, ``problem_seed``), never from a problem's
 place in a batch, so sharding changes no outcome of a deterministic backend.
 
-What is lost when a distributed run is interrupted: the shards still in flight (finished
-shards are on disk); actors keep no checkpoint of their graphs.
+What is lost when a distributed run is interrupted: the problems still in flight (finished
+problems are on disk); actors keep no checkpoint of their graphs.
 """
 
 from __future__ import annotations
@@ -41,14 +42,25 @@ class ShardWorker:
         self.config = RunConfig.model_validate(config_data)
         self.policy: Backend | None = None
 
-    def run(self, tasks: list[Task]) -> list[str]:
-        """The trace lines of ``tasks``, exactly as ``run_tasks`` writes them for an in-process run."""
+    def run(self, tasks: list[Task], queue: Any) -> int:
+        """Put each trace line of ``tasks`` on ``queue`` as its problem finishes, exactly as ``run_tasks`` writes it
+        for an in-process run; how many lines were put."""
         if self.policy is None:
             self.policy = open_policy(self.config)
+        sent = 0
         with tempfile.TemporaryDirectory(prefix="x1-shard-") as tmp:
             trace = Path(tmp) / "traces.jsonl"
-            run_tasks(tasks, self.config, policy=self.policy, trace_path=trace)
-            return trace.read_text().splitlines()
+            trace.touch()
+            with trace.open() as written:
+
+                def forward(_outcome: Any) -> None:  # run_tasks has flushed the problem's line before it calls this
+                    nonlocal sent
+                    for line in written.read().splitlines():
+                        queue.put(line)
+                        sent += 1
+
+                run_tasks(tasks, self.config, policy=self.policy, trace_path=trace, on_done=forward)
+        return sent
 
 
 def import_ray() -> Any:
@@ -120,22 +132,25 @@ def _unwrap(ray: Any, err: Exception) -> Exception:
 def run_shards(
     ray: Any, todo: list[Task], config: RunConfig, trace_path: Path, workers: int, on_done: Callable[[dict[str, Any]], None] | None
 ) -> str | None:
-    """Run ``todo`` over up to ``workers`` actors, appending each shard's records as it returns; the policy's name."""
+    """Run ``todo`` over up to ``workers`` actors, appending each problem's record as it finishes; the policy's name."""
+    from ray.util.queue import Queue
+
     n = min(workers, len(todo))
     shards = [todo[k::n] for k in range(n)]  # round robin: hard problems spread evenly when a data set is sorted
     actor_cls = ray.remote(num_cpus=1)(ShardWorker)
     config_data = config.model_dump()
+    queue = Queue(actor_options={"num_cpus": 0})  # the workers hold every CPU of a local cluster
     actors = [actor_cls.remote(config_data) for _ in shards]
-    pending = [actor.run.remote(shard) for actor, shard in zip(actors, shards, strict=True)]
+    pending = [actor.run.remote(shard, queue) for actor, shard in zip(actors, shards, strict=True)]
     model_name = None
+    sent = received = 0
     try:
         with trace_path.open("a") as fh:
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
-                try:
-                    lines = ray.get(ready[0])
-                except ray.exceptions.RayError as err:
-                    raise _unwrap(ray, err) from None
+
+            def drain() -> int:
+                nonlocal model_name
+                size = queue.qsize()
+                lines = queue.get_nowait_batch(size) if size else []
                 fh.write("".join(line + "\n" for line in lines))
                 fh.flush()
                 for line in lines:
@@ -143,9 +158,23 @@ def run_shards(
                     model_name = record.get("model", model_name)
                     if on_done:
                         on_done(record)
+                return len(lines)
+
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+                received += drain()
+                for ref in ready:
+                    try:
+                        sent += ray.get(ref)
+                    except ray.exceptions.RayError as err:
+                        raise _unwrap(ray, err) from None
+            received += drain()  # a shard's puts all land before its run returns
+        if received != sent:
+            raise EvalError(f"the Ray workers finished {sent} problems but {received} trace lines arrived; fix: pass --resume")
     finally:
         for actor in actors:
             ray.kill(actor)
+        ray.kill(queue.actor)
     return model_name
 
 

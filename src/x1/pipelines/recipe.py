@@ -62,6 +62,7 @@ from x1.trace import read_traces
 from x1.training.config import DPOTrainConfig, PPOTrainConfig, SFTTrainConfig, TrainConfig, ValueTrainConfig
 from x1.training.dpo import train_dpo
 from x1.training.ppo import train_ppo
+from x1.training.progress import eta_text
 from x1.training.sft import train_sft
 from x1.training.value import train_value
 
@@ -417,7 +418,22 @@ class Recipe:
         value: Path | None = None,
     ) -> list[dict[str, Any]]:
         """Run a strategy over ``tasks`` with the current policy; resumable like ``x1 eval --resume``."""
-        return run_search(folder, tasks, self.policy, strategy_name, params, budget, seed, value, self._device())
+        return run_search(folder, tasks, self.policy, strategy_name, params, budget, seed, value, self._device(),
+                          on_problem=self._problem_log(str(self._rel(folder))))
+
+    def _problem_log(self, label: str) -> Callable[[int, int, int], None]:
+        """A log line per finished problem: how many of how many, how many right, and when the search will end."""
+        start = time.perf_counter()
+        first: list[int] = []
+
+        def done(finished: int, total: int, right: int) -> None:
+            if not first:
+                first.append(finished - 1)  # problems an earlier, interrupted run had finished: not timed here
+            ran = finished - first[0]
+            eta = eta_text((time.perf_counter() - start) / ran * (total - finished))
+            self.log(f"{label}: {finished}/{total} problems · {right} right · ETA {eta}")
+
+        return done
 
     # -- phases -----------------------------------------------------------------------------------
     def run(self) -> RecipeResult:
@@ -681,20 +697,24 @@ def run_search(
     seed: int,
     value: Path | None = None,
     device: str | None = None,
+    on_problem: Callable[[int, int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One strategy over ``tasks`` with the policy folder's TransformersBackend, through ``run_tasks``.
 
     ``evaluator: value`` means the recipe's current value model (``value:FOLDER``). Records go to
     ``folder/traces.jsonl`` as problems finish and in-flight graphs to ``checkpoint.jsonl``, so an
-    interrupted call picks up where it stopped.
+    interrupted call picks up where it stopped. ``on_problem(finished, total, right)`` follows each
+    finished problem, counting those an earlier run finished.
     """
     from x1.models.hf import TransformersBackend
 
     folder.mkdir(parents=True, exist_ok=True)
     trace, checkpoint = folder / "traces.jsonl", folder / "checkpoint.jsonl"
     ids = {t.id for t in tasks}
-    finished = {r["task_id"] for r in read_traces(trace)} if trace.exists() else set()
+    earlier = [r for r in read_traces(trace) if r["task_id"] in ids] if trace.exists() else []
+    finished = {r["task_id"] for r in earlier}
     todo = [t for t in tasks if t.id not in finished]
+    count = [len(finished), sum(bool(r["correct"]) for r in earlier)]
     if todo:
         if params.get("evaluator") == "value":
             if value is None:
@@ -704,9 +724,16 @@ def run_search(
             model={"name": str(policy)},
             search={"strategy": strategy_name, "params": params, "seed": seed, "budget": budget.model_dump()},
         )
+
+        def done(outcome: Any) -> None:
+            count[0] += 1
+            count[1] += outcome.correct
+            if on_problem:
+                on_problem(count[0], len(ids), count[1])
+
         backend = TransformersBackend(policy, name=str(policy), device=device)
         try:
-            run_tasks(todo, config, policy=backend, trace_path=trace, checkpoint_path=checkpoint, device=device)
+            run_tasks(todo, config, policy=backend, trace_path=trace, checkpoint_path=checkpoint, device=device, on_done=done)
         finally:
             backend.close()
             gc.collect()

@@ -27,7 +27,8 @@ def trl_args(cfg: TrainConfig) -> dict[str, Any]:
     """TrainingArguments shared by the TRL trainers, translated from an x1 config.
 
     Checkpoints are off (x1 saves the final model itself, in the format its backends load),
-    no integration reporting, one log per step so that ``TrainResult.losses`` is per step.
+    reporting goes where ``report_to`` says (nowhere by default), progress bars follow
+    ``progress``, one log per step so that ``TrainResult.losses`` is per step.
     """
     device = pick_device(cfg.device)
     bf16, fp16 = mixed_precision(cfg.precision, device)
@@ -44,8 +45,8 @@ def trl_args(cfg: TrainConfig) -> dict[str, Any]:
         "max_grad_norm": cfg.max_grad_norm,
         "logging_steps": cfg.logging_steps,
         "save_strategy": "no",
-        "report_to": "none",
-        "disable_tqdm": True,
+        "report_to": cfg.report_to,
+        "disable_tqdm": not cfg.progress,
         "seed": cfg.seed,
         "data_seed": cfg.seed,
         "use_cpu": device.type == "cpu",

@@ -56,6 +56,9 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on CUDA that has it, else fp32
     gradient_checkpointing: bool = False
     logging_steps: int = Field(1, gt=0)
+    # where per-step metrics go, for TRL's trainers and x1's own loops alike; off unless asked for
+    report_to: Literal["none", "tensorboard", "wandb", "trackio"] = "none"
+    progress: bool = True  # TRL's progress bars, and a line per logged step of x1's own loops, on stderr
     save: bool = True  # write the trained model to output_dir at the end
 
     @classmethod

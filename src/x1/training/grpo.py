@@ -28,6 +28,7 @@ from x1.tasks.base import Task
 from x1.training._common import TrainResult, autocast, result_from_trainer, trl_args
 from x1.training.config import GRPOTrainConfig, ProcessGRPOConfig
 from x1.training.model_io import EOIS, Policy, is_peft, pick_device, policy_from_config, save_from_config, save_policy
+from x1.training.progress import StepLog
 from x1.training.rl import (
     aggregate_loss,
     batched_logprobs,
@@ -200,6 +201,7 @@ def train_grpo_process(
     losses: list[float] = []
     metrics: dict[str, list[float]] = {"reward": [], "kl": []}
     cursor = 0
+    log = StepLog(cfg, "grpo-prm", cfg.iterations * cfg.num_iterations)
     for it in range(cfg.iterations):
         batch = [tasks[(cursor + j) % len(tasks)] for j in range(cfg.prompts_per_step)]
         cursor += cfg.prompts_per_step
@@ -261,6 +263,8 @@ def train_grpo_process(
             losses.append(step_loss)
             if ref_logp is not None:
                 metrics["kl"].append(kl_sum / total_tokens)
+            log.step(loss=step_loss, reward=metrics["reward"][-1], **({"kl": metrics["kl"][-1]} if ref_logp is not None else {}))
+    log.close()
     model.eval()
     if cfg.save:
         policy.model = save_from_config(policy, cfg)

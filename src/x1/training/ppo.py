@@ -38,6 +38,7 @@ from x1.training._common import TrainResult, autocast, masked_mean
 from x1.training.config import PPOTrainConfig
 from x1.training.grpo import prompt_text
 from x1.training.model_io import EOIS, Policy, pick_device, policy_from_config, save_from_config
+from x1.training.progress import StepLog
 from x1.training.rl import (
     Rollout,
     clipped_surrogate,
@@ -166,6 +167,9 @@ def train_ppo(
     losses: list[float] = []
     metrics: dict[str, list[float]] = {"reward": [], "policy_loss": [], "value_loss": [], "kl": [], "entropy": []}
     cursor = 0
+    rollouts = cfg.prompts_per_iteration * cfg.samples_per_prompt
+    per_epoch = -(-rollouts // (cfg.minibatch_size or rollouts))
+    log = StepLog(cfg, "ppo", cfg.iterations * cfg.ppo_epochs * per_epoch)
     for it in range(cfg.iterations):
         if buffer:
             size = cfg.prompts_per_iteration * cfg.samples_per_prompt
@@ -231,6 +235,8 @@ def train_ppo(
                 losses.append(float(loss.detach()))
                 for key, value in parts.items():
                     metrics[key].append(value)
+                log.step(loss=losses[-1], reward=metrics["reward"][-1], **parts)
+    log.close()
     model.eval()
     if cfg.save:
         policy.model = save_from_config(policy, cfg)

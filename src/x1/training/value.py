@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from x1.training._common import TrainResult, autocast
 from x1.training.config import ValueTrainConfig
 from x1.training.model_io import add_eois, forget_gguf_quantizer, pick_device
+from x1.training.progress import StepLog
 from x1.training.sft import field_of
 
 
@@ -59,7 +60,7 @@ def load_value_model(cfg: ValueTrainConfig, kind: str = "value") -> Any:
 
 
 def _fit(
-    model: Any, items: Sequence[Any], loss_of: Callable[[Any, list[Any]], torch.Tensor], cfg: ValueTrainConfig
+    model: Any, items: Sequence[Any], loss_of: Callable[[Any, list[Any]], torch.Tensor], cfg: ValueTrainConfig, name: str
 ) -> tuple[list[float], int]:
     """AdamW over shuffled minibatches for ``epochs`` (or ``max_steps``); the loss of every step."""
     from transformers import get_scheduler
@@ -75,6 +76,7 @@ def _fit(
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total)
     generator = torch.Generator().manual_seed(cfg.seed)
     losses: list[float] = []
+    log = StepLog(cfg, name, total)
     model.train()
     while len(losses) < total:
         order = torch.randperm(len(items), generator=generator).tolist()
@@ -89,6 +91,8 @@ def _fit(
             optimizer.step()
             scheduler.step()
             losses.append(float(loss.detach()))
+            log.step(loss=losses[-1], lr=scheduler.get_last_lr()[0])
+    log.close()
     model.eval()
     return losses, len(losses)
 
@@ -115,7 +119,7 @@ def train_value(cfg: ValueTrainConfig, targets: Iterable[Any], model: Any | None
         text = str(field_of(row, "prompt", "")) + str(field_of(row, "partial_solution", ""))
         ids, _ = model._truncate(model.encode(text))
         items.append((ids or [model.pad_id], target))
-    losses, steps = _fit(model, items, lambda m, b: value_loss(m, b, cfg.loss), cfg)
+    losses, steps = _fit(model, items, lambda m, b: value_loss(m, b, cfg.loss), cfg, "value")
     if cfg.save:
         model.save(cfg.output_dir)
     return TrainResult(cfg.output_dir, losses, steps)
@@ -150,7 +154,7 @@ def train_prm(cfg: ValueTrainConfig, labels: Iterable[Any], model: Any | None = 
             raise ValueError(f"process labels must lie in [0, 1], got {step_labels}")
         ids, ends = model.encode_steps(str(field_of(row, "prompt", "")), steps)
         items.append((ids, ends, step_labels))
-    losses, steps_run = _fit(model, items, prm_loss, cfg)
+    losses, steps_run = _fit(model, items, prm_loss, cfg, "prm")
     if cfg.save:
         model.save(cfg.output_dir)
     return TrainResult(cfg.output_dir, losses, steps_run)
@@ -173,7 +177,7 @@ def train_orm(cfg: ValueTrainConfig, pairs: Iterable[Any], model: Any | None = N
         prompt = str(field_of(row, "prompt", ""))
         chosen, rejected = str(field_of(row, "chosen")), str(field_of(row, "rejected"))
         items.append(tuple(model._truncate(model.encode(prompt + text))[0] or [model.pad_id] for text in (chosen, rejected)))
-    losses, steps = _fit(model, items, orm_loss, cfg)
+    losses, steps = _fit(model, items, orm_loss, cfg, "orm")
     if cfg.save:
         model.save(cfg.output_dir)
     return TrainResult(cfg.output_dir, losses, steps)
