@@ -239,7 +239,7 @@ def eval_(
     address: Annotated[str | None, typer.Option(help="Ray cluster to join with --workers: auto, HOST:6379 or ray://HOST:10001")] = None,
 ) -> None:
     """Evaluate a strategy on a data set: accuracy with a 95% bootstrap interval, compute, traces."""
-    from x1.pipelines.evaluate import EvalError, evaluate
+    from x1.pipelines.evaluate import EvalError, evaluate, level_table
     from x1.tasks.base import TaskError
     from x1.tasks.registry import load_tasks
 
@@ -289,6 +289,8 @@ def eval_(
         f"{result.wall_s:.0f}s",
     )
     console.print(table)
+    if result.by_level:
+        console.print(level_table(result.by_level))
     if result.resumed:
         console.print(f"resumed: {result.resumed} problems were already finished and were not run again")
     console.print(f"traces and results: {out_dir}")
