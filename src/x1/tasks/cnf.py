@@ -38,7 +38,10 @@ def parse_formula(text: str) -> tuple[Clause, ...]:
 
     Raises ValueError when the text holds no clause, or a clause with no variable.
     """
-    parts = [p for p in re.split(r"\)\s*(?:AND|∧|&&?)\s*\(|^\s*\(|\)\s*$", text.strip(), flags=re.IGNORECASE) if p.strip()]
+    text = text.strip()
+    if text.startswith("(") and text.endswith(")"):
+        text = text[1:-1]
+    parts = re.split(r"\)\s*(?:AND|∧|&&?)\s*\(", text, flags=re.IGNORECASE) if text else []
     if not parts:
         raise ValueError("no clause found; expected '(x_1 OR NOT x_2) AND (...)'")
     clauses = []
