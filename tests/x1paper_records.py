@@ -155,3 +155,34 @@ def wrong_answers(record: dict[str, Any], truth: Any, rng: random.Random) -> lis
     if kind == "Knapsack":
         forms += ["No, it cannot be reached." if truth else "Yes, that value can be reached."]
     return forms
+
+
+def acceptance_table(per_level: int = 3, seed: int = 0) -> list[tuple[str, int, int, int, int, int]]:
+    """(type, records, right answers accepted, right answers, wrong answers rejected, wrong answers) over levels 1-10."""
+    import tempfile
+
+    from x1.tasks import load_tasks
+
+    pairs = make_records(levels=tuple(range(1, 11)), per_level=per_level, seed=seed)
+    with tempfile.TemporaryDirectory() as folder:
+        tasks = load_tasks(str(write_benchmark(Path(folder) / "gen.json.bz2", [r for r, _ in pairs])), n=None)
+    rng = random.Random(seed)
+    rows = []
+    for kind in TYPES:
+        counts = [0, 0, 0, 0, 0]
+        for (record, truth), task in zip(pairs, tasks, strict=True):
+            if record["type"] != kind:
+                continue
+            counts[0] += 1
+            right = [task.check_solution(text)[1].correct for text in right_answers(record, truth)]
+            wrong = [not task.check_solution(text)[1].correct for text in wrong_answers(record, truth, rng)]
+            counts[1:] = [counts[1] + sum(right), counts[2] + len(right), counts[3] + sum(wrong), counts[4] + len(wrong)]
+        rows.append((kind, *counts))
+    return rows
+
+
+if __name__ == "__main__":  # python tests/x1paper_records.py: the acceptance table of the issue report
+    print("| domain | records (levels 1-10) | gold-like answers accepted | wrong answers rejected |")
+    print("|---|---|---|---|")
+    for kind, records, ok, right, rejected, wrong in acceptance_table():
+        print(f"| {kind} | {records} | {ok}/{right} | {rejected}/{wrong} |")
