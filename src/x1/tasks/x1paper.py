@@ -227,10 +227,10 @@ def load_x1paper(spec: str, path_text: str, n: int | None, config: dict[str, Any
         if (levels is None or level in levels) and (kinds is None or kind in kinds)
     ]
     if not picked:
-        there = sorted({(kind, level) for kind, level, _ in parsed})
-        have = ", ".join(f"{k} level {lv}" for k, lv in there[:12]) or "no records"
+        kinds_there = ", ".join(sorted({kind for kind, _, _ in parsed})) or "none"
+        levels_there = ", ".join(str(lv) for lv in sorted({level for _, level, _ in parsed})) or "none"
         asked = ", ".join(f"{k}={config[k]}" for k in sorted(config)) or "no filter"
-        raise TaskError(f"{path.name}: no record left after {asked}; the file has {have}{' ...' if len(there) > 12 else ''}")
+        raise TaskError(f"{path.name}: no record left after {asked}; the file has types {kinds_there} and levels {levels_there}")
     tasks = []
     for i, kind, level in spread(picked, n):
         record = records[i]
