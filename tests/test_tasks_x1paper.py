@@ -154,6 +154,9 @@ def test_level_and_type_filters(bench):
 def test_a_small_n_is_spread_over_the_levels(bench):
     one_each = load_tasks(f"x1paper:{bench}", n=16)
     assert len({(t.meta["type"], t.meta["level"]) for t in one_each}) == 16
+    four = load_tasks(f"x1paper:{bench}", n=4)
+    assert {t.meta["type"] for t in four} == {"SAT", "Knapsack", "Einstein", "ProntoQA"}
+    assert {t.meta["level"] for t in four} == set(LEVELS)
     sat_four = load_tasks(f"x1paper:{bench}", n=4, type="sat")
     assert [t.meta["level"] for t in sat_four] == list(LEVELS)
     ids = [t.id for t in load_tasks(f"x1paper:{bench}", n=None)]

@@ -11,7 +11,7 @@ each record with ``type`` (SAT, Knapsack, Einstein, ProntoQA), ``level`` (1-10),
 
 Options: ``level=3``, ``levels=1-4`` or ``levels=1,3,5``, ``type=sat`` (or ``type=sat,einstein``).
 A smaller ``n`` than the records left is spread round-robin over the (type, level) groups, so
-``--n 40`` of a level-sorted file still covers every level.
+``--n 40`` of a level-sorted file still covers every level (and every type of a mixed file).
 """
 
 from __future__ import annotations
@@ -189,13 +189,19 @@ def parse_types(config: dict[str, Any], spec: str) -> set[str] | None:
 
 
 def spread(picked: list[tuple[int, str, int]], n: int | None) -> list[tuple[int, str, int]]:
-    """At most ``n`` of ``(index, type, level)`` entries, round-robin over their (type, level) groups, in file order."""
+    """At most ``n`` of ``(index, type, level)`` entries, round-robin over their (type, level) groups, in file order.
+
+    The groups go in a Latin-square order (type i starts at level i), so any ``n`` of at least
+    max(types, levels) covers every type and every level.
+    """
     if n is None or n >= len(picked):
         return picked
     groups: dict[tuple[str, int], list[tuple[int, str, int]]] = defaultdict(list)
     for entry in picked:
         groups[(entry[1], entry[2])].append(entry)
-    queues = [groups[key] for key in sorted(groups)]
+    kinds, levels = sorted({k for k, _ in groups}), sorted({lv for _, lv in groups})
+    order = sorted(groups, key=lambda g: ((levels.index(g[1]) - kinds.index(g[0])) % len(levels), kinds.index(g[0])))
+    queues = [groups[key] for key in order]
     chosen: list[tuple[int, str, int]] = []
     depth = 0
     while len(chosen) < n:
