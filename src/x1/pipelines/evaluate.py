@@ -135,8 +135,11 @@ def by_level(records: list[dict], tasks: list[Task]) -> list[GroupResult]:
             tally[key][0] += 1
             tally[key][1] += bool(record["correct"])
     order = sorted(tally, key=lambda key: (key[0] is not None, key[0] or "", key[1] is not None, key[1] or 0))
-    return [GroupResult(kind, level, tally[(kind, level)][0], tally[(kind, level)][1],
-                        tally[(kind, level)][1] / tally[(kind, level)][0]) for kind, level in order]
+    groups = []
+    for kind, level in order:
+        n, correct = tally[(kind, level)]
+        groups.append(GroupResult(kind, level, n, correct, correct / n))
+    return groups
 
 
 def level_table(groups: list[GroupResult]) -> object:
