@@ -256,3 +256,18 @@ def test_eval_reports_accuracy_by_level_and_type(tmp_path, monkeypatch):
     assert {(t["type"], t["level"]) for t in traces} == {(k, lv) for k in ("SAT", "Knapsack", "Einstein", "ProntoQA") for lv in (1, 4, 7)}
     from_traces = sum(t["correct"] for t in traces if t["level"] == 4)
     assert from_traces == 4
+
+
+def test_by_level_rows_only_where_tasks_carry_a_level():
+    from helpers import number_task
+
+    from x1.pipelines.evaluate import by_level
+
+    plain = [number_task(f"p{i}") for i in range(3)]
+    assert by_level([{"task_id": t.id, "correct": True} for t in plain], plain) == []
+    leveled = [number_task(f"l{i}") for i in range(4)]
+    for i, task in enumerate(leveled):
+        task.meta = {"type": "SAT", "level": 1 + i // 2}
+    records = [{"task_id": t.id, "correct": i != 1} for i, t in enumerate(leveled)]
+    rows = [(g.type, g.level, g.n, g.correct) for g in by_level(records, leveled + plain)]
+    assert rows == [(None, 1, 2, 1), (None, 2, 2, 2)]  # one type: no per-type rows
