@@ -288,7 +288,7 @@ def eval_(
     chat_template: ChatTemplateOpt = None,
 ) -> None:
     """Evaluate a strategy on a data set: accuracy with a 95% bootstrap interval, compute, traces."""
-    from x1.pipelines.evaluate import EvalError, evaluate
+    from x1.pipelines.evaluate import EvalError, evaluate, level_table
     from x1.tasks.base import TaskError
     from x1.tasks.registry import load_tasks
 
@@ -343,6 +343,8 @@ def eval_(
     if result.oracle:
         console.print(f"[bold yellow]oracle run:[/] gold answers guided the search ({escape(result.oracle)}); "
                       "this accuracy is not what the strategy reaches without them")
+    if result.by_level:
+        console.print(level_table(result.by_level))
     if result.resumed:
         console.print(f"resumed: {result.resumed} problems were already finished and were not run again")
     console.print(f"traces and results: {out_dir}")

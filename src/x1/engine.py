@@ -25,7 +25,7 @@ from x1.graph import ReasoningGraph, Thought
 from x1.models.base import Backend, BackendError, Completion, DecodeStream, GenerationRequest, LockStepStream, open_stream
 from x1.operators.generate import attach_children
 from x1.strategies.base import Evaluate, Expand, Problem, Reply, Request, Strategy
-from x1.tasks.base import Task
+from x1.tasks.base import GROUP_KEYS, Task
 
 
 @dataclass
@@ -102,6 +102,7 @@ class Outcome:
                 "evaluator_calls": compute.evaluator_calls,
             },
             "graph": self.graph.to_dict(),
+            **{key: self.task.meta[key] for key in GROUP_KEYS if key in self.task.meta},
         }
 
 

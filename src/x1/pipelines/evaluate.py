@@ -12,8 +12,9 @@ import json
 import os
 import random
 import time
+from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from x1.config import RunConfig
@@ -28,6 +29,17 @@ from x1.trace import read_traces
 
 class EvalError(ValueError):
     pass
+
+
+@dataclass
+class GroupResult:
+    """Accuracy of one slice of the tasks: a level (all types), a type (all levels), or both."""
+
+    type: str | None  # None: every type together
+    level: int | None  # None: every level together
+    n: int
+    correct: int
+    accuracy: float
 
 
 @dataclass
@@ -47,6 +59,7 @@ class EvalResult:
     wall_s: float
     resumed: int  # problems taken from an earlier, interrupted run
     oracle: str | None = None  # why gold answers guided the search (verifier evaluator, training mode), if they did
+    by_level: list[GroupResult] = field(default_factory=list)  # empty unless the tasks carry a level
 
 
 def bootstrap_ci(values: list[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -105,6 +118,42 @@ def summarize(records: list[dict], task: str, strategy: str, model: str, wall_s:
     )
 
 
+def by_level(records: list[dict], tasks: list[Task]) -> list[GroupResult]:
+    """Accuracy per level, and per type and per (type, level) when the tasks mix types.
+
+    Levels and types come from the tasks' meta (the trace records carry a copy), so a trace
+    written before records carried them still breaks down.
+    """
+    meta = {t.id: t.meta for t in tasks}
+    tally: dict[tuple[str | None, int | None], list[int]] = defaultdict(lambda: [0, 0])
+    types = {meta[r["task_id"]].get("type") for r in records if r["task_id"] in meta}
+    for record in records:
+        info = meta.get(record["task_id"], {})
+        level, kind = info.get("level"), info.get("type")
+        if level is None:
+            continue
+        keys = [(None, level)] + ([(kind, None), (kind, level)] if len(types) > 1 else [])
+        for key in keys:
+            tally[key][0] += 1
+            tally[key][1] += bool(record["correct"])
+    order = sorted(tally, key=lambda key: (key[0] is not None, key[0] or "", key[1] is not None, key[1] or 0))
+    groups = []
+    for kind, level in order:
+        n, correct = tally[(kind, level)]
+        groups.append(GroupResult(kind, level, n, correct, correct / n))
+    return groups
+
+
+def level_table(groups: list[GroupResult]) -> object:
+    """The breakdown as a rich table: one row per level, then per type and its levels when mixed."""
+    from rich.table import Table
+
+    table = Table("type", "level", "n", "correct", "accuracy", title="accuracy by level")
+    for g in groups:
+        table.add_row(g.type or "all", "all" if g.level is None else str(g.level), str(g.n), str(g.correct), f"{g.accuracy:.1%}")
+    return table
+
+
 def open_run(tasks: list[Task], config: RunConfig, out_dir: Path, resume: bool) -> tuple[list[Task], int]:
     """Check the run directory; the tasks still to run, and how many of ``tasks`` an earlier run finished."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -129,6 +178,7 @@ def write_results(
     records = [by_id[t.id] for t in tasks if t.id in by_id]
     result = summarize(records, task_spec, config.search.strategy, model_name, wall_s, resumed)
     result.oracle = oracle_reason(config.search.params)
+    result.by_level = by_level(records, tasks)
     (out_dir / "results.json").write_text(json.dumps({**asdict(result), "config": config.model_dump()}, indent=2))
     record_wall(out_dir, wall_s)
     return result

@@ -14,11 +14,8 @@ _HASHES = re.compile(r"####\s*(.+)")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 
 
-def extract_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` with balanced braces."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
+def _boxed_at(text: str, start: int) -> str | None:
+    """Content of the ``\\boxed{...}`` that starts at ``start``, with balanced braces."""
     i = start + len("\\boxed{")
     depth = 1
     for j in range(i, len(text)):
@@ -29,6 +26,18 @@ def extract_boxed(text: str) -> str | None:
             if depth == 0:
                 return text[i:j].strip()
     return None
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` with balanced braces."""
+    start = text.rfind("\\boxed{")
+    return _boxed_at(text, start) if start >= 0 else None
+
+
+def all_boxed(text: str) -> list[str]:
+    """Contents of every closed ``\\boxed{...}``, in order (some answers box each part)."""
+    starts = [m.start() for m in re.finditer(r"\\boxed\{", text)]
+    return [box for box in (_boxed_at(text, s) for s in starts) if box is not None]
 
 
 def _clean(answer: str) -> str:
@@ -97,3 +106,34 @@ def numbers_equal(answer: str | None, gold: str | float | int, rel_tol: float = 
     if a == g:
         return True
     return abs(float(a) - float(g)) <= rel_tol * max(1.0, abs(float(g)))
+
+
+_TRUTH = re.compile(r"(\bnot\s+|n't\s+)?\b(true|false|yes|no|t|f)\b", re.IGNORECASE)
+_TRUTH_WORDS = {"true": True, "false": False, "yes": True, "no": False, "t": True, "f": False}
+
+
+def read_truth(answer: str, yes_no: bool = False) -> bool | None:
+    """The truth value an answer states ("False.", "**True**", "the statement is false", "not
+    true"), or None when it states none. The last such word counts; "yes"/"no" only with
+    ``yes_no``, and a lone T/F only as the whole answer."""
+    text = answer.replace("*", "").replace("`", "").strip()
+    if text.rstrip(".").lower() in ("t", "f"):
+        return text.rstrip(".").lower() == "t"
+    for negated, word in reversed(_TRUTH.findall(text)):
+        word = word.lower()
+        if word in ("t", "f") or (word in ("yes", "no") and not yes_no):
+            continue
+        return _TRUTH_WORDS[word] != bool(negated)
+    return None
+
+
+def extract_truth(text: str, yes_no: bool = False) -> str | None:
+    """"True"/"False" for a solution: from its box or marked answer, else its last truth word.
+
+    Canonical words, so traces show what was read; None when the text states no truth value.
+    """
+    marked = extract_boxed(text) or extract_marked_answer(text)
+    value = read_truth(marked, yes_no) if marked else None
+    if value is None:
+        value = read_truth(text, yes_no)
+    return None if value is None else str(value)

@@ -33,6 +33,8 @@ class Verification:
         return self.score >= 1.0 - 1e-9
 
 
+GROUP_KEYS = ("type", "level")  # task meta keys that trace records copy and results are broken down by
+
 Verifier = Callable[[str | None, Any], Verification]
 AnswerExtractor = Callable[[str], str | None]
 

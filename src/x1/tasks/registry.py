@@ -1,4 +1,4 @@
-"""Turning a task spec string ("rg:gsm_symbolic", "data.jsonl", "synthetic:sat", ...) into tasks.
+"""Turning a task spec string ("rg:gsm_symbolic", "data.jsonl", "x1paper:SAT.json.bz2", ...) into tasks.
 
 Every task gets a stable ``id`` derived from the spec, seed, configuration and its index, so an
 interrupted evaluation can resume by skipping the ids it has already done, and ``source`` set to
@@ -21,10 +21,11 @@ from typing import Any
 from x1.tasks.answers import extract_answer, numbers_equal, parse_number
 from x1.tasks.base import Task, TaskError, Verification
 from x1.tasks.math_verify import is_prose, math_equal, math_equal_any
+from x1.tasks.x1paper import load_x1paper
 
 DEFAULT_N = 100  # tasks drawn from a generated source (rg:, synthetic:) when n is not given
 DEFAULT_DIFFICULTY = 0.3
-PREFIXES = ("rg:NAME", "jsonl:PATH", "synthetic:{sat,knapsack,zebra,prontoqa}", "champ", "samples")
+PREFIXES = ("rg:NAME", "jsonl:PATH", "x1paper:PATH", "synthetic:{sat,knapsack,zebra,prontoqa}", "champ", "samples")
 
 SAMPLES: tuple[tuple[str, str], ...] = (
     ("A baker made 24 muffins and sold 9. How many muffins are left?", "15"),
@@ -52,6 +53,13 @@ def list_task_sources() -> list[tuple[str, str]]:
             "'#### n' understood; checked by math equivalence",
         ),
     ]
+    sources.append(
+        (
+            "x1paper:PATH",
+            "the x1 paper's benchmark files (or a bare .json/.json.bz2 path): SAT, knapsack, Einstein, "
+            "PrOntoQA by level; level=3, levels=1-4, type=sat; results by level",
+        )
+    )
     sources += [(f"synthetic:{name}", f"{desc} (difficulty=0..1)") for name, desc in DESCRIPTIONS.items()]
     sources += [
         ("champ", "CHAMP: 270 competition math problems with first-wrong-step labels (champ-dataset)"),
@@ -75,6 +83,8 @@ def load_tasks(spec: str, n: int | None = None, seed: int = 0, **config: Any) ->
         return _load_rg(spec, rest, n, seed, config)
     if prefix == "jsonl" and sep:
         return _load_jsonl(spec, rest, n, config)
+    if prefix == "x1paper" and sep:
+        return load_x1paper(spec, rest, n, config)
     if prefix == "synthetic" and sep:
         return _load_synthetic(spec, rest, n, seed, config)
     if spec == "champ":
@@ -83,7 +93,12 @@ def load_tasks(spec: str, n: int | None = None, seed: int = 0, **config: Any) ->
         return _load_samples(spec, n, seed, config)
     if spec.endswith(".jsonl"):
         return _load_jsonl(spec, spec, n, config)
-    raise TaskError(f"unknown task source {spec!r}; valid: {', '.join(PREFIXES)}, or a path ending in .jsonl (run `x1 tasks` to list them)")
+    if spec.endswith((".json", ".json.bz2")):  # the only JSON-document format x1 reads; its loader checks the content
+        return load_x1paper(spec, spec, n, config)
+    raise TaskError(
+        f"unknown task source {spec!r}; valid: {', '.join(PREFIXES)}, or a path ending in .jsonl, .json or .json.bz2 "
+        "(run `x1 tasks` to list them)"
+    )
 
 
 def _no_config(spec: str, config: dict[str, Any], allowed: tuple[str, ...] = ()) -> None:

@@ -3,27 +3,21 @@
 Size: ``4 + round(16 * difficulty)`` variables (4..20) and a clause/variable ratio rising from
 2.5 to 4.2 (near the hard 3-SAT threshold of about 4.26).
 
-Scoring rule: the answer is an assignment such as ``x1=T, x2=F, ...`` (T/F, true/false, 1/0 are
-all read). Score 1 when every clause has a true literal; otherwise partial credit
-``0.5 * satisfied_clauses / clauses``, so a wrong assignment never scores above 0.5. A variable
-the answer leaves out makes its literals false; a variable given both values scores 0.
+Scoring rule (:mod:`x1.tasks.cnf`): the answer is an assignment such as ``x1=T, x2=F, ...``
+(T/F, true/false, 1/0, ``x_1 = True``, value or literal lists are all read). Score 1 when every
+clause has a true literal; otherwise partial credit ``0.5 * satisfied_clauses / clauses``, so a
+wrong assignment never scores above 0.5. A variable the answer leaves out makes its literals
+false; a variable given both values scores 0.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from x1.tasks.answers import extract_boxed, extract_marked_answer
 from x1.tasks.base import Verification
-
-_ASSIGN = re.compile(r"\bx(\d+)\s*(?:=|:|is|->)\s*(true|false|t|f|1|0)\b", re.IGNORECASE)
-_TRUE = {"t", "true", "1"}
-_ANSWER_IS = re.compile(r"answer is\s*:?\s*(.+)", re.IGNORECASE)
-
-Clause = tuple[int, int, int]  # DIMACS-style literals: +i is x_i, -i is not x_i
+from x1.tasks.cnf import Clause, extract_assignment, score_assignment
 
 
 @dataclass(frozen=True)
@@ -78,51 +72,15 @@ def generate(difficulty: float, rng: random.Random) -> SatInstance:
         chosen = rng.sample(range(1, n_vars + 1), 3)
         lits = tuple(v if rng.random() < 0.5 else -v for v in chosen)
         if any(planted[abs(lit) - 1] == (lit > 0) for lit in lits):
-            clauses.append(lits)  # type: ignore[arg-type]
+            clauses.append(lits)
     return SatInstance(n_vars, tuple(clauses), planted)
 
 
-def parse_assignment(answer: str) -> tuple[dict[int, bool], list[int]]:
-    """Variable values named in ``answer`` and the variables given conflicting values."""
-    values: dict[int, bool] = {}
-    conflicts: list[int] = []
-    for var, val in _ASSIGN.findall(answer):
-        i, v = int(var), val.lower() in _TRUE
-        if i in values and values[i] != v:
-            conflicts.append(i)
-        values[i] = v
-    return values, conflicts
-
-
 def verify(instance: SatInstance, answer: str | None) -> Verification:
-    """Score an assignment by the rule in the module docstring."""
-    if answer is None:
-        return Verification(0.0, "no answer could be extracted")
-    values, conflicts = parse_assignment(answer)
-    if not values:
-        return Verification(0.0, "no assignment of the form 'x1=T' found")
-    if conflicts:
-        return Verification(0.0, f"x{conflicts[0]} is given both values")
-    satisfied = sum(any(values.get(abs(lit)) is not None and values[abs(lit)] == (lit > 0) for lit in c) for c in instance.clauses)
-    total = len(instance.clauses)
-    if satisfied == total:
-        return Verification(1.0, f"all {total} clauses satisfied")
-    return Verification(0.5 * satisfied / total, f"{satisfied}/{total} clauses satisfied")
+    """Score an assignment by the rule in the module docstring (shared with ``x1paper:`` SAT)."""
+    return score_assignment(instance.clauses, answer)
 
 
 def extract(text: str) -> str | None:
-    """The assignment after the last "answer is" (or in a box), else the last line assigning variables.
-
-    Reads the raw text rather than :func:`extract_marked_answer`, whose clean-up keeps only what
-    follows the last "=" and would shrink "x1=T, x2=F" to "F".
-    """
-    boxed = extract_boxed(text)
-    if boxed and _ASSIGN.search(boxed):
-        return boxed
-    for found in reversed(_ANSWER_IS.findall(text)):
-        if _ASSIGN.search(found):
-            return found.strip()
-    for line in reversed(text.splitlines()):
-        if _ASSIGN.search(line):
-            return line.strip()
-    return extract_marked_answer(text)
+    """The assignment the solution ends with (see :func:`x1.tasks.cnf.extract_assignment`)."""
+    return extract_assignment(text)
