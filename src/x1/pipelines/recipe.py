@@ -574,7 +574,10 @@ class Recipe:
             if not paths:
                 self.log(f"round{k}.policy: no rewarded paths in the buffer, so the policy is not updated")
                 return {"method": "ppo", "trained": False, "rollouts": 0}
-            result = train_ppo(self._trainer(p2.ppo, self.policy, target, seed_offset=k), train, buffer=paths)
+            ppo = p2.ppo
+            if "temperature" not in ppo.model_fields_set:  # the buffer's paths were sampled at the search's temperature
+                ppo = ppo.model_copy(update={"temperature": build_strategy("mcts", **p2.mcts).temperature})  # type: ignore[attr-defined]
+            result = train_ppo(self._trainer(ppo, self.policy, target, seed_offset=k), train, buffer=paths)
             info: dict[str, Any] = {"method": "ppo", "trained": True, "rollouts": len(paths), **_losses(result)}
             if result.metrics.get("reward"):
                 info["mean_reward"] = sum(result.metrics["reward"]) / len(result.metrics["reward"])
