@@ -30,6 +30,11 @@ class EvalItem:
     def path_text(self) -> str:
         return self.graph.path_text(self.thought_id)
 
+    @property
+    def steps(self) -> list[str]:
+        """The path's thought texts, one per step (what a process reward model scores)."""
+        return [t.text for t in self.graph.path(self.thought_id)]
+
 
 @runtime_checkable
 class Evaluator(Protocol):

@@ -113,7 +113,7 @@ class RemoteValueEvaluator:
         if not items:
             return []
         prompts, continuations = value_inputs(items)
-        steps = [[t.text for t in item.graph.path(item.thought_id)] for item in items]  # a PRM server scores each step
+        steps = [item.steps for item in items]  # a PRM server scores each step
         scores: list[float] = []
         for start in range(0, len(items), self.max_items):
             window = range(start, min(len(items), start + self.max_items))

@@ -114,9 +114,11 @@ class PRMEvaluator:
         if not items:
             return []
         self.model_calls += 1
-        steps = [[t.text for t in item.graph.path(item.thought_id)] for item in items]
-        scored = self.model.predict_steps([item.prefix for item in items], steps, self.batch_size)
-        return [aggregate_steps(s, self.aggregate) for s in scored]
+        return self.score_paths([item.prefix for item in items], [item.steps for item in items])
+
+    def score_paths(self, prompts: list[str], steps: list[list[str]]) -> list[float]:
+        """One aggregated score per (prompt, steps) path: what ``evaluate`` computes, and what ``x1 serve value`` answers."""
+        return [aggregate_steps(s, self.aggregate) for s in self.model.predict_steps(prompts, steps, self.batch_size)]
 
 
 @dataclass

@@ -77,23 +77,30 @@ def parse_evaluator(text: str, value_url: str | None = None) -> EvaluatorSpec:
     return EvaluatorSpec(text, kind, path, options)
 
 
-def check_model_folder(path: str, kind: str, what: str) -> str:
-    """The folder holds a trained x1 evaluator of ``kind`` (read from its head config, no torch needed)."""
+def head_kind(folder: str | Path) -> str | None:
+    """The kind (value, prm, orm) of the trained evaluator saved in ``folder``, read from its head config
+    without torch; None when the folder holds none. An unreadable config raises ConfigError."""
+    config = Path(folder).expanduser() / HEAD_CONFIG
+    if not config.is_file():
+        return None
+    try:
+        return str(json.loads(config.read_text()).get("kind"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{config} is unreadable ({err}); fix: train the model again") from err
+
+
+def check_model_folder(path: str, kind: str, what: str) -> None:
+    """The folder holds a trained x1 evaluator of ``kind``."""
     folder = Path(path).expanduser()
     if not path or not folder.is_dir():
         raise ConfigError(
             f"{what}: {path or '(no path)'} is not a folder; fix: train one with `x1 fit {kind} --out DIR` and pass {kind}:DIR"
         )
-    config = folder / HEAD_CONFIG
-    if not config.exists():
+    found = head_kind(folder)
+    if found is None:
         raise ConfigError(f"{what}: {folder} holds no {HEAD_CONFIG}, so it is not a trained x1 evaluator; fix: `x1 fit {kind} --out DIR`")
-    try:
-        found = json.loads(config.read_text()).get("kind")
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{what}: {config} is unreadable ({err}); fix: train the model again") from err
     if found != kind:
         raise ConfigError(f"{what}: {folder} holds a trained '{found}' model, not '{kind}'; fix: write {found}:{path}")
-    return str(found)
 
 
 def specs_in(params: Any) -> Iterator[str]:

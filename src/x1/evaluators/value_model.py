@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from x1.evaluators.base import EvalItem
+from x1.evaluators.spec import HEAD_CONFIG
 from x1.models.base import BackendError
 
 HEAD_FILE = "x1_head.safetensors"
-HEAD_CONFIG = "x1_head.json"
 
 
 def _locate(path_or_name: str | Path, gguf_file: str | None) -> tuple[str, str | None]:

@@ -319,17 +319,18 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     inst = sub.add_parser("install", help="choose the CPU features, build (or reuse) and install the wheel")
-    inst.add_argument("--features", default=os.environ.get("X1_LLAMA_FEATURES", "auto"),
-                      help="auto (probe every reported group), safe, baseline, or a comma list of " + ", ".join(GROUP_NAMES))
+    choose = sub.add_parser("choose", help="print the choice only")
+    for command in (inst, choose):
+        command.add_argument("--features", default=os.environ.get("X1_LLAMA_FEATURES", "auto"),
+                             help="auto (probe every reported group), safe, baseline, or a comma list of " + ", ".join(GROUP_NAMES))
     inst.add_argument("--rebuild", action="store_true", help="compile again even if a cached wheel exists")
-    sub.add_parser("choose", help="print the choice only")
     check = sub.add_parser("check", help="decode a few tokens of the bundled SmolLM2 in a child process")
     check.add_argument("--fallback", action="store_true", help="on a crash, rebuild with the next safer set and check again")
     args = parser.parse_args(argv)
 
     if args.command in ("install", "choose"):
         try:
-            choice = choose_features(getattr(args, "features", "auto"))
+            choice = choose_features(args.features)
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

@@ -27,18 +27,12 @@ def load_serving_backend(model: str, n_ctx: int = 32768, n_seq_max: int = 64, th
 def trained_evaluator_spec(model: str) -> str | None:
     """``value:DIR`` / ``prm:DIR`` / ``orm:DIR`` as given, or a folder holding a trained evaluator (read from its
     head config); None for a policy model."""
-    import json
-    from pathlib import Path
-
-    from x1.evaluators.spec import HEAD_CONFIG, MODEL_KINDS
+    from x1.evaluators.spec import MODEL_KINDS, head_kind
 
     if model.split(":", 1)[0] in MODEL_KINDS:
         return model
-    config = Path(model).expanduser() / HEAD_CONFIG
-    if config.is_file():
-        kind = json.loads(config.read_text()).get("kind")
-        return f"{kind}:{model}"
-    return None
+    kind = head_kind(model)
+    return f"{kind}:{model}" if kind else None
 
 
 def load_value_scorer(model: str, n_ctx: int = 32768, n_seq_max: int = 64, threads: int | None = None) -> Any:

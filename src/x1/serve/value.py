@@ -119,12 +119,9 @@ class TrainedScorer:
         model = self.evaluator.model
         if self.kind != "prm":
             return [float(s) for s in model.unit_scores([p + c for p, c in zip(prompts, continuations, strict=True)])]
-        from x1.evaluators.reward_model import aggregate_steps
-
         paths = [list(s) if s is not None else split_steps(c, model.step_separator)
                  for s, c in zip(steps or [None] * len(continuations), continuations, strict=True)]
-        scored = model.predict_steps(prompts, paths)
-        return [aggregate_steps(s, self.evaluator.aggregate) for s in scored]
+        return [float(s) for s in self.evaluator.score_paths(prompts, paths)]
 
     def close(self) -> None:
         pass
@@ -157,7 +154,7 @@ class ScorerEvaluator:
             return []
         prompts, continuations = value_inputs(items)
         self.model_calls += 1
-        steps = [[t.text for t in item.graph.path(item.thought_id)] for item in items]
+        steps = [item.steps for item in items]
         return [min(1.0, max(0.0, float(s))) for s in self.scorer.score_texts(prompts, continuations, steps)]
 
 
