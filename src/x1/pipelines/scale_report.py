@@ -1,0 +1,206 @@
+"""The scaling study's report: accuracy with intervals per cell, paired differences, a plot.
+
+Two arms are compared on the problems both finished, with a paired bootstrap of the per-problem
+difference: the arms share problems, so pairing removes the problems' own difficulty from the
+interval and separates arms that unpaired intervals (which overlap) cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from x1.pipelines.evaluate import bootstrap_ci
+from x1.pipelines.scale import ScaleConfig, cell_dir, grid, read_cell
+from x1.tasks.base import Task
+
+
+@dataclass
+class Cell:
+    arm: str
+    budget: int
+    strategy: str
+    model: str
+    n: int
+    correct: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    generated_tokens: float  # mean per problem
+    prompt_tokens: float  # mean per problem (prefilled)
+    wall_s: float
+
+
+@dataclass
+class Comparison:
+    arm: str
+    budget: int
+    against: str
+    against_budget: int
+    n: int  # problems both finished
+    difference: float  # accuracy of arm minus accuracy of `against`, on those problems
+    ci_low: float
+    ci_high: float
+
+
+def paired_bootstrap(a: list[float], b: list[float], confidence: float = 0.95, resamples: int = 4000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """Mean of a - b, with a percentile bootstrap interval that resamples problems (pairs), not arms."""
+    if len(a) != len(b):
+        raise ValueError("paired samples must have the same length")
+    if not a:
+        return 0.0, 0.0, 0.0
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    rng = random.Random(seed)
+    n = len(diffs)
+    means = sorted(sum(rng.choices(diffs, k=n)) / n for _ in range(resamples))
+    lo = means[int((1 - confidence) / 2 * resamples)]
+    hi = means[min(resamples - 1, int((1 + confidence) / 2 * resamples))]
+    return sum(diffs) / n, lo, hi
+
+
+def _cell(study: ScaleConfig, out_dir: Path, arm_name: str, budget: int, records: list[dict]) -> Cell:
+    correct = [1.0 if r["correct"] else 0.0 for r in records]
+    lo, hi = bootstrap_ci(correct)
+    n = len(records)
+    elapsed = cell_dir(out_dir, arm_name, budget) / "elapsed.json"
+    wall = float(json.loads(elapsed.read_text())["wall_s"]) if elapsed.exists() else 0.0
+    arm = next(a for a in study.arms if a.name == arm_name)
+    return Cell(
+        arm=arm_name, budget=budget, strategy=arm.strategy, model=arm.model or study.model.name, n=n, correct=int(sum(correct)),
+        accuracy=sum(correct) / n if n else 0.0, ci_low=lo, ci_high=hi,
+        generated_tokens=sum(r["compute"]["generated_tokens"] for r in records) / n if n else 0.0,
+        prompt_tokens=sum(r["compute"]["prompt_tokens"] for r in records) / n if n else 0.0, wall_s=wall,
+    )
+
+
+def _compare(arm: str, budget: int, mine: dict[str, dict], against: str, against_budget: int, theirs: dict[str, dict],
+             order: list[str]) -> Comparison | None:
+    shared = [tid for tid in order if tid in mine and tid in theirs]
+    if not shared:
+        return None
+    a = [1.0 if mine[t]["correct"] else 0.0 for t in shared]
+    b = [1.0 if theirs[t]["correct"] else 0.0 for t in shared]
+    diff, lo, hi = paired_bootstrap(a, b)
+    return Comparison(arm, budget, against, against_budget, len(shared), diff, lo, hi)
+
+
+def collect(study: ScaleConfig, out_dir: Path, tasks: list[Task]) -> tuple[list[Cell], list[Comparison]]:
+    """Cells with at least one finished problem, and every arm compared with the baseline (same N) and the reference."""
+    order = [t.id for t in tasks]
+    ids = set(order)
+    records = {(arm.name, b): {k: v for k, v in read_cell(out_dir, arm.name, b).items() if k in ids} for arm, b in grid(study)}
+    cells = [_cell(study, out_dir, arm, b, [recs[t] for t in order if t in recs]) for (arm, b), recs in records.items() if recs]
+    comparisons: list[Comparison] = []
+    for (arm, b), recs in records.items():
+        if not recs:
+            continue
+        targets = []
+        if arm != study.baseline:
+            targets.append((study.baseline, b))
+        if study.reference and arm != study.reference:
+            ref_arm = next(a for a in study.arms if a.name == study.reference)
+            targets.append((study.reference, study.arm_budgets(ref_arm)[0]))
+        for against, against_b in targets:
+            theirs = records.get((against, against_b), {})
+            found = _compare(arm, b, recs, against, against_b, theirs, order)
+            if found:
+                comparisons.append(found)
+    return cells, comparisons
+
+
+def evaluator_aucs(study: ScaleConfig, out_dir: Path, tasks: list[Task]) -> list[Any]:
+    """AUC of each listed evaluator on the chains of the AUC arm's largest finished budget (held-out problems)."""
+    if not study.auc:
+        return []
+    from x1.pipelines.scale_auc import cached_auc
+
+    arm_name = study.auc_arm or study.baseline
+    arm = next(a for a in study.arms if a.name == arm_name)
+    ids = {t.id for t in tasks}
+    for budget in sorted(study.arm_budgets(arm), reverse=True):
+        records = [r for tid, r in read_cell(out_dir, arm_name, budget).items() if tid in ids]
+        if records:
+            return [cached_auc(out_dir, spec, f"{arm_name}-N{budget}", records, tasks) for spec in study.auc]
+    return []
+
+
+def markdown(study: ScaleConfig, cells: list[Cell], comparisons: list[Comparison], plot_name: str | None,
+             aucs: list[Any] | None = None) -> str:
+    lines = [
+        f"# Test-time-compute scaling: {study.task}",
+        "",
+        f"{study.n} problems (seed {study.seed}), policy `{study.model.name}`, budgets N = {', '.join(map(str, study.budgets))}. "
+        "Accuracy with a 95% bootstrap interval; tokens are means per problem.",
+        "",
+        "| arm | strategy | model | N | n | accuracy [95% CI] | generated tok | prefilled tok | wall |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        lines.append(f"| {c.arm} | {c.strategy} | {c.model} | {c.budget} | {c.n} | {c.accuracy:.1%} [{c.ci_low:.1%}, {c.ci_high:.1%}] "
+                     f"| {c.generated_tokens:.0f} | {c.prompt_tokens:.0f} | {c.wall_s:.0f} s |")
+    if comparisons:
+        lines += ["", "## Paired differences (same problems)", "",
+                  "Accuracy of the arm minus the other, on the problems both finished; 95% paired bootstrap interval. "
+                  "An interval that excludes 0 is a difference the data can tell.", "",
+                  "| arm | N | against | N | n | difference [95% CI] |", "|---|---|---|---|---|---|"]
+        for d in comparisons:
+            lines.append(f"| {d.arm} | {d.budget} | {d.against} | {d.against_budget} | {d.n} | "
+                         f"{d.difference:+.1%} [{d.ci_low:+.1%}, {d.ci_high:+.1%}] |")
+    if aucs:
+        lines += ["", "## Evaluators on held-out problems", "",
+                  "Every finished chain of the cell, labelled by the task's verifier and scored by the evaluator; "
+                  "the 95% interval resamples problems.", "",
+                  "| evaluator | chains of | problems | chains | correct chains | AUC [95% CI] |", "|---|---|---|---|---|---|"]
+        for a in aucs:
+            value = "—" if a.auc is None else f"{a.auc:.3f}" + ("" if a.ci_low is None else f" [{a.ci_low:.3f}, {a.ci_high:.3f}]")
+            lines.append(f"| `{a.evaluator}` | {a.cell} | {a.problems} | {a.chains} | {a.positives} | {value} |")
+    if plot_name:
+        lines += ["", f"![accuracy against generated tokens]({plot_name})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(cells: list[Cell], path: Path) -> bool:
+    """Accuracy against mean generated tokens, one line per arm with its interval band; False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm in dict.fromkeys(c.arm for c in cells):
+        mine = sorted((c for c in cells if c.arm == arm), key=lambda c: c.generated_tokens)
+        xs = [c.generated_tokens for c in mine]
+        ys = [c.accuracy for c in mine]
+        line = ax.plot(xs, ys, marker="o", label=arm)[0]
+        ax.fill_between(xs, [c.ci_low for c in mine], [c.ci_high for c in mine], alpha=0.15, color=line.get_color())
+        if len(mine) == 1:
+            ax.errorbar(xs, ys, yerr=[[ys[0] - mine[0].ci_low], [mine[0].ci_high - ys[0]]], color=line.get_color(), capsize=3)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("generated tokens per problem (mean)")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_report(study: ScaleConfig, out_dir: Path, tasks: list[Task]) -> dict[str, Any]:
+    """results.json, scaling.md and scaling.png from whatever cells have finished problems (a partial study reports too)."""
+    cells, comparisons = collect(study, out_dir, tasks)
+    aucs = evaluator_aucs(study, out_dir, tasks)
+    plotted = plot(cells, out_dir / "scaling.png") if cells else False
+    (out_dir / "scaling.md").write_text(markdown(study, cells, comparisons, "scaling.png" if plotted else None, aucs))
+    result = {"study": study.model_dump(mode="json"), "cells": [asdict(c) for c in cells],
+              "comparisons": [asdict(d) for d in comparisons], "evaluator_auc": [asdict(a) for a in aucs]}
+    tmp = out_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(out_dir / "results.json")
+    return result

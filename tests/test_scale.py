@@ -1,0 +1,162 @@
+"""The scaling study: budget templates, checks before work, a resumable grid, paired intervals, the report."""
+
+import json
+
+import pytest
+import yaml
+from helpers import number_task
+from typer.testing import CliRunner
+
+from x1.cli import app
+from x1.config import ConfigError
+from x1.models.fake import FakeBackend
+from x1.pipelines.scale import ScaleConfig, grid, load_study_tasks, params_for_budget, run_study
+from x1.pipelines.scale_report import paired_bootstrap
+from x1.trace import TRACE_VERSION
+
+STUDY = {
+    "task": "samples",
+    "n": 6,
+    "model": {"name": "fake"},
+    "budgets": [1, 2],
+    "baseline": "majority",
+    "reference": "greedy",
+    "arms": [
+        {"name": "greedy", "strategy": "cot", "budgets": [1]},
+        {"name": "majority", "strategy": "best_of_n", "params": {"n": "{N}", "voting": "majority"}},
+        {"name": "weighted", "strategy": "best_of_n", "params": {"n": "{N}", "voting": "weighted", "evaluator": "confidence"}},
+        {"name": "beam", "strategy": "beam", "params": {"width": "{max(1, N // 2)}", "branch": 2, "max_depth": 4}},
+    ],
+}
+
+
+def test_budget_templates_fill_n_and_refuse_code():
+    filled = params_for_budget({"n": "{N}", "width": "{max(1, N // 4)}", "voting": "majority"}, 16)
+    assert filled == {"n": 16, "width": 4, "voting": "majority"}
+    assert params_for_budget({"width": "{max(1, N // 4)}"}, 1) == {"width": 1}
+    assert params_for_budget({"iterations": "{N * 2 + 1}"}, 4) == {"iterations": 9}
+    with pytest.raises(ConfigError, match="only N"):
+        params_for_budget({"n": "{__import__('os').getpid()}"}, 4)
+    with pytest.raises(ConfigError, match="expression in N"):
+        params_for_budget({"n": "{N +}"}, 4)
+
+
+def test_study_is_checked_before_any_model_loads():
+    bad = {**STUDY, "arms": STUDY["arms"] + [{"name": "broken", "strategy": "best_of_n", "params": {"n": "{N - 1}"}}]}
+    with pytest.raises(ConfigError, match=r"arm 'broken' at N=1: .*n=0 is out of range"):
+        ScaleConfig.model_validate(bad).check()
+    with pytest.raises(ConfigError, match="no arm is named 'nosuch'"):
+        ScaleConfig.model_validate({**STUDY, "baseline": "nosuch"}).check()
+    with pytest.raises(ConfigError, match="unique"):
+        ScaleConfig.model_validate({**STUDY, "arms": STUDY["arms"] + [STUDY["arms"][0]]}).check()
+
+
+def test_training_questions_are_left_out_of_the_evaluation(tmp_path):
+    study = ScaleConfig.model_validate({**STUDY, "n": 5})
+    tasks, dropped = load_study_tasks(study)
+    assert len(tasks) == 5 and dropped == 0
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"trace_version": TRACE_VERSION, "task_id": "x", "question": q}) + "\n"
+                             for q in (tasks[0].question, "  " + tasks[2].question + " ")))
+    study.exclude_traces = [train]
+    kept, dropped = load_study_tasks(study)
+    assert dropped == 2 and len(kept) == 5
+    assert not {tasks[0].question, tasks[2].question} & {t.question for t in kept}
+    study.exclude_traces = [tmp_path / "missing.jsonl"]
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_study_tasks(study)
+
+
+def test_grid_runs_cheap_budgets_of_every_arm_first():
+    study = ScaleConfig.model_validate(STUDY)
+    assert [(a.name, b) for a, b in grid(study)] == [
+        ("greedy", 1), ("majority", 1), ("weighted", 1), ("beam", 1), ("majority", 2), ("weighted", 2), ("beam", 2)]
+
+
+def test_paired_bootstrap():
+    assert paired_bootstrap([1.0, 0.0, 1.0], [1.0, 0.0, 1.0]) == (0.0, 0.0, 0.0)
+    assert paired_bootstrap([1.0] * 5, [0.0] * 5) == (1.0, 1.0, 1.0)
+    diff, lo, hi = paired_bootstrap([1.0] * 30 + [0.0] * 10, [1.0] * 20 + [0.0] * 20)
+    assert diff == pytest.approx(0.25) and 0.0 < lo < 0.25 < hi
+    with pytest.raises(ValueError):
+        paired_bootstrap([1.0], [])
+
+
+def tasks_with_answers(k: int = 6):
+    """The fake backend answers 0-3, so these golds make some arms right and some wrong."""
+    return [number_task(f"t{i}", gold=str(i % 4), question=f"q{i}") for i in range(k)]
+
+
+def without_wall(cells):
+    return [{k: v for k, v in c.items() if k != "wall_s"} for c in cells]
+
+
+def test_study_runs_resumes_and_reports(tmp_path):
+    study = ScaleConfig.model_validate(STUDY)
+    tasks = tasks_with_answers()
+    fake = FakeBackend.preset("arithmetic")
+    result = run_study(study, tmp_path, tasks, policies={"fake": fake})
+    assert len(result["cells"]) == 7 and all(c["n"] == 6 for c in result["cells"])
+    assert 0 < sum(c["correct"] for c in result["cells"]) < 7 * 6
+    cells = {(c["arm"], c["budget"]): c for c in result["cells"]}
+    assert cells[("majority", 2)]["generated_tokens"] > cells[("majority", 1)]["generated_tokens"]
+    kinds = {(d["arm"], d["budget"], d["against"]) for d in result["comparisons"]}
+    assert ("weighted", 2, "majority") in kinds and ("beam", 2, "greedy") in kinds and ("greedy", 1, "majority") in kinds
+    for d in result["comparisons"]:
+        assert d["n"] == 6 and d["ci_low"] <= d["difference"] <= d["ci_high"]
+    report = (tmp_path / "scaling.md").read_text()
+    assert "| majority | best_of_n | fake | 2 | 6 |" in report and "Paired differences" in report
+    assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "results.json").read_text())["cells"] == result["cells"]
+    # Resume: every cell finished, so nothing runs again and the report is the same.
+    again = FakeBackend.preset("arithmetic")
+    assert without_wall(run_study(study, tmp_path, tasks, policies={"fake": again})["cells"]) == without_wall(result["cells"])
+    assert again.stats.calls == 0
+
+
+def test_interrupted_cell_resumes_where_it_stopped(tmp_path):
+    study = ScaleConfig.model_validate({**STUDY, "arms": STUDY["arms"][:2], "budgets": [2]})
+    tasks = tasks_with_answers()
+    run_study(study, tmp_path, tasks[:3], policies={"fake": FakeBackend.preset("arithmetic")})
+    (tmp_path / "runs" / "majority-N2" / "results.json").unlink()  # as if killed before the cell's summary
+    result = run_study(study, tmp_path, tasks, policies={"fake": FakeBackend.preset("arithmetic")})
+    lines = (tmp_path / "runs" / "majority-N2" / "traces.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["task_id"] for x in lines) == sorted(t.id for t in tasks)  # none twice
+    assert {c["n"] for c in result["cells"]} == {6}
+
+
+def test_cli_scale_runs_a_pilot_and_reports_bad_input(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(STUDY))
+    runner = CliRunner()
+    res = runner.invoke(app, ["scale", str(path), "--out", str(tmp_path / "out"), "--n", "3", "--arms", "greedy,majority"])
+    assert res.exit_code == 0, res.output
+    assert "| greedy | cot | fake | 1 | 3 |" in res.output
+    assert (tmp_path / "out" / "runs" / "majority-N2").is_dir() and not (tmp_path / "out" / "runs" / "beam-N1").exists()
+    res = runner.invoke(app, ["scale", str(path), "--out", str(tmp_path / "out"), "--arms", "nosuch"])
+    assert res.exit_code == 2 and "unknown arm" in res.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**STUDY, "budgets": [0, 4]}))
+    res = runner.invoke(app, ["scale", str(bad)])
+    assert res.exit_code == 2 and "budgets" in res.output
+
+
+def test_evaluator_auc_on_held_out_chains(tmp_path):
+    """A verifier-as-evaluator separates right from wrong chains perfectly; the report carries its AUC."""
+    study = ScaleConfig.model_validate({**STUDY, "arms": STUDY["arms"][:2], "budgets": [4], "auc": ["verifier"]})
+    tasks = tasks_with_answers(8)
+    result = run_study(study, tmp_path, tasks, policies={"fake": FakeBackend.preset("arithmetic")})
+    (measured,) = result["evaluator_auc"]
+    assert measured["cell"] == "majority-N4" and measured["chains"] >= 8 * 3
+    assert 0 < measured["positives"] < measured["chains"]
+    assert measured["auc"] == 1.0 and measured["ci_low"] == 1.0
+    assert "| `verifier` | majority-N4 |" in (tmp_path / "scaling.md").read_text()
+    confidence = auc_of("confidence", tmp_path, tasks)
+    assert confidence.auc is not None and confidence.ci_low <= confidence.auc <= confidence.ci_high
+
+
+def auc_of(spec, out_dir, tasks):
+    from x1.pipelines.scale import read_cell
+    from x1.pipelines.scale_auc import evaluator_auc
+
+    return evaluator_auc(spec, "majority-N4", list(read_cell(out_dir, "majority", 4).values()), tasks)
