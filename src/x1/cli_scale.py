@@ -20,7 +20,7 @@ def _fail(message: str) -> None:
 
 
 def scale_command(
-    config: Annotated[Path, typer.Argument(help="study YAML: task, n, budgets, arms (see examples/scale-leg-counting.yaml)")],
+    config: Annotated[Path, typer.Argument(help="study YAML: task, n, budgets, arms (see examples/scale-arithmetic.yaml)")],
     out: Annotated[Path | None, typer.Option("--out", help="study directory (default runs/scale-CONFIGNAME); re-run to resume")] = None,
     n: Annotated[int | None, typer.Option("--n", min=1, help="override the study's number of problems (a smaller pilot)")] = None,
     budgets: Annotated[str | None, typer.Option("--budgets", help="override the budgets, e.g. 1,4 (other cells stay on disk)")] = None,
@@ -84,5 +84,5 @@ def scale_command(
     except (BackendError, ConfigError, EvalError, TaskError, ValueError) as err:
         _fail(str(err))
         return
-    console.print((out_dir / "scaling.md").read_text(), markup=False, highlight=False)
+    console.print((out_dir / "scaling.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     console.print(f"study: {out_dir} (results.json, scaling.md, scaling.png, runs/)")

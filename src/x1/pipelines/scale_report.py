@@ -105,6 +105,8 @@ def collect(study: ScaleConfig, out_dir: Path, tasks: list[Task]) -> tuple[list[
             ref_arm = next(a for a in study.arms if a.name == study.reference)
             targets.append((study.reference, study.arm_budgets(ref_arm)[0]))
         for against, against_b in targets:
+            if any((d.arm, d.budget, d.against, d.against_budget) == (against, against_b, arm, b) for d in comparisons):
+                continue  # the same pair the other way round
             theirs = records.get((against, against_b), {})
             found = _compare(arm, b, recs, against, against_b, theirs, order)
             if found:
@@ -170,6 +172,7 @@ def plot(cells: list[Cell], path: Path) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -178,10 +181,14 @@ def plot(cells: list[Cell], path: Path) -> bool:
         xs = [c.generated_tokens for c in mine]
         ys = [c.accuracy for c in mine]
         line = ax.plot(xs, ys, marker="o", label=arm)[0]
+        for c in mine:
+            ax.annotate(f"N={c.budget}", (c.generated_tokens, c.accuracy), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                        color=line.get_color())
         ax.fill_between(xs, [c.ci_low for c in mine], [c.ci_high for c in mine], alpha=0.15, color=line.get_color())
         if len(mine) == 1:
             ax.errorbar(xs, ys, yerr=[[ys[0] - mine[0].ci_low], [mine[0].ci_high - ys[0]]], color=line.get_color(), capsize=3)
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("generated tokens per problem (mean)")
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)
