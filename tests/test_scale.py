@@ -160,3 +160,23 @@ def auc_of(spec, out_dir, tasks):
     from x1.pipelines.scale_auc import evaluator_auc
 
     return evaluator_auc(spec, "majority-N4", list(read_cell(out_dir, "majority", 4).values()), tasks)
+
+
+def test_revote_reuses_the_sampled_chains(tmp_path):
+    """A re-voted arm samples nothing: same chains and tokens as its source; a verifier-weighted vote is never worse."""
+    arms = [STUDY["arms"][1], {"name": "oracle-vote", "strategy": "best_of_n", "revote": "majority",
+                               "params": {"n": "{N}", "voting": "weighted", "evaluator": "verifier"}}]
+    study = ScaleConfig.model_validate({**STUDY, "arms": arms, "budgets": [4], "reference": None})
+    tasks = tasks_with_answers(8)
+    run_study(study, tmp_path, tasks[:5], policies={"fake": FakeBackend.preset("arithmetic")})
+    fake = FakeBackend.preset("arithmetic")
+    result = run_study(study, tmp_path, tasks, policies={"fake": fake})  # majority resumes; the re-vote catches up
+    cells = {c["arm"]: c for c in result["cells"]}
+    assert cells["oracle-vote"]["n"] == cells["majority"]["n"] == 8
+    assert cells["oracle-vote"]["generated_tokens"] == cells["majority"]["generated_tokens"]
+    assert cells["oracle-vote"]["correct"] >= cells["majority"]["correct"]
+    lines = (tmp_path / "runs" / "oracle-vote-N4" / "traces.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["task_id"] for x in lines) == sorted(t.id for t in tasks)
+    bad = {**STUDY, "arms": [arms[1], arms[0]], "budgets": [4], "reference": None}
+    with pytest.raises(ConfigError, match="revote needs a best_of_n arm listed before it"):
+        ScaleConfig.model_validate(bad).check()

@@ -34,6 +34,8 @@ class ArmConfig(BaseModel):
     budgets: list[int] | None = None  # None: the study's budgets; [1] for an arm that does not scale (greedy CoT)
     model: str | None = None  # another policy for this arm only (the reference model)
     temperature: float | None = Field(None, ge=0)
+    # re-vote the chains of this best-of-N arm (same budget) with this arm's voting and evaluator, sampling nothing
+    revote: str | None = None
 
 
 class ScaleConfig(BaseModel):
@@ -81,7 +83,14 @@ class ScaleConfig(BaseModel):
         for ref in (self.baseline, self.reference, self.auc_arm):
             if ref is not None and ref not in names:
                 raise ConfigError(f"no arm is named {ref!r} (arms: {', '.join(names)}); fix: name one of them or change baseline/reference")
-        for arm in self.arms:
+        for i, arm in enumerate(self.arms):
+            if arm.revote is not None:
+                source = next((a for a in self.arms[:i] if a.name == arm.revote), None)
+                if source is None or source.strategy != "best_of_n" or arm.strategy != "best_of_n":
+                    raise ConfigError(f"arm {arm.name!r}: revote needs a best_of_n arm listed before it, and must be best_of_n "
+                                      f"itself; fix: revote: the name of an earlier best_of_n arm")
+                if set(self.arm_budgets(arm)) - set(self.arm_budgets(source)):
+                    raise ConfigError(f"arm {arm.name!r}: revote of {source.name!r} needs its budgets to be among the source's")
             for budget in self.arm_budgets(arm):
                 cell_config(self, arm, budget)
 
@@ -184,6 +193,16 @@ def run_study(
             if on_cell:
                 on_cell(arm.name, budget, k, len(tasks))
 
+        if arm.revote is not None:
+            from x1.pipelines.scale_revote import revote_cell
+
+            done = len(read_cell(out_dir, arm.name, budget).keys() & {t.id for t in tasks})
+            if on_cell:
+                on_cell(arm.name, budget, done, len(tasks))
+            params = config.search.params
+            revote_cell(cell_dir(out_dir, arm.revote, budget), run_dir, tasks, params.get("voting", "majority"),
+                        params.get("evaluator"), on_done=on_done)
+            continue
         policy = policies.get(config.model.name)
         needs_model = not (run_dir / "results.json").exists()
         if policy is None and needs_model:

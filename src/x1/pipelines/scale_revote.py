@@ -1,0 +1,66 @@
+"""Re-voting: another vote over the chains a best-of-N cell already sampled.
+
+Majority, evaluator-weighted and reward-ranked best-of-N differ only in the vote, so a study
+samples the N chains once and re-votes them: the arms are then compared on the very same
+chains (a sharper pairing than equal seeds), and trying another evaluator or step aggregation
+(min, last, product) costs evaluator calls, not generation. The re-voted record keeps the
+source's generation compute and adds the evaluator's calls.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from x1.evaluators.base import EvalItem
+from x1.graph import ReasoningGraph
+from x1.strategies.best_of_n import vote
+from x1.tasks.base import Task
+from x1.trace import read_traces, write_record
+
+
+def revote_cell(source: Path, target: Path, tasks: list[Task], voting: str, evaluator: str | None,
+                on_done: object = None) -> int:
+    """Append a re-voted record to ``target/traces.jsonl`` for every source record not yet there; how many were added."""
+    from x1.evaluators.spec import build_evaluator, parse_evaluator
+    from x1.pipelines.evaluate import drop_torn_last_line, record_wall
+
+    target.mkdir(parents=True, exist_ok=True)
+    out_path = target / "traces.jsonl"
+    done: set[str] = set()
+    if out_path.exists():
+        drop_torn_last_line(out_path)
+        done = {r["task_id"] for r in read_traces(out_path)}
+    by_id = {t.id: t for t in tasks}
+    todo = [r for r in read_traces(source / "traces.jsonl") if r["task_id"] in by_id and r["task_id"] not in done]
+    if not todo:
+        return 0
+    scorer = build_evaluator(parse_evaluator(evaluator), policy=None) if evaluator else None
+    elapsed = target / "elapsed.json"
+    before = float(json.loads(elapsed.read_text())["wall_s"]) if elapsed.exists() else 0.0
+    start = time.perf_counter()
+    with out_path.open("a") as fh:
+        for record in todo:
+            task = by_id[record["task_id"]]
+            graph = ReasoningGraph.from_dict(record["graph"])
+            tips = graph.terminals()
+            calls = 0
+            if scorer is not None and evaluator is not None and tips:
+                prefix = str(graph.meta.get("prefix", ""))
+                scores = scorer.evaluate([EvalItem(task, graph, t.id, prefix) for t in tips])
+                calls = 1
+                for thought, score in zip(tips, scores, strict=True):
+                    thought.scores[evaluator] = float(score)
+            chosen = vote(tips, voting, evaluator)
+            answer = None if chosen is None else chosen.answer
+            verdict = task.verify(answer)
+            compute = dict(record["compute"], evaluator_calls=record["compute"].get("evaluator_calls", 0) + calls)
+            fields = {k: v for k, v in record.items() if k != "trace_version"}
+            write_record(fh, {**fields, "answer": answer, "answer_thought": None if chosen is None else chosen.id,
+                              "score": verdict.score, "correct": verdict.score >= 1.0 - 1e-9, "reason": verdict.reason,
+                              "compute": compute, "graph": graph.to_dict(), "revote": {"voting": voting, "evaluator": evaluator}})
+            record_wall(target, before + time.perf_counter() - start)
+            if callable(on_done):
+                on_done(verdict.score >= 1.0 - 1e-9)
+    return len(todo)
