@@ -180,3 +180,13 @@ def test_revote_reuses_the_sampled_chains(tmp_path):
     bad = {**STUDY, "arms": [arms[1], arms[0]], "budgets": [4], "reference": None}
     with pytest.raises(ConfigError, match="revote needs a best_of_n arm listed before it"):
         ScaleConfig.model_validate(bad).check()
+
+
+def test_report_answers_the_two_questions(tmp_path):
+    arms = [STUDY["arms"][0], STUDY["arms"][1], {"name": "oracle-vote", "strategy": "best_of_n", "revote": "majority",
+                                                 "params": {"n": "{N}", "voting": "weighted", "evaluator": "verifier"}}]
+    study = ScaleConfig.model_validate({**STUDY, "arms": arms, "budgets": [1, 4]})
+    run_study(study, tmp_path, tasks_with_answers(8), policies={"fake": FakeBackend.preset("arithmetic")})
+    report = (tmp_path / "scaling.md").read_text()
+    assert "(a) N=4: the best evaluator-guided arm, oracle-vote, against majority: +" in report
+    assert "(b) The policy's best cell, " in report and "against greedy" in report

@@ -130,6 +130,42 @@ def evaluator_aucs(study: ScaleConfig, out_dir: Path, tasks: list[Task]) -> list
     return []
 
 
+def _uses_evaluator(study: ScaleConfig, arm_name: str) -> bool:
+    arm = next(a for a in study.arms if a.name == arm_name)
+    return bool(arm.params.get("evaluator")) and arm.params.get("evaluator") != "confidence"
+
+
+def answers(study: ScaleConfig, cells: list[Cell], comparisons: list[Comparison]) -> list[str]:
+    """The two questions the study asks, answered from the finished cells (or why they cannot be yet)."""
+
+    def find(arm: str, budget: int, against: str) -> Comparison | None:
+        return next((d for d in comparisons if (d.arm, d.budget, d.against) == (arm, budget, against)), None)
+
+    def said(d: Comparison | None) -> str:
+        if d is None:
+            return "no shared problems yet"
+        verdict = "better" if d.ci_low > 0 else "worse" if d.ci_high < 0 else "no difference the data can tell"
+        return f"{d.difference:+.1%} [{d.ci_low:+.1%}, {d.ci_high:+.1%}] on {d.n} problems: {verdict}"
+
+    out = ["", "## The questions", ""]
+    guided = [c for c in cells if _uses_evaluator(study, c.arm)]
+    if not guided:
+        out.append("(a) Search with a trained evaluator against majority voting: no evaluator-guided cell has finished yet.")
+    for budget in sorted({c.budget for c in guided}):
+        best = max((c for c in guided if c.budget == budget), key=lambda c: (c.accuracy, -c.generated_tokens))
+        base = next((c for c in cells if c.arm == study.baseline and c.budget == budget), None)
+        tokens = f", {best.generated_tokens:.0f} vs {base.generated_tokens:.0f} generated tokens" if base else ""
+        out.append(f"(a) N={budget}: the best evaluator-guided arm, {best.arm}, against {study.baseline}: "
+                   f"{said(find(best.arm, budget, study.baseline))}{tokens}.")
+    if study.reference:
+        own = [c for c in cells if c.arm != study.reference and c.model == study.model.name]
+        if own:
+            best = max(own, key=lambda c: (c.accuracy, -c.generated_tokens))
+            out.append(f"(b) The policy's best cell, {best.arm} at N={best.budget}, against {study.reference}: "
+                       f"{said(find(best.arm, best.budget, study.reference))}.")
+    return out
+
+
 def markdown(study: ScaleConfig, cells: list[Cell], comparisons: list[Comparison], plot_name: str | None,
              aucs: list[Any] | None = None) -> str:
     lines = [
@@ -144,6 +180,7 @@ def markdown(study: ScaleConfig, cells: list[Cell], comparisons: list[Comparison
     for c in cells:
         lines.append(f"| {c.arm} | {c.strategy} | {c.model} | {c.budget} | {c.n} | {c.accuracy:.1%} [{c.ci_low:.1%}, {c.ci_high:.1%}] "
                      f"| {c.generated_tokens:.0f} | {c.prompt_tokens:.0f} | {c.wall_s:.0f} s |")
+    lines += answers(study, cells, comparisons)
     if comparisons:
         lines += ["", "## Paired differences (same problems)", "",
                   "Accuracy of the arm minus the other, on the problems both finished; 95% paired bootstrap interval. "
