@@ -88,7 +88,7 @@ def tasks_with_answers(k: int = 6):
 
 
 def without_wall(cells):
-    return [{k: v for k, v in c.items() if k != "wall_s"} for c in cells]
+    return [{**c, "summary": {k: v for k, v in c["summary"].items() if k != "wall_s"}} for c in cells]
 
 
 def test_study_runs_resumes_and_reports(tmp_path):
@@ -96,8 +96,8 @@ def test_study_runs_resumes_and_reports(tmp_path):
     tasks = tasks_with_answers()
     fake = FakeBackend.preset("arithmetic")
     result = run_study(study, tmp_path, tasks, policies={"fake": fake})
-    assert len(result["cells"]) == 7 and all(c["n"] == 6 for c in result["cells"])
-    assert 0 < sum(c["correct"] for c in result["cells"]) < 7 * 6
+    assert len(result["cells"]) == 7 and all(c["summary"]["n"] == 6 for c in result["cells"])
+    assert 0 < sum(c["summary"]["correct"] for c in result["cells"]) < 7 * 6
     cells = {(c["arm"], c["budget"]): c for c in result["cells"]}
     assert cells[("majority", 2)]["generated_tokens"] > cells[("majority", 1)]["generated_tokens"]
     kinds = {(d["arm"], d["budget"], d["against"]) for d in result["comparisons"]}
@@ -122,7 +122,7 @@ def test_interrupted_cell_resumes_where_it_stopped(tmp_path):
     result = run_study(study, tmp_path, tasks, policies={"fake": FakeBackend.preset("arithmetic")})
     lines = (tmp_path / "runs" / "majority-N2" / "traces.jsonl").read_text().splitlines()
     assert sorted(json.loads(x)["task_id"] for x in lines) == sorted(t.id for t in tasks)  # none twice
-    assert {c["n"] for c in result["cells"]} == {6}
+    assert {c["summary"]["n"] for c in result["cells"]} == {6}
 
 
 def test_cli_scale_runs_a_pilot_and_reports_bad_input(tmp_path):
@@ -172,9 +172,9 @@ def test_revote_reuses_the_sampled_chains(tmp_path):
     fake = FakeBackend.preset("arithmetic")
     result = run_study(study, tmp_path, tasks, policies={"fake": fake})  # majority resumes; the re-vote catches up
     cells = {c["arm"]: c for c in result["cells"]}
-    assert cells["oracle-vote"]["n"] == cells["majority"]["n"] == 8
+    assert cells["oracle-vote"]["summary"]["n"] == cells["majority"]["summary"]["n"] == 8
     assert cells["oracle-vote"]["generated_tokens"] == cells["majority"]["generated_tokens"]
-    assert cells["oracle-vote"]["correct"] >= cells["majority"]["correct"]
+    assert cells["oracle-vote"]["summary"]["correct"] >= cells["majority"]["summary"]["correct"]
     lines = (tmp_path / "runs" / "oracle-vote-N4" / "traces.jsonl").read_text().splitlines()
     assert sorted(json.loads(x)["task_id"] for x in lines) == sorted(t.id for t in tasks)
     bad = {**STUDY, "arms": [arms[1], arms[0]], "budgets": [4], "reference": None}

@@ -8,30 +8,24 @@ interval and separates arms that unpaired intervals (which overlap) cannot.
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from x1.pipelines.evaluate import bootstrap_ci
+from x1.pipelines.evaluate import EvalResult, bootstrap_ci, summarize
 from x1.pipelines.scale import ScaleConfig, cell_dir, grid, read_cell
 from x1.tasks.base import Task
 
 
 @dataclass
 class Cell:
+    """One arm at one budget: the eval summary of its finished problems, plus per-problem token means."""
+
     arm: str
     budget: int
-    strategy: str
-    model: str
-    n: int
-    correct: int
-    accuracy: float
-    ci_low: float
-    ci_high: float
+    summary: EvalResult
     generated_tokens: float  # mean per problem
     prompt_tokens: float  # mean per problem (prefilled)
-    wall_s: float
 
 
 @dataclass
@@ -54,27 +48,17 @@ def paired_bootstrap(a: list[float], b: list[float], confidence: float = 0.95, r
     if not a:
         return 0.0, 0.0, 0.0
     diffs = [x - y for x, y in zip(a, b, strict=True)]
-    rng = random.Random(seed)
-    n = len(diffs)
-    means = sorted(sum(rng.choices(diffs, k=n)) / n for _ in range(resamples))
-    lo = means[int((1 - confidence) / 2 * resamples)]
-    hi = means[min(resamples - 1, int((1 + confidence) / 2 * resamples))]
-    return sum(diffs) / n, lo, hi
+    lo, hi = bootstrap_ci(diffs, confidence, resamples, seed)  # the bootstrap of a mean, over per-problem differences
+    return sum(diffs) / len(diffs), lo, hi
 
 
 def _cell(study: ScaleConfig, out_dir: Path, arm_name: str, budget: int, records: list[dict]) -> Cell:
-    correct = [1.0 if r["correct"] else 0.0 for r in records]
-    lo, hi = bootstrap_ci(correct)
-    n = len(records)
     elapsed = cell_dir(out_dir, arm_name, budget) / "elapsed.json"
     wall = float(json.loads(elapsed.read_text())["wall_s"]) if elapsed.exists() else 0.0
     arm = next(a for a in study.arms if a.name == arm_name)
-    return Cell(
-        arm=arm_name, budget=budget, strategy=arm.strategy, model=arm.model or study.model.name, n=n, correct=int(sum(correct)),
-        accuracy=sum(correct) / n if n else 0.0, ci_low=lo, ci_high=hi,
-        generated_tokens=sum(r["compute"]["generated_tokens"] for r in records) / n if n else 0.0,
-        prompt_tokens=sum(r["compute"]["prompt_tokens"] for r in records) / n if n else 0.0, wall_s=wall,
-    )
+    summary = summarize(records, study.task, arm.strategy, arm.model or study.model.name, wall, resumed=0)
+    n = max(1, summary.n)
+    return Cell(arm_name, budget, summary, summary.generated_tokens / n, summary.prompt_tokens / n)
 
 
 def _compare(arm: str, budget: int, mine: dict[str, dict], against: str, against_budget: int, theirs: dict[str, dict],
@@ -152,51 +136,52 @@ def answers(study: ScaleConfig, cells: list[Cell], comparisons: list[Comparison]
     if not guided:
         out.append("(a) Search with a trained evaluator against majority voting: no evaluator-guided cell has finished yet.")
     for budget in sorted({c.budget for c in guided}):
-        best = max((c for c in guided if c.budget == budget), key=lambda c: (c.accuracy, -c.generated_tokens))
+        best = max((c for c in guided if c.budget == budget), key=lambda c: (c.summary.accuracy, -c.generated_tokens))
         base = next((c for c in cells if c.arm == study.baseline and c.budget == budget), None)
         tokens = f", {best.generated_tokens:.0f} vs {base.generated_tokens:.0f} generated tokens" if base else ""
         out.append(f"(a) N={budget}: the best evaluator-guided arm, {best.arm}, against {study.baseline}: "
                    f"{said(find(best.arm, budget, study.baseline))}{tokens}.")
     if study.reference:
-        own = [c for c in cells if c.arm != study.reference and c.model == study.model.name]
+        own = [c for c in cells if c.arm != study.reference and c.summary.model == study.model.name]
         if own:
-            best = max(own, key=lambda c: (c.accuracy, -c.generated_tokens))
+            best = max(own, key=lambda c: (c.summary.accuracy, -c.generated_tokens))
             out.append(f"(b) The policy's best cell, {best.arm} at N={best.budget}, against {study.reference}: "
                        f"{said(find(best.arm, best.budget, study.reference))}.")
     return out
 
 
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+
+
 def markdown(study: ScaleConfig, cells: list[Cell], comparisons: list[Comparison], plot_name: str | None,
              aucs: list[Any] | None = None) -> str:
-    lines = [
-        f"# Test-time-compute scaling: {study.task}",
-        "",
-        f"{study.n} problems (seed {study.seed}), policy `{study.model.name}`, budgets N = {', '.join(map(str, study.budgets))}. "
-        "Accuracy with a 95% bootstrap interval; tokens are means per problem.",
-        "",
-        "| arm | strategy | model | N | n | accuracy [95% CI] | generated tok | prefilled tok | wall |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for c in cells:
-        lines.append(f"| {c.arm} | {c.strategy} | {c.model} | {c.budget} | {c.n} | {c.accuracy:.1%} [{c.ci_low:.1%}, {c.ci_high:.1%}] "
-                     f"| {c.generated_tokens:.0f} | {c.prompt_tokens:.0f} | {c.wall_s:.0f} s |")
+    def pct(value: float, lo: float, hi: float, sign: str = "") -> str:
+        return f"{value:{sign}.1%} [{lo:{sign}.1%}, {hi:{sign}.1%}]"
+
+    lines = [f"# Test-time-compute scaling: {study.task}", "",
+             f"{study.n} problems (seed {study.seed}), policy `{study.model.name}`, budgets N = {', '.join(map(str, study.budgets))}. "
+             "Accuracy with a 95% bootstrap interval; tokens are means per problem.", ""]
+    lines += _table(["arm", "strategy", "model", "N", "n", "accuracy [95% CI]", "generated tok", "prefilled tok", "wall"],
+                    [[c.arm, c.summary.strategy, c.summary.model, c.budget, c.summary.n,
+                      pct(c.summary.accuracy, c.summary.ci_low, c.summary.ci_high), f"{c.generated_tokens:.0f}",
+                      f"{c.prompt_tokens:.0f}", f"{c.summary.wall_s:.0f} s"] for c in cells])
     lines += answers(study, cells, comparisons)
     if comparisons:
         lines += ["", "## Paired differences (same problems)", "",
                   "Accuracy of the arm minus the other, on the problems both finished; 95% paired bootstrap interval. "
-                  "An interval that excludes 0 is a difference the data can tell.", "",
-                  "| arm | N | against | N | n | difference [95% CI] |", "|---|---|---|---|---|---|"]
-        for d in comparisons:
-            lines.append(f"| {d.arm} | {d.budget} | {d.against} | {d.against_budget} | {d.n} | "
-                         f"{d.difference:+.1%} [{d.ci_low:+.1%}, {d.ci_high:+.1%}] |")
+                  "An interval that excludes 0 is a difference the data can tell.", ""]
+        lines += _table(["arm", "N", "against", "N", "n", "difference [95% CI]"],
+                        [[d.arm, d.budget, d.against, d.against_budget, d.n, pct(d.difference, d.ci_low, d.ci_high, "+")]
+                         for d in comparisons])
     if aucs:
         lines += ["", "## Evaluators on held-out problems", "",
                   "Every finished chain of the cell, labelled by the task's verifier and scored by the evaluator; "
-                  "the 95% interval resamples problems.", "",
-                  "| evaluator | chains of | problems | chains | correct chains | AUC [95% CI] |", "|---|---|---|---|---|---|"]
-        for a in aucs:
-            value = "—" if a.auc is None else f"{a.auc:.3f}" + ("" if a.ci_low is None else f" [{a.ci_low:.3f}, {a.ci_high:.3f}]")
-            lines.append(f"| `{a.evaluator}` | {a.cell} | {a.problems} | {a.chains} | {a.positives} | {value} |")
+                  "the 95% interval resamples problems.", ""]
+        lines += _table(["evaluator", "chains of", "problems", "chains", "correct chains", "AUC [95% CI]"],
+                        [[f"`{a.evaluator}`", a.cell, a.problems, a.chains, a.positives,
+                          "—" if a.auc is None else f"{a.auc:.3f}" + ("" if a.ci_low is None else f" [{a.ci_low:.3f}, {a.ci_high:.3f}]")]
+                         for a in aucs])
     if plot_name:
         lines += ["", f"![accuracy against generated tokens]({plot_name})"]
     return "\n".join(lines) + "\n"
@@ -216,14 +201,15 @@ def plot(cells: list[Cell], path: Path) -> bool:
     for arm in dict.fromkeys(c.arm for c in cells):
         mine = sorted((c for c in cells if c.arm == arm), key=lambda c: c.generated_tokens)
         xs = [c.generated_tokens for c in mine]
-        ys = [c.accuracy for c in mine]
+        ys = [c.summary.accuracy for c in mine]
         line = ax.plot(xs, ys, marker="o", label=arm)[0]
         for c in mine:
-            ax.annotate(f"N={c.budget}", (c.generated_tokens, c.accuracy), textcoords="offset points", xytext=(4, 4), fontsize=7,
+            ax.annotate(f"N={c.budget}", (c.generated_tokens, c.summary.accuracy), textcoords="offset points", xytext=(4, 4), fontsize=7,
                         color=line.get_color())
-        ax.fill_between(xs, [c.ci_low for c in mine], [c.ci_high for c in mine], alpha=0.15, color=line.get_color())
+        ax.fill_between(xs, [c.summary.ci_low for c in mine], [c.summary.ci_high for c in mine], alpha=0.15, color=line.get_color())
         if len(mine) == 1:
-            ax.errorbar(xs, ys, yerr=[[ys[0] - mine[0].ci_low], [mine[0].ci_high - ys[0]]], color=line.get_color(), capsize=3)
+            only = mine[0].summary
+            ax.errorbar(xs, ys, yerr=[[ys[0] - only.ci_low], [only.ci_high - ys[0]]], color=line.get_color(), capsize=3)
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("generated tokens per problem (mean)")
