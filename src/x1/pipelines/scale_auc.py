@@ -16,7 +16,7 @@ from pathlib import Path
 
 from x1.evaluators.base import EvalItem
 from x1.graph import ReasoningGraph
-from x1.pipelines.recipe import auc
+from x1.pipelines.recipe.metrics import auc
 from x1.tasks.base import Task
 
 
