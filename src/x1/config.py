@@ -8,6 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from x1.markers import EOIS
+
 
 class ConfigError(ValueError):
     pass
@@ -59,8 +61,6 @@ class StepConfig(BaseModel):
             return replace(fmt, delimiter="", max_step_tokens=self.max_step_tokens or 1, max_steps=self.max_steps or 4096)
         if self.delimiter == "solution":
             return replace(fmt, delimiter="", max_step_tokens=self.max_step_tokens or 1024, max_steps=self.max_steps or 1)
-        from x1.data import EOIS
-
         text = {"newline": "\n", "blank": "\n\n", "eois": EOIS}[self.delimiter]
         return replace(fmt, delimiter=text, max_step_tokens=self.max_step_tokens or fmt.max_step_tokens,
                        max_steps=self.max_steps or fmt.max_steps)

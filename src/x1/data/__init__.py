@@ -7,9 +7,7 @@ with ``to_dict()``; ``write_jsonl`` stores them in the JSONL layout that
 
 from __future__ import annotations
 
-EOIS = "<eois>"  # end of an intermediate step (the blueprint's step marker); the last step ends with EOS
-
-from x1.data.extract import (  # noqa: E402  (EOIS must exist before extract imports it)
+from x1.data.extract import (
     PreferencePair,
     ProcessLabel,
     RewardedPath,
@@ -27,6 +25,7 @@ from x1.data.extract import (  # noqa: E402  (EOIS must exist before extract imp
     value_targets,
     write_jsonl,
 )
+from x1.markers import EOIS
 
 __all__ = [
     "EOIS",

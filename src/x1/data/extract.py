@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from x1.data import EOIS
 from x1.graph import ROOT_ID, ReasoningGraph, Thought
+from x1.markers import EOIS
 from x1.models._sampling import render_chatml
 from x1.operators.restructure import BACKTRACK_TEXT, journey_steps, to_journey_chain
 from x1.tasks.base import DEFAULT_SYSTEM

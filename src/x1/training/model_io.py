@@ -19,12 +19,8 @@ from typing import Any
 
 import torch
 
+from x1.markers import EOIS
 from x1.training.config import LoRAConfig, TrainConfig
-
-try:  # the data helper owns the constant; the fallback keeps training importable without it
-    from x1.data import EOIS
-except ImportError:  # pragma: no cover - depends on the sibling package being present
-    EOIS = "<eois>"
 
 META_FILE = "x1_policy.json"  # beside a saved adapter: which base it needs and how to rebuild it
 
