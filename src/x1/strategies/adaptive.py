@@ -15,11 +15,19 @@ is set, which uses the chosen tokens' mean surprisal (−mean logprob) in place 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from x1.graph import ROOT_ID, Thought
-from x1.strategies.base import Evaluate, Expand, Problem, Reply, Request, Strategy
+from x1.strategies.base import Evaluate, Expand, Problem, Reply, Request, Strategy, read_state, save_state
 from x1.strategies.best_of_n import vote
+
+
+@dataclass
+class AdaptiveState:
+    tips: list[int] = field(default_factory=lambda: [ROOT_ID])  # the end of each path
+    forks: list[int] = field(default_factory=list)  # every thought that was forked below, in order
+    pending_forks: list[int] = field(default_factory=list)  # forks whose samples are asked for next
+    scored: bool = False  # the evaluator has scored the finished paths
 
 
 @dataclass
@@ -40,7 +48,7 @@ class AdaptiveBranching(Strategy):
             raise ValueError(f"adaptive: branch must be at least 2 (the greedy step plus one sample), got {self.branch}")
 
     def start(self, problem: Problem) -> None:
-        problem.meta.update(tips=[ROOT_ID], forks=[], pending_forks=[], scored=False)
+        save_state(problem, AdaptiveState())
 
     def uncertain(self, thought: Thought) -> bool:
         """Does this step's token-level uncertainty call for a fork?"""
@@ -58,28 +66,28 @@ class AdaptiveBranching(Strategy):
         return tip == ROOT_ID or not (t.terminal or problem.graph.depth(tip) >= self.max_depth)
 
     def ask(self, problem: Problem) -> list[Request]:
-        meta = problem.meta
+        state = read_state(problem, AdaptiveState)
         requests: list[Request] = [
-            Expand(t, n=1, temperature=0.0, signals=True, tag="greedy") for t in meta["tips"] if self._open(problem, t)
+            Expand(t, n=1, temperature=0.0, signals=True, tag="greedy") for t in state.tips if self._open(problem, t)
         ]
         requests += [
             Expand(p, n=self.branch - 1, temperature=self.temperature, signals=True, tag="fork")
-            for p in meta["pending_forks"]
+            for p in state.pending_forks
         ]
-        if not requests and self.evaluator and not meta["scored"]:
-            requests.append(Evaluate([t for t in meta["tips"] if t != ROOT_ID], self.evaluator))
+        if not requests and self.evaluator and not state.scored:
+            requests.append(Evaluate([t for t in state.tips if t != ROOT_ID], self.evaluator))
         return requests
 
     def tell(self, problem: Problem, replies: list[Reply]) -> None:
-        graph, meta = problem.graph, problem.meta
-        tips: list[int] = meta["tips"]
-        meta["pending_forks"] = []
+        graph, state = problem.graph, read_state(problem, AdaptiveState)
+        tips = state.tips
+        state.pending_forks = []
         # forks first, so the path cap below sees every path that exists after this tick
         greedy = []
         for reply in replies:
             request = reply.request
             if isinstance(request, Evaluate):
-                meta["scored"] = True
+                state.scored = True
             elif request.tag == "fork":
                 for c in reply.thought_ids:
                     graph[c].meta["fork"] = request.thought_id
@@ -89,11 +97,12 @@ class AdaptiveBranching(Strategy):
         for reply in greedy:
             parent, child = reply.request.thought_id, reply.thought_ids[0]
             tips[tips.index(parent)] = child
-            planned = len(tips) + (self.branch - 1) * (len(meta["pending_forks"]) + 1)
+            planned = len(tips) + (self.branch - 1) * (len(state.pending_forks) + 1)
             if self.uncertain(graph[child]) and planned <= self.max_paths:
-                meta["forks"].append(parent)
-                meta["pending_forks"].append(parent)
+                state.forks.append(parent)
+                state.pending_forks.append(parent)
+        save_state(problem, state)
 
     def answer(self, problem: Problem) -> Thought | None:
-        finished = [problem.graph[t] for t in problem.meta["tips"] if t != ROOT_ID]
+        finished = [problem.graph[t] for t in read_state(problem, AdaptiveState).tips if t != ROOT_ID]
         return vote(finished, self.voting, self.evaluator)

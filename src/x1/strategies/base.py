@@ -1,15 +1,24 @@
 """The strategy contract: ``ask`` for model work given a graph, ``tell`` the results back.
 
 A strategy holds only its configuration; everything it knows about one problem lives in that
-problem's ``ReasoningGraph`` (thoughts plus ``graph.meta``). So the engine can batch the
-requests of many problems into one model call, and a checkpointed graph resumes a search.
+problem's ``ReasoningGraph``: the thoughts, and the strategy's typed state (a dataclass of its
+own, stored field by field in ``graph.meta``). So the engine can batch the requests of many
+problems into one model call, and a checkpointed graph resumes a search.
+
+``ask`` only reads: it returns the requests for the state as it is. Every change, to the graph
+or to the state, happens in ``start`` and ``tell``; work that needs no model (pruning, backing
+up a terminal's value, a local operator) is done in ``tell`` right after the replies are folded
+in, so that the next ``ask`` has only to read. ``read_state`` hands out a copy, so an ``ask``
+that changed its copy would change nothing.
 """
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypeVar
 
 from x1.graph import ReasoningGraph, Thought
 from x1.models.base import Completion
@@ -73,6 +82,25 @@ class Problem:
         return self.graph.meta
 
 
+def scored_by(evaluator: str) -> Callable[[Thought], float]:
+    """A thought's score from ``evaluator`` (0 when it has none): the ranking key of beam, ToT and DVTS."""
+    return lambda t: t.scores.get(evaluator, 0.0)
+
+
+StateT = TypeVar("StateT")
+
+
+def read_state(problem: Problem, cls: type[StateT]) -> StateT:
+    """The strategy's state as a fresh ``cls`` (a dataclass): changing it changes nothing until ``save_state``."""
+    meta = problem.graph.meta
+    return cls(**{f.name: copy.deepcopy(meta[f.name]) for f in fields(cls) if f.name in meta})  # type: ignore[arg-type]
+
+
+def save_state(problem: Problem, state: Any) -> None:
+    """Store the state in ``graph.meta``, one key per field, so checkpoints and traces carry it as JSON."""
+    problem.graph.meta.update(asdict(state))
+
+
 class Strategy(ABC):
     """Grows a reasoning structure. Subclasses are dataclasses of their hyper-parameters."""
 
@@ -83,11 +111,11 @@ class Strategy(ABC):
 
     @abstractmethod
     def ask(self, problem: Problem) -> list[Request]:
-        """The model work needed next; an empty list means the strategy is finished."""
+        """The model work needed next, read off the graph and state without changing them; [] means finished."""
 
     @abstractmethod
     def tell(self, problem: Problem, replies: list[Reply]) -> None:
-        """Fold results into the graph (operators: backpropagate, prune, select...)."""
+        """Fold results into the graph and state (backpropagate, prune, select...), then do any model-free work."""
 
     @abstractmethod
     def answer(self, problem: Problem) -> Thought | None:

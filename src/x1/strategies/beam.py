@@ -18,16 +18,23 @@ groups choose. It stops one parent filling the beam but scores nothing for being
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from x1.graph import ROOT_ID, Thought
 from x1.operators.prune import keep_best
-from x1.strategies.base import Expand, Problem, Reply, Request, Strategy
+from x1.strategies.base import Expand, Problem, Reply, Request, Strategy, read_state, save_state, scored_by
 
 
 def step_key(text: str) -> str:
     """The text two steps must share to count as the same for the diversity penalty."""
     return " ".join(text.lower().split())
+
+
+@dataclass
+class BeamState:
+    beams: list[list[int]] = field(default_factory=list)  # each group's partial solutions
+    group_completed: list[list[int]] = field(default_factory=list)  # each group's finished candidates
+    completed: list[int] = field(default_factory=list)  # every finished candidate, in the order they finished
 
 
 @dataclass
@@ -53,29 +60,25 @@ class BeamSearch(Strategy):
         return [base + (1 if g < extra else 0) for g in range(self.groups)]
 
     def start(self, problem: Problem) -> None:
-        problem.meta["beams"] = [[ROOT_ID] for _ in range(self.groups)]
-        problem.meta["group_completed"] = [[] for _ in range(self.groups)]
-        problem.meta["completed"] = []
+        save_state(problem, BeamState([[ROOT_ID] for _ in range(self.groups)], [[] for _ in range(self.groups)]))
 
     def ask(self, problem: Problem) -> list[Request]:
-        beams = problem.meta["beams"]
+        beams = read_state(problem, BeamState).beams
         if beams[0] == [ROOT_ID]:  # the first step: one shared expansion of the root
             return [Expand(ROOT_ID, n=self.width * self.branch, temperature=self.temperature, evaluator=self.evaluator)]
         return [Expand(t, n=self.branch, temperature=self.temperature, evaluator=self.evaluator) for beam in beams for t in beam]
 
-    def _score(self, t: Thought) -> float:
-        return t.scores.get(self.evaluator, 0.0)
-
     def tell(self, problem: Problem, replies: list[Reply]) -> None:
-        graph = problem.graph
-        beams: list[list[int]] = problem.meta["beams"]
+        graph, state = problem.graph, read_state(problem, BeamState)
+        beams = state.beams
+        own_score = scored_by(self.evaluator)
         group_of = {t: g for g, beam in enumerate(beams) for t in beam if t != ROOT_ID}
         pools: list[list[Thought]] = [[] for _ in beams]
         everyone: list[Thought] = []
         for reply in replies:
             children = [graph[c] for c in reply.thought_ids]
             if self.max_per_parent is not None:
-                children = keep_best(graph, children, self.max_per_parent, self._score)
+                children = keep_best(graph, children, self.max_per_parent, own_score)
             everyone.extend(children)
             assert isinstance(reply.request, Expand)
             parent = reply.request.thought_id
@@ -84,11 +87,11 @@ class BeamSearch(Strategy):
         chosen: list[str] = []  # step keys the earlier groups chose at this step
         taken: set[int] = set()
         for g, size in enumerate(self.group_sizes):
-            done = problem.meta["group_completed"][g]
+            done = state.group_completed[g]
             earlier = list(chosen)
 
             def score(t: Thought, earlier: list[str] = earlier) -> float:
-                return self._score(t) - self.diversity_penalty * earlier.count(step_key(t.text))
+                return own_score(t) - self.diversity_penalty * earlier.count(step_key(t.text))
 
             pool = [t for t in pools[g] if t.id not in taken]
             kept = sorted(pool, key=lambda t: (-score(t), t.id))[: max(size - len(done), 0)]
@@ -100,16 +103,18 @@ class BeamSearch(Strategy):
                     t.meta["beam_group"] = g
                 if t.terminal or graph.depth(t.id) >= self.max_depth:
                     done.append(t.id)
-                    problem.meta["completed"].append(t.id)
+                    state.completed.append(t.id)
                 else:
                     beam.append(t.id)
             beams[g] = beam if len(done) < size else []
         for t in everyone:
             if t.id not in taken:
                 t.pruned = True
+        save_state(problem, state)
 
     def answer(self, problem: Problem) -> Thought | None:
-        completed = [problem.graph[t] for t in problem.meta["completed"]]
+        completed = [problem.graph[t] for t in read_state(problem, BeamState).completed]
         if not completed:
             return None
-        return min(completed, key=lambda t: (-self._score(t), t.id))
+        score = scored_by(self.evaluator)
+        return min(completed, key=lambda t: (-score(t), t.id))

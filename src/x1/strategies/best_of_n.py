@@ -8,10 +8,10 @@ thought id), so results never depend on dict order.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from x1.graph import ROOT_ID, Thought
-from x1.strategies.base import Evaluate, Expand, Problem, Reply, Request, Strategy
+from x1.strategies.base import Evaluate, Expand, Problem, Reply, Request, Strategy, read_state, save_state
 from x1.tasks.answers import parse_number
 
 
@@ -55,6 +55,12 @@ def vote(terminals: list[Thought], method: str = "majority", evaluator: str | No
 
 
 @dataclass
+class BestOfNState:
+    tips: list[int] = field(default_factory=list)  # the end of each chain
+    scored: bool = False  # the evaluator has scored the finished chains
+
+
+@dataclass
 class BestOfN(Strategy):
     n: int = 8
     temperature: float = 0.8
@@ -63,31 +69,31 @@ class BestOfN(Strategy):
     name: str = "best_of_n"
 
     def start(self, problem: Problem) -> None:
-        problem.meta["tips"] = []
-        problem.meta["scored"] = False
+        save_state(problem, BestOfNState())
 
     def ask(self, problem: Problem) -> list[Request]:
-        graph = problem.graph
-        if not problem.meta["tips"]:
+        graph, state = problem.graph, read_state(problem, BestOfNState)
+        if not state.tips:
             return [Expand(ROOT_ID, n=self.n, temperature=self.temperature)]
-        open_tips = [t for t in problem.meta["tips"] if not graph[t].terminal]
+        open_tips = [t for t in state.tips if not graph[t].terminal]
         if open_tips:
             return [Expand(t, n=1, temperature=self.temperature) for t in open_tips]
-        if self.evaluator and not problem.meta["scored"]:
-            return [Evaluate(list(problem.meta["tips"]), self.evaluator)]
+        if self.evaluator and not state.scored:
+            return [Evaluate(list(state.tips), self.evaluator)]
         return []
 
     def tell(self, problem: Problem, replies: list[Reply]) -> None:
-        tips = problem.meta["tips"]
+        state = read_state(problem, BestOfNState)
+        tips = state.tips
         for reply in replies:
             if isinstance(reply.request, Evaluate):
-                problem.meta["scored"] = True
+                state.scored = True
             elif reply.request.thought_id == ROOT_ID and not tips:
                 tips.extend(reply.thought_ids)
             else:
                 tips[tips.index(reply.request.thought_id)] = reply.thought_ids[0]
-        problem.meta["tips"] = tips
+        save_state(problem, state)
 
     def answer(self, problem: Problem) -> Thought | None:
-        terminals = [problem.graph[t] for t in problem.meta["tips"]]
+        terminals = [problem.graph[t] for t in read_state(problem, BestOfNState).tips]
         return vote(terminals, self.voting, self.evaluator)

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from x1.graph import ROOT_ID, Thought
-from x1.strategies.base import Expand, Problem, Reply, Request, Strategy
+from x1.strategies.base import Expand, Problem, Reply, Request, Strategy, read_state, save_state
+
+
+@dataclass
+class ChainState:
+    tip: int = ROOT_ID  # the end of the chain so far
 
 
 @dataclass
@@ -14,17 +19,20 @@ class ChainOfThought(Strategy):
     name: str = "cot"
 
     def start(self, problem: Problem) -> None:
-        problem.meta["tip"] = ROOT_ID
+        save_state(problem, ChainState())
 
     def ask(self, problem: Problem) -> list[Request]:
-        tip = problem.graph[problem.meta["tip"]]
+        tip = problem.graph[read_state(problem, ChainState).tip]
         if tip.terminal:
             return []
         return [Expand(tip.id, n=1, temperature=self.temperature)]
 
     def tell(self, problem: Problem, replies: list[Reply]) -> None:
+        state = read_state(problem, ChainState)
         for reply in replies:
-            problem.meta["tip"] = reply.thought_ids[0]
+            state.tip = reply.thought_ids[0]
+        save_state(problem, state)
 
     def answer(self, problem: Problem) -> Thought | None:
-        return problem.graph[problem.meta["tip"]] if problem.meta["tip"] != ROOT_ID else None
+        tip = read_state(problem, ChainState).tip
+        return problem.graph[tip] if tip != ROOT_ID else None

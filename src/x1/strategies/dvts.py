@@ -10,12 +10,18 @@ its subtree in ``meta["tag"]`` and ``meta["subtree"]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from x1.graph import ROOT_ID, Thought
 from x1.operators.prune import keep_best
-from x1.strategies.base import Expand, Problem, Reply, Request, Strategy
+from x1.strategies.base import Expand, Problem, Reply, Request, Strategy, read_state, save_state, scored_by
 from x1.strategies.best_of_n import vote
+
+
+@dataclass
+class DVTSState:
+    tips: list[int] = field(default_factory=list)  # each subtree's current thought
+    closed: list[int] = field(default_factory=list)  # subtrees whose expansion returned nothing
 
 
 @dataclass
@@ -37,37 +43,35 @@ class DVTS(Strategy):
         return self.n // self.width
 
     def start(self, problem: Problem) -> None:
-        problem.meta["tips"] = [ROOT_ID] * self.subtrees
-        problem.meta["closed"] = []  # subtrees whose expansion returned nothing
-
-    def _score(self, t: Thought) -> float:
-        return t.scores.get(self.evaluator, 0.0)
+        save_state(problem, DVTSState(tips=[ROOT_ID] * self.subtrees))
 
     def _open(self, problem: Problem, tip: int) -> bool:
         t = problem.graph[tip]
         return tip == ROOT_ID or not (t.terminal or problem.graph.depth(tip) >= self.max_depth)
 
     def ask(self, problem: Problem) -> list[Request]:
+        state = read_state(problem, DVTSState)
         return [
             Expand(tip, n=self.width, temperature=self.temperature, evaluator=self.evaluator, tag=f"dvts:{k}")
-            for k, tip in enumerate(problem.meta["tips"])
-            if k not in problem.meta["closed"] and self._open(problem, tip)
+            for k, tip in enumerate(state.tips)
+            if k not in state.closed and self._open(problem, tip)
         ]
 
     def tell(self, problem: Problem, replies: list[Reply]) -> None:
-        graph = problem.graph
+        graph, state = problem.graph, read_state(problem, DVTSState)
         for reply in replies:
             assert isinstance(reply.request, Expand)
             k = int(reply.request.tag.split(":", 1)[1])
             children = [graph[c] for c in reply.thought_ids]
             for child in children:
                 child.meta["subtree"] = k
-            kept = keep_best(graph, children, 1, self._score)
+            kept = keep_best(graph, children, 1, scored_by(self.evaluator))
             if kept:
-                problem.meta["tips"][k] = kept[0].id
+                state.tips[k] = kept[0].id
             else:
-                problem.meta["closed"].append(k)
+                state.closed.append(k)
+        save_state(problem, state)
 
     def answer(self, problem: Problem) -> Thought | None:
-        results = [problem.graph[t] for t in problem.meta["tips"] if t != ROOT_ID]
+        results = [problem.graph[t] for t in read_state(problem, DVTSState).tips if t != ROOT_ID]
         return vote(results, self.voting, self.evaluator)

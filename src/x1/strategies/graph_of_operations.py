@@ -18,8 +18,9 @@ Operations act on a *working set* of thought ids (initially the root), in order:
   the rewrites (plus the originals with ``keep_original``) become the working set.
 
 Each operation that needs a model takes one engine tick (batched with every other problem);
-``keep_best`` and skipped operations run inside ``ask`` without a tick. ``meta["log"]`` records
-the operations in the order they ran. The answer is the best-scored thought of the final working set.
+``keep_best`` and skipped operations run without a tick, in ``start`` and ``tell`` (which move on
+through every model-free operation, so ``ask`` only reads). ``log`` records the operations in the
+order they ran. The answer is the best-scored thought of the final working set.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from x1.graph import ROOT_ID, Thought
 from x1.operators.aggregate import aggregate_request, attach_aggregate
 from x1.operators.prune import keep_best
 from x1.operators.refine import DEFAULT_FEEDBACK, attach_refined, refine_request
-from x1.strategies.base import Evaluate, Expand, Problem, Reply, Request, Strategy
+from x1.strategies.base import Evaluate, Expand, Problem, Reply, Request, Strategy, read_state, save_state, scored_by
 
 OPS: dict[str, set[str]] = {
     "generate": {"n", "temperature", "max_tokens"},
@@ -49,6 +50,14 @@ DEFAULT_OPS: list[dict[str, Any]] = [
     {"op": "score"},
     {"op": "keep_best", "k": 1},
 ]
+
+
+@dataclass
+class OperationsState:
+    op_index: int = 0  # the operation to run next
+    working: list[int] = field(default_factory=lambda: [ROOT_ID])  # the working set of thought ids
+    log: list[str] = field(default_factory=list)  # operations in the order they ran
+    scored_by: str = "confidence"  # the evaluator of the last score operation
 
 
 @dataclass
@@ -71,11 +80,14 @@ class GraphOfOperations(Strategy):
                 )
 
     def start(self, problem: Problem) -> None:
-        problem.meta.update(op_index=0, working=[ROOT_ID], log=[], scored_by=self.evaluator)
+        state = OperationsState(scored_by=self.evaluator)
+        self._advance(problem, state)
+        save_state(problem, state)
 
     # -- helpers --------------------------------------------------------------------------
-    def _working(self, problem: Problem) -> list[int]:
-        return [t for t in problem.meta["working"] if t != ROOT_ID]
+    @staticmethod
+    def _working(state: OperationsState) -> list[int]:
+        return [t for t in state.working if t != ROOT_ID]
 
     def _sampling(self, op: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -85,19 +97,14 @@ class GraphOfOperations(Strategy):
             "stop": [],
         }
 
-    def _requests(self, problem: Problem, op: dict[str, Any]) -> list[Request]:
-        """The model work for ``op``; an empty list means it ran locally (or had nothing to do)."""
-        graph, kind, working = problem.graph, op["op"], self._working(problem)
+    def _requests(self, problem: Problem, state: OperationsState, op: dict[str, Any]) -> list[Request]:
+        """The model work for ``op``; an empty list means it runs locally (or has nothing to do)."""
+        graph, kind, working = problem.graph, op["op"], self._working(state)
         if kind == "generate":
-            s = self._sampling(op)
-            return [Expand(t, tag="generate", **s) for t in problem.meta["working"]]
+            return [Expand(t, tag="generate", **self._sampling(op)) for t in state.working]
         if kind == "score":
-            problem.meta["scored_by"] = op.get("evaluator", self.evaluator)
-            return [Evaluate(working, problem.meta["scored_by"])] if working else []
+            return [Evaluate(working, op.get("evaluator", self.evaluator))] if working else []
         if kind == "keep_best":
-            name = op.get("evaluator", problem.meta["scored_by"])
-            kept = keep_best(graph, [graph[t] for t in working], int(op.get("k", 1)), lambda t: t.scores.get(name, 0.0))
-            problem.meta["working"] = [t.id for t in kept]
             return []
         if kind == "aggregate":
             return [aggregate_request(graph, working, **self._sampling(op))] if len(working) >= 2 else []
@@ -105,38 +112,51 @@ class GraphOfOperations(Strategy):
         feedback = op.get("feedback", DEFAULT_FEEDBACK)
         return [refine_request(graph, t, feedback, context="", **self._sampling(op)) for t in working]
 
+    def _advance(self, problem: Problem, state: OperationsState) -> None:
+        """Run every operation that needs no model, up to the next one that does (or the end)."""
+        graph = problem.graph
+        while state.op_index < len(self.ops):
+            op = self.ops[state.op_index]
+            if self._requests(problem, state, op):
+                return
+            if op["op"] == "score":
+                state.scored_by = op.get("evaluator", self.evaluator)
+            elif op["op"] == "keep_best":
+                working = [graph[t] for t in self._working(state)]
+                kept = keep_best(graph, working, int(op.get("k", 1)), scored_by(op.get("evaluator", state.scored_by)))
+                state.working = [t.id for t in kept]
+            state.log.append(op["op"])
+            state.op_index += 1
+
     # -- ask / tell -----------------------------------------------------------------------
     def ask(self, problem: Problem) -> list[Request]:
-        meta = problem.meta
-        while meta["op_index"] < len(self.ops):
-            op = self.ops[meta["op_index"]]
-            requests = self._requests(problem, op)
-            if requests:
-                return requests
-            meta["log"].append(op["op"])
-            meta["op_index"] += 1
-        return []
+        state = read_state(problem, OperationsState)
+        return self._requests(problem, state, self.ops[state.op_index]) if state.op_index < len(self.ops) else []
 
     def tell(self, problem: Problem, replies: list[Reply]) -> None:
-        graph, meta = problem.graph, problem.meta
-        op = self.ops[meta["op_index"]]
+        graph, state = problem.graph, read_state(problem, OperationsState)
+        op = self.ops[state.op_index]
         kind = op["op"]
         if kind == "generate":
-            meta["working"] = [c for r in replies for c in r.thought_ids]
+            state.working = [c for r in replies for c in r.thought_ids]
+        elif kind == "score":
+            state.scored_by = op.get("evaluator", self.evaluator)
         elif kind == "aggregate":
-            sources = self._working(problem)
-            merged = [t.id for r in replies for t in attach_aggregate(graph, problem.task, sources, r.completions)]
-            meta["working"] = merged
+            sources = self._working(state)
+            state.working = [t.id for r in replies for t in attach_aggregate(graph, problem.task, sources, r.completions)]
         elif kind == "refine":
             refined = []
             for r in replies:
                 assert isinstance(r.request, Expand)
                 refined.extend(t.id for t in attach_refined(graph, problem.task, r.request.thought_id, r.completions))
-            meta["working"] = (self._working(problem) if op.get("keep_original") else []) + refined
-        meta["log"].append(kind)
-        meta["op_index"] += 1
+            state.working = (self._working(state) if op.get("keep_original") else []) + refined
+        state.log.append(kind)
+        state.op_index += 1
+        self._advance(problem, state)
+        save_state(problem, state)
 
     def answer(self, problem: Problem) -> Thought | None:
-        working = [problem.graph[t] for t in self._working(problem)]
-        name = problem.meta.get("scored_by", self.evaluator)
-        return min(working, key=lambda t: (-t.scores.get(name, 0.0), t.id)) if working else None
+        state = read_state(problem, OperationsState)
+        working = [problem.graph[t] for t in self._working(state)]
+        score = scored_by(state.scored_by)
+        return min(working, key=lambda t: (-score(t), t.id)) if working else None

@@ -26,7 +26,7 @@ from typing import Any
 
 from x1.graph import ROOT_ID, Compute, ReasoningGraph, Thought
 from x1.operators.generate import attach_children, is_final_step
-from x1.strategies.base import Evaluate, Expand, Problem, Reply, Request, Strategy
+from x1.strategies.base import Evaluate, Expand, Problem, Reply, Request, Strategy, read_state, save_state
 
 
 @dataclass
@@ -34,6 +34,13 @@ class NestedExpand(Expand):
     """An inner strategy's Expand, carried on the outer step it serves."""
 
     inner: Expand | None = None
+
+
+@dataclass
+class NestedState:
+    tip: int = ROOT_ID  # the end of the outer chain
+    solving: int | None = None  # the outer step whose inner search is running
+    substeps: int = 0  # outer steps handed to an inner search so far
 
 
 @dataclass
@@ -55,20 +62,20 @@ class Nested(Strategy):
             )
 
     def start(self, problem: Problem) -> None:
-        problem.meta.update(tip=ROOT_ID, solving=None, substeps=0)
+        save_state(problem, NestedState())
 
     # -- the inner problem ----------------------------------------------------------------
     def _sub_problem(self, problem: Problem, step: Thought) -> Problem:
         assert step.nested is not None
         return Problem(task=problem.task, graph=step.nested, seed=problem.seed)
 
-    def _open(self, problem: Problem, step: Thought) -> None:
+    def _open(self, problem: Problem, state: NestedState, step: Thought) -> None:
         """Give the proposed step its own graph and start the inner strategy on it."""
         prefix = problem.meta["prefix"] + problem.graph.path_text(step.id)
         step.nested = ReasoningGraph(problem=step.text.strip(), meta={"prefix": prefix, "outer_step": step.id})
         self._inner.start(self._sub_problem(problem, step))
-        problem.meta["solving"] = step.id
-        problem.meta["substeps"] += 1
+        state.solving = step.id
+        state.substeps += 1
 
     def _wrap(self, step: Thought, request: Request) -> NestedExpand:
         if isinstance(request, Evaluate) or request.evaluator:
@@ -91,12 +98,12 @@ class Nested(Strategy):
             inner=request,
         )
 
-    def _close(self, problem: Problem, step: Thought) -> None:
+    def _close(self, problem: Problem, state: NestedState, step: Thought) -> None:
         """Attach the inner answer's path below the step as one outer step, and resume the outer chain."""
         sub = self._sub_problem(problem, step)
         best = self._inner.answer(sub)
-        problem.meta["solving"] = None
-        problem.meta["tip"] = step.id
+        state.solving = None
+        state.tip = step.id
         if best is None or step.nested is None:
             return
         text = step.nested.path_text(best.id)
@@ -108,24 +115,21 @@ class Nested(Strategy):
         result.terminal = is_final_step(text) or depth >= problem.task.step_format.max_steps
         if result.terminal:
             result.answer = problem.task.extract_answer(problem.graph.path_text(result.id))
-        problem.meta["tip"] = result.id
+        state.tip = result.id
 
     # -- ask / tell -----------------------------------------------------------------------
     def ask(self, problem: Problem) -> list[Request]:
-        graph, meta = problem.graph, problem.meta
-        if meta["solving"] is not None:
-            step = graph[meta["solving"]]
-            requests = self._inner.ask(self._sub_problem(problem, step))
-            if requests:
-                return [self._wrap(step, r) for r in requests]
-            self._close(problem, step)
-        tip = graph[meta["tip"]]
+        graph, state = problem.graph, read_state(problem, NestedState)
+        if state.solving is not None:  # tell closes a finished inner search, so this one still has work
+            step = graph[state.solving]
+            return [self._wrap(step, r) for r in self._inner.ask(self._sub_problem(problem, step))]
+        tip = graph[state.tip]
         if tip.terminal:
             return []
         return [Expand(tip.id, n=1, temperature=self.temperature, tag="propose")]
 
     def tell(self, problem: Problem, replies: list[Reply]) -> None:
-        graph, meta = problem.graph, problem.meta
+        graph, state = problem.graph, read_state(problem, NestedState)
         inner_replies: list[Reply] = []
         for reply in replies:
             request = reply.request
@@ -142,14 +146,19 @@ class Nested(Strategy):
                     inner_replies.append(Reply(inner, completions=reply.completions))
             else:
                 proposed = graph[reply.thought_ids[0]]
-                if proposed.terminal or meta["substeps"] >= self.max_substeps:
-                    meta["tip"] = proposed.id
+                if proposed.terminal or state.substeps >= self.max_substeps:
+                    state.tip = proposed.id
                 else:
-                    self._open(problem, proposed)
-        if inner_replies:
-            step = graph[meta["solving"]]
-            self._inner.tell(self._sub_problem(problem, step), inner_replies)
+                    self._open(problem, state, proposed)
+        if state.solving is not None:
+            step = graph[state.solving]
+            sub = self._sub_problem(problem, step)
+            if inner_replies:
+                self._inner.tell(sub, inner_replies)
+            if not self._inner.ask(sub):  # the inner search is finished: its answer becomes an outer step
+                self._close(problem, state, step)
+        save_state(problem, state)
 
     def answer(self, problem: Problem) -> Thought | None:
-        tip = problem.meta["tip"]
+        tip = read_state(problem, NestedState).tip
         return problem.graph[tip] if tip != ROOT_ID else None

@@ -12,12 +12,26 @@ the first terminal scoring at least ``threshold``, when nothing is left, or at `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from x1.graph import ROOT_ID, Thought
 from x1.operators.backtrack import backtrack, untried_children
 from x1.operators.prune import keep_best, prune_below
-from x1.strategies.base import Expand, Problem, Reply, Request, Strategy
+from x1.strategies.base import Expand, Problem, Reply, Request, Strategy, read_state, save_state, scored_by
+
+
+@dataclass
+class BFSState:
+    frontier: list[int] = field(default_factory=lambda: [ROOT_ID])  # the level to expand next
+    completed: list[int] = field(default_factory=list)  # kept terminals (or thoughts at max_depth)
+    levels: list[list[int]] = field(default_factory=list)  # what each level kept
+
+
+@dataclass
+class DFSState:
+    current: int | None = ROOT_ID  # the thought to expand next (None: nothing left)
+    visited: list[int] = field(default_factory=list)  # expanded thoughts, in order
+    found: int | None = None  # the first terminal scoring at least the threshold
 
 
 @dataclass
@@ -30,36 +44,32 @@ class TreeOfThoughtsBFS(Strategy):
     name: str = "tot_bfs"
 
     def start(self, problem: Problem) -> None:
-        problem.meta.update(frontier=[ROOT_ID], completed=[], levels=[])
-
-    def _score(self, t: Thought) -> float:
-        return t.scores.get(self.evaluator, 0.0)
+        save_state(problem, BFSState())
 
     def ask(self, problem: Problem) -> list[Request]:
         return [
             Expand(t, n=self.branch, temperature=self.temperature, evaluator=self.evaluator)
-            for t in problem.meta["frontier"]
+            for t in read_state(problem, BFSState).frontier
         ]
 
     def tell(self, problem: Problem, replies: list[Reply]) -> None:
-        graph = problem.graph
+        graph, state = problem.graph, read_state(problem, BFSState)
         level = [graph[c] for reply in replies for c in reply.thought_ids]
-        kept = keep_best(graph, level, self.breadth, self._score)
-        problem.meta["levels"].append([t.id for t in kept])
-        frontier = []
+        kept = keep_best(graph, level, self.breadth, scored_by(self.evaluator))
+        state.levels.append([t.id for t in kept])
+        state.frontier = []
         for t in kept:
             if t.terminal or graph.depth(t.id) >= self.max_depth:
-                problem.meta["completed"].append(t.id)
+                state.completed.append(t.id)
             else:
-                frontier.append(t.id)
-        problem.meta["frontier"] = frontier
+                state.frontier.append(t.id)
+        save_state(problem, state)
 
     def answer(self, problem: Problem) -> Thought | None:
-        graph = problem.graph
-        pool = [graph[t] for t in problem.meta["completed"]] or [
-            graph[t] for t in (problem.meta["levels"][-1] if problem.meta["levels"] else [])
-        ]
-        return min(pool, key=lambda t: (-self._score(t), t.id)) if pool else None
+        graph, state = problem.graph, read_state(problem, BFSState)
+        pool = [graph[t] for t in state.completed] or [graph[t] for t in (state.levels[-1] if state.levels else [])]
+        score = scored_by(self.evaluator)
+        return min(pool, key=lambda t: (-score(t), t.id)) if pool else None
 
 
 @dataclass
@@ -73,29 +83,29 @@ class TreeOfThoughtsDFS(Strategy):
     name: str = "tot_dfs"
 
     def start(self, problem: Problem) -> None:
-        problem.meta.update(current=ROOT_ID, visited=[], found=None)
-
-    def _score(self, t: Thought) -> float:
-        return t.scores.get(self.evaluator, 0.0)
+        save_state(problem, DFSState())
 
     def _best(self, thoughts: list[Thought]) -> Thought:
-        return min(thoughts, key=lambda t: (-self._score(t), t.id))
+        score = scored_by(self.evaluator)
+        return min(thoughts, key=lambda t: (-score(t), t.id))
 
     def ask(self, problem: Problem) -> list[Request]:
-        meta = problem.meta
-        if meta["found"] is not None or meta["current"] is None or len(problem.graph) >= self.max_nodes:
+        state = read_state(problem, DFSState)
+        if state.found is not None or state.current is None or len(problem.graph) >= self.max_nodes:
             return []
-        return [Expand(meta["current"], n=self.branch, temperature=self.temperature, evaluator=self.evaluator)]
+        return [Expand(state.current, n=self.branch, temperature=self.temperature, evaluator=self.evaluator)]
 
     def tell(self, problem: Problem, replies: list[Reply]) -> None:
-        graph, meta = problem.graph, problem.meta
-        current = meta["current"]
-        meta["visited"].append(current)
+        graph, state = problem.graph, read_state(problem, DFSState)
+        current = state.current
+        assert current is not None
+        state.visited.append(current)
         children = [graph[c] for reply in replies for c in reply.thought_ids]
-        survivors = prune_below(graph, children, self._score, self.threshold)
+        survivors = prune_below(graph, children, scored_by(self.evaluator), self.threshold)
         good_terminals = [t for t in survivors if t.terminal]
         if good_terminals:
-            meta["found"] = self._best(good_terminals).id
+            state.found = self._best(good_terminals).id
+            save_state(problem, state)
             return
         for t in survivors:
             if graph.depth(t.id) >= self.max_depth:
@@ -104,11 +114,12 @@ class TreeOfThoughtsDFS(Strategy):
         if not options:
             ancestor = backtrack(graph, current)
             options = untried_children(graph, ancestor.id) if ancestor is not None else []
-        meta["current"] = self._best(options).id if options else None
+        state.current = self._best(options).id if options else None
+        save_state(problem, state)
 
     def answer(self, problem: Problem) -> Thought | None:
-        graph = problem.graph
-        if problem.meta["found"] is not None:
-            return graph[problem.meta["found"]]
+        graph, found = problem.graph, read_state(problem, DFSState).found
+        if found is not None:
+            return graph[found]
         terminals = [t for t in graph if t.terminal]
         return self._best(terminals) if terminals else None
