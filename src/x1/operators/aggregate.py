@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from x1.graph import ReasoningGraph, Thought
 from x1.models.base import Completion
-from x1.operators.attach import attach_under
+from x1.operators.generate import attach_children
 from x1.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -62,4 +62,4 @@ def attach_aggregate(
     graph: ReasoningGraph, task: Task, thought_ids: list[int], completions: list[Completion]
 ) -> list[Thought]:
     """``graph.add([id1, id2, ...], text)`` for each completion: one merged thought, several parents."""
-    return attach_under(graph, task, thought_ids, completions, "aggregate", {"aggregates": list(thought_ids)})
+    return attach_children(graph, task, thought_ids, completions, "aggregate", {"aggregates": list(thought_ids)}, charged=False)

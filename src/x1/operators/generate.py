@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from x1.graph import Compute, ReasoningGraph, Thought
 from x1.metrics import summarize, token_series
@@ -18,31 +19,40 @@ def is_final_step(text: str) -> bool:
 
 
 def attach_children(
-    graph: ReasoningGraph, task: Task, parent_id: int, completions: list[Completion], tag: str = "expand"
+    graph: ReasoningGraph,
+    task: Task,
+    parents: int | list[int],
+    completions: list[Completion],
+    tag: str = "expand",
+    meta: dict[str, Any] | None = None,
+    charged: bool = True,
 ) -> list[Thought]:
-    """Add one child per completion; decide terminality and extract answers.
+    """Add one thought per completion below ``parents``; decide terminality and extract answers.
 
+    One parent is the engine's own expansion; several are a merge (aggregate), and a refined
+    step goes beside the one it rewrites (below that one's parents). ``charged``: the new
+    thoughts carry the call's compute; refine, aggregate and nested inner steps pass False,
+    because the engine already charged the call to the request's thought (nothing counts twice).
     The stop string that ended a step is kept in the thought's text, so the path text is
     exactly what the model produced and a backend can reuse the cached prefix token for token.
     """
+    parent_ids = [parents] if isinstance(parents, int) else list(parents)
     children = []
-    depth = graph.depth(parent_id) + 1
+    depth = graph.depth(parent_ids[0]) + 1  # depth follows first parents
     for i, c in enumerate(completions):
         text = c.text + (c.stop or "")
         terminal = c.finish_reason == "eos" or is_final_step(c.text) or depth >= task.step_format.max_steps
+        compute = Compute(c.prompt_tokens, c.generated_tokens, 1 if i == 0 else 0) if charged else Compute()
         child = graph.add(
-            parent_id,
+            parent_ids,
             text,
             token_ids=list(c.token_ids),
             logprobs=list(c.logprobs),
             terminal=terminal,
             signals=summarize(c.signals),
-            compute=Compute(
-                prompt_tokens=c.prompt_tokens,
-                generated_tokens=c.generated_tokens,
-                policy_calls=1 if i == 0 else 0,
-            ),
-            meta={"finish_reason": c.finish_reason, "tag": tag, **({"token_signals": token_series(c.signals)} if c.signals else {})},
+            compute=compute,
+            meta={"finish_reason": c.finish_reason, "tag": tag, **({"token_signals": token_series(c.signals)} if c.signals else {}),
+                  **(meta or {})},
         )
         if terminal:
             child.answer = task.extract_answer(graph.path_text(child.id))

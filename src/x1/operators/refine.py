@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from x1.graph import ReasoningGraph, Thought
 from x1.models.base import Completion
-from x1.operators.attach import attach_under
+from x1.operators.generate import attach_children
 from x1.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def attach_refined(
     original = graph[thought_id]
     if not original.parents:
         raise ValueError("the root (problem statement) cannot be refined; refine one of its descendants")
-    refined = attach_under(graph, task, original.parents, completions, "refine", {"refines": thought_id})
+    refined = attach_children(graph, task, original.parents, completions, "refine", {"refines": thought_id}, charged=False)
     if replace and refined:
         original.pruned = True
     return refined

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from x1.graph import ROOT_ID, Compute, ReasoningGraph, Thought
+from x1.graph import ROOT_ID, ReasoningGraph, Thought
 from x1.operators.generate import attach_children, is_final_step
 from x1.strategies.base import Evaluate, Expand, Problem, Reply, Request, Strategy, read_state, save_state
 
@@ -138,9 +138,8 @@ class Nested(Strategy):
                 step = graph[request.thought_id]
                 assert step.nested is not None
                 if inner.attach:
-                    kids = attach_children(step.nested, problem.task, inner.thought_id, reply.completions, inner.tag)
-                    for kid in kids:
-                        kid.compute = Compute()  # the engine charged this call to the outer step
+                    # the engine charged this call to the outer step, so the inner thoughts carry no compute
+                    kids = attach_children(step.nested, problem.task, inner.thought_id, reply.completions, inner.tag, charged=False)
                     inner_replies.append(Reply(inner, thought_ids=[k.id for k in kids]))
                 else:
                     inner_replies.append(Reply(inner, completions=reply.completions))
