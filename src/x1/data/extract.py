@@ -37,7 +37,7 @@ Record = dict[str, Any]
 
 # -- the records ------------------------------------------------------------------------------
 @dataclass
-class _Row:
+class JsonRow:
     """Plain JSON-able row: ``to_dict`` for writing, ``from_dict`` for reading back."""
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,7 +53,7 @@ class _Row:
 
 
 @dataclass
-class SFTExample(_Row):
+class SFTExample(JsonRow):
     """A chat prompt and the assistant's completion to imitate (rejection sampling, journeys, traces)."""
 
     prompt_messages: list[dict[str, str]]
@@ -63,7 +63,7 @@ class SFTExample(_Row):
 
 
 @dataclass
-class PreferencePair(_Row):
+class PreferencePair(JsonRow):
     """Two continuations of one prompt text (chat prefix + path so far): chosen has the higher q.
 
     ``*_final``: whether that continuation ends the solution (a terminal step, or a whole solution).
@@ -82,7 +82,7 @@ class PreferencePair(_Row):
 
 
 @dataclass
-class ProcessLabel(_Row):
+class ProcessLabel(JsonRow):
     """A path's steps (raw thought texts) with a label in [0, 1] per step: how likely it leads to success."""
 
     prompt: str
@@ -92,7 +92,7 @@ class ProcessLabel(_Row):
 
 
 @dataclass
-class ValueTarget(_Row):
+class ValueTarget(JsonRow):
     """A partial solution and its value target in [−1, 1]; the value model reads prompt + partial_solution."""
 
     prompt: str
@@ -102,7 +102,7 @@ class ValueTarget(_Row):
 
 
 @dataclass
-class RewardedPath(_Row):
+class RewardedPath(JsonRow):
     """A whole solution the search produced and its true outcome reward in [−1, 1]: a PPO rollout from the replay buffer."""
 
     prompt: str
@@ -491,7 +491,7 @@ def trace_samples(records: Iterable[Record], min_score: float = 1.0, system: str
 
 
 # -- files -------------------------------------------------------------------------------
-Row = TypeVar("Row", bound=_Row)
+Row = TypeVar("Row", bound=JsonRow)
 
 
 def write_jsonl(path: str | Path, items: Iterable[Any]) -> int:

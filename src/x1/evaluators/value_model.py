@@ -44,19 +44,6 @@ def _locate(path_or_name: str | Path, gguf_file: str | None) -> tuple[str, str |
     raise BackendError(f"{path_or_name!r} is not a local model; a value model needs a transformers folder or a GGUF file")
 
 
-def _dtype(dtype: Any, device: torch.device) -> torch.dtype:
-    if dtype is None or dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if isinstance(dtype, str):
-        value = getattr(torch, dtype.removeprefix("torch."), None)
-        if not isinstance(value, torch.dtype):
-            raise BackendError(f"unknown dtype {dtype!r}; fix: use float32, bfloat16 or float16")
-        return value
-    return dtype
-
-
 class HeadedLM(nn.Module):
     """A transformer backbone with a scalar linear head; ``forward`` is defined by subclasses.
 
@@ -116,14 +103,14 @@ class HeadedLM(nn.Module):
         """A fresh head on the base model of a causal LM (transformers folder, .gguf path, bundled name)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from x1.models.hf import _dtype_kwarg
+        from x1.models.hf import _dtype_kwarg, pick_dtype
 
         location, gguf = _locate(path_or_name, gguf_file)
         target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         load: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
         try:
             tokenizer = AutoTokenizer.from_pretrained(location, **load)
-            lm = AutoModelForCausalLM.from_pretrained(location, **{_dtype_kwarg(): _dtype(dtype, target)}, **load)
+            lm = AutoModelForCausalLM.from_pretrained(location, **{_dtype_kwarg(): pick_dtype(dtype, target)}, **load)
         except (OSError, ValueError, ImportError) as err:
             raise BackendError(
                 f"transformers could not load {path_or_name}: {(str(err).splitlines() or [type(err).__name__])[0]}; "
@@ -163,7 +150,7 @@ class HeadedLM(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
 
-        from x1.models.hf import _dtype_kwarg
+        from x1.models.hf import _dtype_kwarg, pick_dtype
 
         directory = Path(directory)
         config_path = directory / HEAD_CONFIG
@@ -174,7 +161,7 @@ class HeadedLM(nn.Module):
             raise BackendError(f"{directory} holds a {config.get('kind')!r} model, not a {cls.kind!r} one; load it with its own class")
         target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        backbone = AutoModel.from_pretrained(str(directory), **{_dtype_kwarg(): _dtype(dtype, target)}).to(target)
+        backbone = AutoModel.from_pretrained(str(directory), **{_dtype_kwarg(): pick_dtype(dtype, target)}).to(target)
         head = nn.Linear(int(config["hidden_size"]), 1)
         head.load_state_dict(load_file(str(directory / HEAD_FILE)))
         options = {k: v for k, v in config.items() if k not in ("kind", "hidden_size")}

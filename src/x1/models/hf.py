@@ -49,6 +49,22 @@ def _import_torch() -> Any:
     return torch
 
 
+def pick_dtype(dtype: Any, device: Any) -> Any:
+    """The torch dtype for ``dtype`` (None/"auto": bf16 or fp16 on a GPU, fp32 on a CPU, where half precision is slow and lossy)."""
+    import torch
+
+    if dtype is None or dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if isinstance(dtype, str):
+        value = getattr(torch, dtype.removeprefix("torch."), None)
+        if not isinstance(value, torch.dtype):
+            raise BackendError(f"unknown dtype {dtype!r}; fix: use float32, bfloat16 or float16")
+        return value
+    return dtype
+
+
 def _dtype_kwarg() -> str:
     """transformers 4.56 renamed ``torch_dtype`` to ``dtype`` (the old name warns in 5.x)."""
     import transformers
@@ -100,7 +116,7 @@ def _token_signals(row: Any) -> dict[str, float]:
 
 
 @dataclass
-class _Row:
+class _DecodingRow:
     """One sequence being decoded: request ``req`` sample ``index``."""
 
     req: int
@@ -150,7 +166,7 @@ class TransformersBackend:
         if not location.exists():
             raise BackendError(f"model path {path} does not exist; fix: pass a transformers folder or a .gguf file")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = self._pick_dtype(dtype)
+        self.dtype = pick_dtype(dtype, self.device)
         load: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(location), **load)
@@ -228,19 +244,6 @@ class TransformersBackend:
             yield
 
     # -- setup helpers --------------------------------------------------------------------
-    def _pick_dtype(self, dtype: Any) -> Any:
-        torch = self._torch
-        if dtype is None or dtype == "auto":
-            if self.device.type == "cuda":
-                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.float32  # CPU half precision is slow and lossy
-        if isinstance(dtype, str):
-            value = getattr(torch, dtype.removeprefix("torch."), None)
-            if not isinstance(value, torch.dtype):
-                raise BackendError(f"unknown dtype {dtype!r}; fix: use float32, bfloat16 or float16")
-            return value
-        return dtype
-
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()
         for source in (getattr(self.model, "generation_config", None), self.model.config):
@@ -305,13 +308,13 @@ class TransformersBackend:
         for req in requests:
             self._check_adapter(req.adapter)
         self.stats.calls += 1
-        rows: list[_Row] = []
+        rows: list[_DecodingRow] = []
         for r, req in enumerate(requests):
             prompt_ids = self._encode(req.prompt)
             if not prompt_ids:
                 raise BackendError("an empty prompt tokenizes to nothing; fix: pass some prompt text")
             for j in range(req.n):
-                row = _Row(r, j, prompt_ids, req)
+                row = _DecodingRow(r, j, prompt_ids, req)
                 seed = sample_seed(req.seed, j)
                 if seed is not None and req.temperature > 0:
                     row.generator = torch.Generator(device=self.device)
@@ -332,7 +335,7 @@ class TransformersBackend:
             results[row.req].append(self._completion(row))
         return results
 
-    def _decode_chunk(self, rows: list[_Row]) -> None:
+    def _decode_chunk(self, rows: list[_DecodingRow]) -> None:
         torch = self._torch
         ids, mask = self._pad_left([row.prompt_ids for row in rows])
         self.stats.sequences += len(rows)
@@ -356,7 +359,7 @@ class TransformersBackend:
             step_ids = chosen.unsqueeze(1)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
 
-    def _choose(self, logits: Any, temps: Any, top_ps: Any, rows: list[_Row]) -> Any:
+    def _choose(self, logits: Any, temps: Any, top_ps: Any, rows: list[_DecodingRow]) -> Any:
         """Greedy for temperature 0, else temperature + top-p sampling (seeded per row when asked)."""
         torch = self._torch
         chosen = logits.argmax(dim=-1)
@@ -376,7 +379,7 @@ class TransformersBackend:
             chosen[i] = sorted_i[i, k[0]]
         return chosen
 
-    def _record(self, rows: list[_Row], chosen: Any, logp: Any) -> None:
+    def _record(self, rows: list[_DecodingRow], chosen: Any, logp: Any) -> None:
         """Append each live row's token, logprob, alternatives and signals; detect eos/stop/length."""
         torch = self._torch
         want_top = max((min(r.request.top_logprobs, MAX_TOP_LOGPROBS) for r in rows if not r.done), default=0)
@@ -417,7 +420,7 @@ class TransformersBackend:
             if len(row.ids) >= row.request.max_tokens:
                 row.done, row.finish = True, "length"
 
-    def _cut_to(self, row: _Row, kept: str) -> None:
+    def _cut_to(self, row: _DecodingRow, kept: str) -> None:
         """Drop the tokens that lie wholly inside the stop string (a token straddling it stays)."""
         n = len(row.ids)
         while n > 0 and len(self.tokenizer.decode(row.ids[: n - 1], skip_special_tokens=True)) >= len(kept):
@@ -426,7 +429,7 @@ class TransformersBackend:
         del row.top[n:], row.signals[n:]
         row.text = kept
 
-    def _completion(self, row: _Row) -> Completion:
+    def _completion(self, row: _DecodingRow) -> Completion:
         return Completion(
             text=row.text,
             token_ids=row.ids,
