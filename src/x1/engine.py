@@ -49,10 +49,6 @@ class Budget:
             return "token budget"
         if self.max_policy_calls is not None and compute.policy_calls >= self.max_policy_calls:
             return "call budget"
-        if self.max_nodes is not None and len(graph) >= self.max_nodes:
-            return "node budget"
-        if self.max_seconds is not None and elapsed_s >= self.max_seconds:
-            return "time budget"
         return ""
 
 
