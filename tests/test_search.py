@@ -12,8 +12,8 @@ from x1.models.fake import FakeBackend
 from x1.operators.backpropagate import backpropagate
 from x1.operators.select import puct_score
 from x1.strategies import BeamSearch, BestOfN, ChainOfThought, build_strategy, vote
-from x1.strategies.base import Expand, Problem, Reply
-from x1.strategies.mcts import MCTS
+from x1.strategies.base import Expand, Problem, Reply, read_state, save_state
+from x1.strategies.mcts import MCTS, MCTSState
 
 
 def test_puct_by_hand():
@@ -85,10 +85,18 @@ def test_mcts_virtual_loss_scores_siblings_against_one_parent_count():
     assert strategy._score(a, 3, 1) == pytest.approx(1.2218053393)
     assert strategy._score(b, 3, 1) == pytest.approx(0.9218053393)
     assert strategy._score(c, 3, 0) == pytest.approx(1.2827080090)
+    replan(strategy, problem)  # the tree was built by hand after start: select again, as tell would
     requests = strategy.ask(problem)
     assert [r.thought_id for r in requests] == [a.id, b.id, c.id]
     strategy.parallel = 2
+    replan(strategy, problem)
     assert [r.thought_id for r in strategy.ask(problem)] == [a.id, b.id]
+
+
+def replan(strategy: MCTS, problem: Problem) -> None:
+    state = read_state(problem, MCTSState)
+    strategy._plan(problem, state)
+    save_state(problem, state)
 
 
 def test_mcts_training_mode_uses_true_terminal_reward():

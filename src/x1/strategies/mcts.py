@@ -5,6 +5,10 @@ each new child (value evaluator; true reward at terminals in training mode; opti
 with rollouts by α) → *backpropagate* from the expanded leaf. New children start with N = 1.
 ``parallel`` > 1 selects several leaves per tick with virtual loss, so one problem fills a batch.
 
+Selection changes the tree (a selected terminal is backed up and counts as an iteration), so it
+runs in ``start`` and ``tell``: after folding the replies in, ``tell`` plans the next tick's
+leaves (``planned``), and ``ask`` only turns the plan into requests.
+
 Rollouts (α > 0) are sampled at the strategy's ``temperature``, like expansions, and each is kept
 in its node's ``meta["rollouts"]`` (text, finish reason, steps, reward, discounted return): the
 search trace shows what the value was mixed from, and no rollout becomes a thought.
@@ -14,13 +18,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from x1.graph import ROOT_ID, ReasoningGraph, Thought
 from x1.operators.backpropagate import backpropagate
 from x1.operators.select import puct_score, to_unit
-from x1.strategies.base import Expand, Problem, Reply, Request, Strategy
+from x1.strategies.base import Expand, Problem, Reply, Request, Strategy, read_state, save_state
 
 
 class _Shadow(NamedTuple):
@@ -28,6 +32,13 @@ class _Shadow(NamedTuple):
 
     value: float
     visits: int
+
+
+@dataclass
+class MCTSState:
+    iteration: int = 0  # finished iterations (an expansion backed up, or a terminal selected again)
+    pending_rollouts: list[int] = field(default_factory=list)  # new children whose rollouts are asked for next
+    planned: list[int] = field(default_factory=list)  # leaves selected for the next expansion
 
 
 @dataclass
@@ -63,8 +74,10 @@ class MCTS(Strategy):
             )
 
     def start(self, problem: Problem) -> None:
-        problem.meta.update(iteration=0, pending_rollouts=[], virtual={})
         problem.graph.root.value = 0.0
+        state = MCTSState()
+        self._plan(problem, state)
+        save_state(problem, state)
 
     # -- select ---------------------------------------------------------------------------
     def _score(self, child: Thought, parent_visits: int, vl: int) -> float:
@@ -80,25 +93,40 @@ class MCTS(Strategy):
         shadow = _Shadow((q * child.visits - vl) / (child.visits + vl), child.visits + vl)
         return puct_score(shadow, parent_visits, self.c1, self.c2, self.puct_form)  # type: ignore[arg-type]
 
-    def select_leaf(self, graph: ReasoningGraph, virtual: dict[str, int]) -> Thought:
+    def select_leaf(self, graph: ReasoningGraph, virtual: dict[int, int]) -> Thought:
         """Descend by PUCT to a leaf; ties go to the lowest id (the hot loop of the engine benchmark).
 
         With pending selections (``virtual``: thought id → virtual visits) the parent's count is
-        N(s) + Σ vl(c) over its children, the same for every sibling.
+        N(s) + Σ vl(c) over its children, the same for every sibling. The cost is the path's
+        depth times its branching, never the tree's size: the score is ``puct_score`` (and
+        ``_score`` under virtual loss) inlined, with the parent's factor computed once per level,
+        in the same float operations so that ties break exactly as they would there.
         """
         thoughts = graph.thoughts
         node = graph.root
+        c1, c2, paper = self.c1, self.c2, self.puct_form == "paper"
+        if self.puct_form not in ("muzero", "paper"):
+            raise ValueError(f"unknown PUCT form {self.puct_form!r}; use 'muzero' or 'paper'")
         while not node.terminal:
             parent_visits = node.visits
             if virtual:
-                parent_visits += sum(virtual.get(str(cid), 0) for cid in node.children)
+                parent_visits += sum(virtual.get(cid, 0) for cid in node.children)
+            if paper:
+                root, factor = math.sqrt(max(parent_visits - 1, 0)), c1 + math.log((parent_visits + c2) / c2)
+            else:
+                root, factor = math.sqrt(parent_visits), c1 + math.log((parent_visits + c2 + 1) / c2)
             best: Thought | None = None
             best_score = -math.inf
             for cid in node.children:
                 child = thoughts[cid]
                 if child.pruned:
                     continue
-                score = self._score(child, parent_visits, virtual.get(str(cid), 0) if virtual else 0)
+                vl = virtual.get(cid, 0) if virtual else 0
+                visits, value = child.visits, child.value
+                if vl:
+                    q = value if value is not None else 0.0
+                    value, visits = (q * visits - vl) / (visits + vl), visits + vl
+                score = (0.5 if value is None else (value + 1.0) / 2.0) + 1.0 * (root / (1 + visits) * factor)
                 if best is None or score > best_score or (score == best_score and cid < best.id):
                     best, best_score = child, score
             if best is None:
@@ -107,40 +135,42 @@ class MCTS(Strategy):
         return node
 
     # -- ask / tell -----------------------------------------------------------------------
-    def _finished(self, problem: Problem) -> bool:
-        if problem.meta["iteration"] >= self.iterations:
+    def _finished(self, problem: Problem, state: MCTSState) -> bool:
+        if state.iteration >= self.iterations:
             return True
         return self.stop_at_first_terminal and any(
             t.terminal and (not self.training or (t.reward or 0) >= 1) for t in problem.graph
         )
 
-    def ask(self, problem: Problem) -> list[Request]:
+    def _plan(self, problem: Problem, state: MCTSState) -> None:
+        """Select the next tick's leaves, with virtual loss between selections; a selected terminal is backed up."""
         graph = problem.graph
-        if problem.meta["pending_rollouts"]:
-            return [
-                Expand(t, n=self.rollouts, temperature=self.temperature, stop=[], max_tokens=512, attach=False, tag="rollout")
-                for t in problem.meta["pending_rollouts"]
-            ]
-        requests: list[Request] = []
-        virtual: dict[str, int] = {}
-        chosen: set[int] = set()
+        virtual: dict[int, int] = {}
+        planned: list[int] = []
         guard = 0
-        while len(requests) < self.parallel and not self._finished(problem) and guard < 4 * self.parallel + 8:
+        while len(planned) < self.parallel and not self._finished(problem, state) and guard < 4 * self.parallel + 8:
             guard += 1
             leaf = self.select_leaf(graph, virtual)
             if leaf.terminal:
                 # A terminal cannot grow: count the visit, back its value up, and go again.
                 backpropagate(graph, leaf.id, self.gamma, self.lam)
-                problem.meta["iteration"] += 1
+                state.iteration += 1
                 continue
-            if leaf.id in chosen:
+            if leaf.id in planned:
                 break
-            chosen.add(leaf.id)
+            planned.append(leaf.id)
             for t in [leaf, *graph.path(leaf.id)[:-1]]:
-                virtual[str(t.id)] = virtual.get(str(t.id), 0) + 1
-            requests.append(Expand(leaf.id, n=self.expand, temperature=self.temperature, evaluator=self.evaluator))
-        problem.meta["virtual"] = virtual
-        return requests
+                virtual[t.id] = virtual.get(t.id, 0) + 1
+        state.planned = planned
+
+    def ask(self, problem: Problem) -> list[Request]:
+        state = read_state(problem, MCTSState)
+        if state.pending_rollouts:
+            return [
+                Expand(t, n=self.rollouts, temperature=self.temperature, stop=[], max_tokens=512, attach=False, tag="rollout")
+                for t in state.pending_rollouts
+            ]
+        return [Expand(leaf, n=self.expand, temperature=self.temperature, evaluator=self.evaluator) for leaf in state.planned]
 
     def _value_of(self, problem: Problem, child: Thought) -> float:
         if child.terminal and self.training:
@@ -150,28 +180,29 @@ class MCTS(Strategy):
         return 2.0 * child.scores.get(self.evaluator, 0.5) - 1.0
 
     def tell(self, problem: Problem, replies: list[Reply]) -> None:
-        graph = problem.graph
-        problem.meta["virtual"] = {}
-        if any(r.completions for r in replies) or problem.meta["pending_rollouts"]:
-            self._tell_rollouts(problem, replies)
-            return
-        waiting: list[int] = []
-        for reply in replies:
-            pending = []
-            for cid in reply.thought_ids:
-                child = graph[cid]
-                child.value = self._value_of(problem, child)
-                child.visits = 1
-                if self.alpha > 0 and self.training and not child.terminal:
-                    pending.append(cid)
-            if pending:
-                waiting.extend(pending)  # backed up once their rollouts return
-            else:
-                backpropagate(graph, reply.request.thought_id, self.gamma, self.lam)
-                problem.meta["iteration"] += 1
-        problem.meta["pending_rollouts"] = waiting
+        graph, state = problem.graph, read_state(problem, MCTSState)
+        state.planned = []
+        if any(r.completions for r in replies) or state.pending_rollouts:
+            self._tell_rollouts(problem, state, replies)
+        else:
+            for reply in replies:
+                pending = []
+                for cid in reply.thought_ids:
+                    child = graph[cid]
+                    child.value = self._value_of(problem, child)
+                    child.visits = 1
+                    if self.alpha > 0 and self.training and not child.terminal:
+                        pending.append(cid)
+                if pending:
+                    state.pending_rollouts.extend(pending)  # backed up once their rollouts return
+                else:
+                    backpropagate(graph, reply.request.thought_id, self.gamma, self.lam)
+                    state.iteration += 1
+        if not state.pending_rollouts:
+            self._plan(problem, state)
+        save_state(problem, state)
 
-    def _tell_rollouts(self, problem: Problem, replies: list[Reply]) -> None:
+    def _tell_rollouts(self, problem: Problem, state: MCTSState, replies: list[Reply]) -> None:
         graph = problem.graph
         leaves = set()
         for reply in replies:
@@ -192,10 +223,10 @@ class MCTS(Strategy):
             child.value = (1 - self.alpha) * (child.value or 0.0) + self.alpha * rollout_value
             child.meta["rollout_value"] = rollout_value
             leaves.add(child.parents[0])
-        problem.meta["pending_rollouts"] = []
+        state.pending_rollouts = []
         for leaf in sorted(leaves):
             backpropagate(graph, leaf, self.gamma, self.lam)
-            problem.meta["iteration"] += 1
+            state.iteration += 1
 
     def answer(self, problem: Problem) -> Thought | None:
         graph = problem.graph
