@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from x1.metrics import token_signals
 from x1.models.base import Backend, BackendError, GenerationRequest
+from x1.signals import token_signals
 
 MESSAGES = [
     [{"role": "user", "content": "What is 2+3?"}],

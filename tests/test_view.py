@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from x1.cli import app
 from x1.graph import ReasoningGraph
-from x1.metrics import token_series
+from x1.signals import token_series
 from x1.view.page import embed_json, render_page
 from x1.view.scene import ancestors, graph_data, layout, problem_data, verdict
 

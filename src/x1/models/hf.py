@@ -110,7 +110,7 @@ def _adapter_folder(name: str, path: str | Path, vocab: int) -> Path:
 
 
 def _token_signals(row: Any) -> dict[str, float]:
-    from x1.metrics import token_signals
+    from x1.signals import token_signals
 
     return token_signals(row)
 

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from x1.metrics import token_signals
 from x1.models.base import (
     BackendError,
     BackendStats,
@@ -40,6 +39,7 @@ from x1.models.base import (
 )
 from x1.models.llamacpp_build import unsupported_build_features
 from x1.models.registry import check_gguf
+from x1.signals import token_signals
 
 try:  # the runtime is optional: `pip install 'x1[cpu]'`
     import llama_cpp as _llama

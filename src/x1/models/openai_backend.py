@@ -25,7 +25,6 @@ import warnings
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from x1.metrics import signals_from_top_logprobs
 from x1.models._sampling import render_chatml, render_template, resolve_chat_template, sample_seed
 from x1.models.base import (
     BackendError,
@@ -36,6 +35,7 @@ from x1.models.base import (
     GenerationRequest,
     truncate_at_stop,
 )
+from x1.signals import signals_from_top_logprobs
 
 T = TypeVar("T")
 MAX_TOP_LOGPROBS = 20

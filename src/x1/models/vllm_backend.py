@@ -27,7 +27,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from x1.metrics import signals_from_top_logprobs
 from x1.models.base import (
     BackendError,
     BackendStats,
@@ -37,6 +36,7 @@ from x1.models.base import (
     GenerationRequest,
     truncate_at_stop,
 )
+from x1.signals import signals_from_top_logprobs
 
 MAX_TOP_LOGPROBS = 20  # vLLM's default max_logprobs
 

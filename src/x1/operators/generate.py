@@ -6,8 +6,8 @@ import re
 from typing import Any
 
 from x1.graph import Compute, ReasoningGraph, Thought
-from x1.metrics import summarize, token_series
 from x1.models.base import Completion
+from x1.signals import summarize, token_series
 from x1.tasks.base import Task
 
 _FINAL = re.compile(r"answer is|\\boxed\{", re.IGNORECASE)

@@ -12,13 +12,6 @@ import numpy as np
 SIGNAL_NAMES = ("entropy", "varentropy", "gini", "top1", "margin")
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Stable log-softmax over the last axis, in float64 for exact signals."""
-    x = np.asarray(logits, dtype=np.float64)
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
-
-
 def gini(probs: np.ndarray) -> float:
     """Gini coefficient of a probability vector: 0 for uniform, → 1 when one token has all mass."""
     p = np.sort(np.asarray(probs, dtype=np.float64))
