@@ -158,7 +158,7 @@ class LlamaCppBackend:
             raise BackendError(f"llama.cpp could not create a context of {n_ctx} tokens; fix: lower n_ctx")
         self._mem = _llama.llama_get_memory(self._ctx)
         self.n_ctx = _llama.llama_n_ctx(self._ctx)
-        self.n_batch = n_batch
+        self.n_batch = min(n_batch, self.n_ctx)  # llama.cpp clamps its n_batch to n_ctx and aborts on a bigger chunk
         self.n_seq_max = n_seq_max
         self._batch = _llama.llama_batch_init(n_batch, 0, 1)
         self._slots = [_Slot() for _ in range(n_seq_max)]

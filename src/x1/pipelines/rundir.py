@@ -88,7 +88,7 @@ def check_identity(out_dir: Path, identity: dict[str, Any], resume: bool) -> Non
                          key=lambda key: (first.index(key) if key in first else len(first), key))
         if changed:
             key = changed[0]
-            was, now = (repr(side[key]) if key in side else "unset" for side in (old, new))
+            was, now = (repr(side[key]) if side.get(key) is not None else "unset" for side in (old, new))
             raise RunDirError(
                 f"--resume: {out_dir} is a run with {key}={was}, not {now} ({len(changed)} setting(s) differ); "
                 f"fix: resume with the run's own {_flag(key)}, or start a new run with another --out"

@@ -25,6 +25,8 @@ from x1.serve.batcher import Batcher, call_seconds, describe
 from x1.serve.metrics import CONTENT_TYPE, ServerMetrics
 
 DEFAULT_MAX_BODY_BYTES = 8 << 20
+MAX_HEADER_BYTES = 16 << 10  # headers in one piece over this get 431; h11 refuses a header block still incomplete at this size
+MAX_HEADERS = 100
 DEFAULT_WEDGED_S = 120.0  # one model call (a step, or a gathered batch) running longer: /health says wedged
 DEFAULT_REQUEST_TIMEOUT_S = 600.0  # a request still running after this gets 504 and leaves the batcher
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -118,6 +120,12 @@ class GuardMiddleware:
         path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
         if root and path.startswith(root):  # behind a proxy that mounts the app under a prefix
             path = path[len(root) :]
+        raw_headers = scope.get("headers", []) if scope["type"] == "http" else []
+        if len(raw_headers) > MAX_HEADERS or sum(len(k) + len(v) for k, v in raw_headers) > MAX_HEADER_BYTES:
+            self.metrics.requests.inc(status="431")
+            await error_response(431, f"request headers over this server's limit ({MAX_HEADERS} headers, {MAX_HEADER_BYTES} bytes)",
+                                 code="headers_too_large")(scope, receive, send)
+            return
         if scope["type"] != "http" or not path.startswith("/v1"):
             await self.app(scope, receive, send)
             return
@@ -267,7 +275,6 @@ def check_model(requested: str | None, served: str) -> None:
 
 
 # -- running ----------------------------------------------------------------------------------
-MAX_HEADER_BYTES = 16 << 10  # request line + headers; more gets 400 (h11 enforces it; httptools has no limit)
 SHUTDOWN_GRACE_S = 5.0  # SIGTERM: requests still running after this are cancelled and the server exits
 
 
