@@ -329,6 +329,10 @@ def eval_(
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in task)
         strategy = cfg.search.strategy
         out_dir = out or Path("runs") / f"eval-{safe}-{strategy}"
+        if not workers:  # the model's path is checked here too, before a progress bar (workers resolve it where they run)
+            from x1.models.registry import resolve_model
+
+            resolve_model(cfg.model.name, cfg.model.model_name)
         open_run(problems, cfg, out_dir, resume, task)  # the run directory's errors come before any progress bar or model
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err_console) as progress:
