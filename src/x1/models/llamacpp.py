@@ -505,7 +505,7 @@ class _LlamaStream:
         self._running: list[_Seq] = []  # each has sampled a token that the next step decodes
         self._entries: list[tuple[int, int, int, bool]] = []  # those tokens, aligned with _running
         self._next = 0
-        self._cells: dict[int, int] = {}  # admitted ticket -> the KV cells it may fill (prompt + n * max_tokens)
+        self._cells: dict[int, int] = {}  # admitted ticket -> the KV cells its admission fills (prompt + n)
 
     def submit(self, request: GenerationRequest) -> int:
         b = self.backend
@@ -573,8 +573,9 @@ class _LlamaStream:
             reserve = 1 if (self._running or taken) else 0
             head = self._queue[0]
             need = head.request.n
-            cells = len(head.prompt) + head.request.n * head.request.max_tokens
-            # Requests that together could fill the KV cache wait for the running ones (one alone always goes).
+            cells = len(head.prompt) + head.request.n  # its prompt and a first token per sequence: what admission fills at once
+            # Prompts that do not fit beside the admitted ones wait for them (one alone always goes); reserving n x max_tokens
+            # would halve the batch for searches whose steps stop early, and a decode that outgrows the cache frees its slots.
             if need + reserve > free or ((self._cells or taken) and sum(self._cells.values()) + cells > b.n_ctx):
                 break
             free -= need
