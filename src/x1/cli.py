@@ -216,6 +216,9 @@ def solve(
     except (BackendError, ConfigError, ValueError) as err:
         fail(str(err))
         return
+    except OSError as err:  # e.g. --trace in a folder that cannot be written
+        fail(f"{err.filename or trace}: {err.strerror or err}; fix: choose another --trace")
+        return
     console.print(f"trace: {trace}  ({summary.wall_s:.1f}s)")
 
 
