@@ -142,7 +142,7 @@ def train_kills(work: Path, target: int, rng: random.Random) -> dict[str, Any]:
         out = work / f"train{chain}"
         chain += 1
         cmd = ["train", str(config(out))]
-        got, snaps = kill_chain(cmd, cmd, work, [rng.uniform(2.0, span) for _ in range(4)], lambda o=out: steps(o))
+        got, snaps = kill_chain(cmd, cmd, work, [rng.uniform(2.0, 0.8 * span) for _ in range(6)], lambda o=out: steps(o))
         kills += got
         final = steps(out)
         lost += sum(1 for snap in snaps for name, record in snap.items() if final.get(name) != record)  # a finished step redone
@@ -174,7 +174,7 @@ def fit_kills(work: Path, target: int, rng: random.Random) -> dict[str, Any]:
     while kills < target:
         out = work / f"fit{chain}"
         chain += 1
-        got, _ = kill_chain(cmd(out), cmd(out), work, [rng.uniform(1.0, span) for _ in range(4)], lambda: None)
+        got, _ = kill_chain(cmd(out), cmd(out), work, [rng.uniform(1.0, 0.8 * span) for _ in range(6)], lambda: None)
         kills += got
         equal &= weights(out) == weights(work / "fref")
     # fit keeps no mid-run checkpoint: a kill redoes its 4 steps, which is "beyond the last checkpoint" by definition
@@ -372,6 +372,12 @@ def main() -> None:
     from rich.table import Table
 
     table = Table("check", "tried", "result", title="x1 faults (benchmarks/faults.py)")
+
+    def add_row(*cells: str) -> None:
+        """Into the table, and printed at once: a run cut short still shows what it measured."""
+        table.add_row(*cells)
+        print(" | ".join(cells), f"({time.perf_counter() - start:.0f}s)", flush=True)
+
     work = Path(tempfile.mkdtemp(prefix="x1-faults-"))
     start = time.perf_counter()
     try:
@@ -379,21 +385,21 @@ def main() -> None:
             if name in skip:
                 continue
             row = fn(work, target, rng)
-            table.add_row(f"kill -9: {row['command']}", f"{row['kills']} kill points",
+            add_row(f"kill -9: {row['command']}", f"{row['kills']} kill points",
                           f"{row['unit']} lost: {row['lost']} · duplicates: {row['duplicates']} · results equal: "
                           f"{'yes' if row['equal'] else 'NO'}")
         if "bad" not in skip:
             for name, code, line in bad_inputs(work):
-                table.add_row(f"bad input: {name}", f"exit {code}", line)
+                add_row(f"bad input: {name}", f"exit {code}", line)
         if "serve" not in skip:
             r = server_abuse(work, args.quick)
             idle = f"{r['idle_s']:.1f}s" if r["idle_s"] is not None else "NOT within 30s"
-            table.add_row("serve policy under abuse", f"{r['sent']} requests",
+            add_row("serve policy under abuse", f"{r['sent']} requests",
                           f"good lost: {r['good_lost']} of {r['good_ok'] + r['good_lost']} · 5xx: {r['5xx']} · CPU idle "
                           f"{idle} after the load · RSS {r['rss_before']:.0f} → {r['rss_after']:.0f} MiB · /health {r['health_after']}")
-            table.add_row("serve policy: abandoned request", "16 prompts × n=4 × 1000 tokens, client gone after 2 s",
+            add_row("serve policy: abandoned request", "16 prompts × n=4 × 1000 tokens, client gone after 2 s",
                           f"next good request served in {r['after_s']:.1f}s")
-            table.add_row("serve policy: SIGTERM mid-decode", "8 × 1000 tokens running", f"exited in {r['sigterm_s']:.1f}s")
+            add_row("serve policy: SIGTERM mid-decode", "8 × 1000 tokens running", f"exited in {r['sigterm_s']:.1f}s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     Console(width=200).print(table)
