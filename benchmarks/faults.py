@@ -1,6 +1,6 @@
 """Crash-safety and bad-input figures for every command, as one table (issue 20). Loopback only, bounded.
 
-    python benchmarks/faults.py            # 20 kill points per command, the full abuse run (about 12 min here)
+    python benchmarks/faults.py            # 20 kill points per command, the full abuse run (25 min on 2 shared cores)
     python benchmarks/faults.py --quick    # 3 kill points per command, a short abuse run
 
 1. kill -9 at random moments of ``x1 eval`` (fake backend), ``x1 train`` (a tiny random Llama recipe) and
