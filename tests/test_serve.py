@@ -372,7 +372,10 @@ def test_api_key_is_enforced_behind_a_prefix_proxy() -> None:
         status: list[int] = []
 
         async def receive() -> dict:
-            return messages.pop(0) if messages else {"type": "http.disconnect"}
+            if messages:
+                return messages.pop(0)
+            await asyncio.sleep(3600)  # a client that stays connected (a disconnect now would cancel the request)
+            return {"type": "http.disconnect"}
 
         async def send(message: dict) -> None:
             if message["type"] == "http.response.start":

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,9 +22,27 @@ from x1.engine import Outcome
 from x1.models.base import BackendError
 from x1.view.cli import report_command, view_command
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="x1: reasoning language models from the blueprint's parts.")
 console = Console()
 err_console = Console(stderr=True)
+INTERRUPTED = "interrupted (Ctrl-C): finished work is saved; rerun the same command (x1 eval with --resume) to continue"
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    """Say what Ctrl-C left behind; typer then exits 130 (it swallows KeyboardInterrupt, so main()'s handler never ran)."""
+    err_console.print(f"[bold yellow]{INTERRUPTED}[/]", soft_wrap=True)
+    raise KeyboardInterrupt
+
+
+class _Typer(typer.Typer):
+    """The ``x1`` console script calls the app object itself, so its Ctrl-C message lives here, not in main()."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_interrupt)
+        return super().__call__(*args, **kwargs)
+
+
+app = _Typer(add_completion=False, no_args_is_help=True, help="x1: reasoning language models from the blueprint's parts.")
 
 ModelOpt = Annotated[
     str | None, typer.Option("--model", "-m", help="bundled name (default, smollm2), .gguf path, folder, or openai:URL [default: default]")
@@ -45,7 +64,8 @@ ValueUrlOpt = Annotated[
 
 
 def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(message)}")  # escaped: a fix such as pip install 'x1[ray]' is no markup
+    # one line however long; escaped: a fix such as pip install 'x1[ray]' is no markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -197,6 +217,9 @@ def solve(
     except (BackendError, ConfigError, ValueError) as err:
         fail(str(err))
         return
+    except OSError as err:  # e.g. --trace in a folder that cannot be written
+        fail(f"{err.filename or trace}: {err.strerror or err}; fix: choose another --trace")
+        return
     console.print(f"trace: {trace}  ({summary.wall_s:.1f}s)")
 
 
@@ -289,7 +312,7 @@ def eval_(
     chat_template: ChatTemplateOpt = None,
 ) -> None:
     """Evaluate a strategy on a data set: accuracy with a 95% bootstrap interval, compute, traces."""
-    from x1.pipelines.evaluate import EvalError, evaluate, level_table
+    from x1.pipelines.evaluate import EvalError, evaluate, level_table, open_run
     from x1.tasks.base import TaskError
     from x1.tasks.registry import load_tasks
 
@@ -298,14 +321,23 @@ def eval_(
     try:
         cfg = build_config(model, strategy, param, seed, temperature, config, model_name, value_url, default_strategy="cot",
                            step=step, max_step_tokens=max_step_tokens, chat_template=chat_template)
-        if max_tokens:
+        if max_tokens is not None:
+            if max_tokens < 1:
+                raise ConfigError(f"--max-tokens {max_tokens}: the token budget per problem must be at least 1; fix: e.g. 4096")
             cfg.search.budget.max_tokens = max_tokens
         if max_active:
             cfg.search.max_active = max_active
         problems = load_tasks(task, n=n, seed=cfg.search.seed, **parse_params(task_option or []))
+        if not problems:
+            raise TaskError(f"{task} holds no problems (an empty file, or --n 0); fix: give a task source with records and --n 1 or more")
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in task)
         strategy = cfg.search.strategy
         out_dir = out or Path("runs") / f"eval-{safe}-{strategy}"
+        if not workers:  # the model's path is checked here too, before a progress bar (workers resolve it where they run)
+            from x1.models.registry import resolve_model
+
+            resolve_model(cfg.model.name, cfg.model.model_name)
+        open_run(problems, cfg, out_dir, resume, task)  # the run directory's errors come before any progress bar or model
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err_console) as progress:
             bar = progress.add_task(f"{strategy} · {task}", total=len(problems))
@@ -328,6 +360,10 @@ def eval_(
                 result = evaluate(problems, cfg, out_dir, task, resume=resume, on_done=lambda outcome: done(outcome.correct), on_skip=skip)
     except (BackendError, ConfigError, EvalError, TaskError, ValueError) as err:
         fail(str(err))
+        return
+    except OSError as err:  # e.g. the disk filled up mid-run: every finished record is already on disk
+        fail(f"{err.filename or 'the run directory'}: {err.strerror or err}; finished problems are saved, "
+             "fix the cause and rerun with --resume")
         return
     table = Table("task", "strategy", "model", "n", "accuracy (95% CI)", "tokens gen / prefilled", "policy calls", "wall")
     table.add_row(
@@ -644,11 +680,7 @@ def train(config: Annotated[Path, typer.Argument(help="recipe YAML (see examples
 
 
 def main() -> None:  # pragma: no cover
-    try:
-        app()
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
+    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

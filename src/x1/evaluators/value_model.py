@@ -11,6 +11,7 @@ which positions are read.
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,9 @@ class HeadedLM(nn.Module):
         try:
             tokenizer = AutoTokenizer.from_pretrained(location, **load)
             lm = AutoModelForCausalLM.from_pretrained(location, **{_dtype_kwarg(): pick_dtype(dtype, target)}, **load)
+        except pickle.UnpicklingError as err:  # torch.load(weights_only=True) refused a pickle that is not plain tensors
+            raise BackendError(f"{path_or_name} holds pickled weights that are not plain tensors (they could run code), so they are "
+                               "not loaded; fix: use a folder with model.safetensors") from err
         except (OSError, ValueError, ImportError) as err:
             raise BackendError(
                 f"transformers could not load {path_or_name}: {(str(err).splitlines() or [type(err).__name__])[0]}; "

@@ -152,6 +152,10 @@ class LockStepStream:
     def close(self) -> None:
         self._queued = []
 
+    def cancel(self, ticket: int) -> None:
+        """Drop a request not yet handed to ``generate`` (one already generating runs to its end)."""
+        self._queued = [(t, r) for t, r in self._queued if t != ticket]
+
 
 def open_stream(backend: Backend) -> DecodeStream:
     """The backend's own continuous stream where it has one, else lock-step batches."""

@@ -19,6 +19,7 @@ import contextlib
 import gc
 import inspect
 import json
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,9 @@ class TransformersBackend:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(location), **load)
             model = AutoModelForCausalLM.from_pretrained(str(location), **{_dtype_kwarg(): self.dtype}, **load)
+        except pickle.UnpicklingError as err:  # torch.load(weights_only=True) refused a pickle that is not plain tensors
+            raise BackendError(f"{path} holds pickled weights that are not plain tensors (they could run code), so they are "
+                               "not loaded; fix: use a folder with model.safetensors") from err
         except (OSError, ValueError, ImportError) as err:
             raise BackendError(
                 f"transformers could not load {path}: {(str(err).splitlines() or [type(err).__name__])[0]}; "

@@ -23,6 +23,7 @@ import ctypes
 import os
 import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,7 +158,7 @@ class LlamaCppBackend:
             raise BackendError(f"llama.cpp could not create a context of {n_ctx} tokens; fix: lower n_ctx")
         self._mem = _llama.llama_get_memory(self._ctx)
         self.n_ctx = _llama.llama_n_ctx(self._ctx)
-        self.n_batch = n_batch
+        self.n_batch = min(n_batch, self.n_ctx)  # llama.cpp clamps its n_batch to n_ctx and aborts on a bigger chunk
         self.n_seq_max = n_seq_max
         self._batch = _llama.llama_batch_init(n_batch, 0, 1)
         self._slots = [_Slot() for _ in range(n_seq_max)]
@@ -412,7 +413,8 @@ class LlamaCppBackend:
             if wave == 0:
                 raise BackendError(f"all {self.n_seq_max} sequence slots are busy generating; fix: raise n_seq_max")
             for start in range(0, len(prompts), wave):
-                out.extend(self._score_wave(prompts[start : start + wave], continuations[start : start + wave]))
+                with self._freeing_on_error():
+                    out.extend(self._score_wave(prompts[start : start + wave], continuations[start : start + wave]))
             self.stats.calls += 1
             return out
 
@@ -425,6 +427,9 @@ class LlamaCppBackend:
             split = _common_prefix(p_tokens, full)
             if split == len(full):
                 raise BackendError("score() needs a non-empty continuation")
+            if split == 0:  # no prompt token to condition the first one on: condition it on BOS (else a neighbour's row is read)
+                bos = _llama.llama_vocab_bos(self._vocab)
+                full, split = [bos if bos >= 0 else _llama.llama_vocab_eos(self._vocab)] + full, 1
             ready = {i for i, sl in enumerate(self._slots) if sl.tokens} - set(slots)
             src, reuse = self._best_prefix(full, ready)
             reuse = min(reuse, split - 1) if split > 0 else 0
@@ -451,6 +456,19 @@ class LlamaCppBackend:
             self._slots[slot].busy = False
             self._slots[slot].last_used = self._clock
         return result
+
+    @contextlib.contextmanager
+    def _freeing_on_error(self) -> Iterator[None]:
+        """Slots a failed call took (a full KV cache mid-prefill) are emptied, so the failure does not keep their cells forever."""
+        before = {i for i, s in enumerate(self._slots) if s.busy}
+        try:
+            yield
+        except Exception:
+            for i, slot in enumerate(self._slots):
+                if slot.busy and i not in before:
+                    _llama.llama_memory_seq_rm(self._mem, i, -1, -1)
+                    self._slots[i] = _Slot()
+            raise
 
     def clear_cache(self) -> None:
         """Forget every cached prefix (benchmarks use it to measure cold prefills)."""
@@ -487,6 +505,7 @@ class _LlamaStream:
         self._running: list[_Seq] = []  # each has sampled a token that the next step decodes
         self._entries: list[tuple[int, int, int, bool]] = []  # those tokens, aligned with _running
         self._next = 0
+        self._cells: dict[int, int] = {}  # admitted ticket -> the KV cells its admission fills (prompt + n)
 
     def submit(self, request: GenerationRequest) -> int:
         b = self.backend
@@ -519,7 +538,8 @@ class _LlamaStream:
                 )
             running_logits = None
             if admitted:
-                seqs, first_logits, running_logits = self._start(admitted, self._entries)
+                with b._freeing_on_error():
+                    seqs, first_logits, running_logits = self._start(admitted, self._entries)
             elif self._running:
                 running_logits = b._decode(self._entries)
             entries: list[tuple[int, int, int, bool]] = []
@@ -541,6 +561,7 @@ class _LlamaStream:
             self._running, self._entries = [], []
             self._queue.clear()
             self._open.clear()
+            self._cells.clear()
 
     # -- internals ------------------------------------------------------------------------
     def _take_admissible(self) -> list[_Ticket]:
@@ -550,12 +571,35 @@ class _LlamaStream:
         while self._queue:
             # While sequences run, keep one slot for score() between steps.
             reserve = 1 if (self._running or taken) else 0
-            need = self._queue[0].request.n
-            if need + reserve > free:
+            head = self._queue[0]
+            need = head.request.n
+            cells = len(head.prompt) + head.request.n  # its prompt and a first token per sequence: what admission fills at once
+            # Prompts that do not fit beside the admitted ones wait for them (one alone always goes); reserving n x max_tokens
+            # would halve the batch for searches whose steps stop early, and a decode that outgrows the cache frees its slots.
+            if need + reserve > free or ((self._cells or taken) and sum(self._cells.values()) + cells > b.n_ctx):
                 break
             free -= need
+            self._cells[head.id] = cells
             taken.append(self._queue.popleft())
         return taken
+
+    def cancel(self, ticket: int) -> None:
+        """Drop a request whose client went away: out of the queue, or out of the decode with its slots freed."""
+        b = self.backend
+        with b._lock:
+            t = self._open.pop(ticket, None)
+            self._cells.pop(ticket, None)
+            if t is None:
+                return
+            with contextlib.suppress(ValueError):
+                self._queue.remove(t)
+            keep = [k for k, seq in enumerate(self._running) if seq.ticket is not t]
+            for seq in t.seqs:
+                if seq.finish == "":
+                    _llama.llama_memory_seq_rm(b._mem, seq.slot, -1, -1)
+                    b._slots[seq.slot] = _Slot()
+            self._running = [self._running[k] for k in keep]
+            self._entries = [self._entries[k] for k in keep]
 
     def _start(
         self, tickets: list[_Ticket], lead: list[tuple[int, int, int, bool]]
@@ -632,6 +676,7 @@ class _LlamaStream:
     def _completions(self, ticket: _Ticket) -> list[Completion]:
         b = self.backend
         del self._open[ticket.id]
+        self._cells.pop(ticket.id, None)
         out = []
         for seq in ticket.seqs:
             text = seq.text if seq.finish == "stop" else seq.raw.decode("utf-8", errors="replace")

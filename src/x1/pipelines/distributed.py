@@ -194,7 +194,7 @@ def evaluate_distributed(
         raise EvalError(f"--workers {workers}: a distributed run needs at least 1 worker; fix: pass --workers N, or 0 for in-process")
     ray = import_ray()
     build_strategy(config.search.strategy, **config.search.params)  # a bad strategy or parameter fails here, before Ray starts
-    todo, resumed = open_run(tasks, config, out_dir, resume)
+    todo, resumed = open_run(tasks, config, out_dir, resume, task_spec)
     if on_skip:
         on_skip(resumed)
     start, before = time.perf_counter(), earlier_wall(out_dir, resume)

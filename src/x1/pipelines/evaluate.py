@@ -21,14 +21,13 @@ from x1.config import RunConfig
 from x1.engine import Outcome
 from x1.evaluators.spec import oracle_reason
 from x1.models.base import Backend
+from x1.pipelines.rundir import RunDirError, atomic_write_text, check_identity, check_out_dir, finished_records, run_identity
 from x1.pipelines.solve import open_policy, run_tasks
 from x1.strategies import Problem
 from x1.tasks.base import Task
 from x1.trace import read_traces
 
-
-class EvalError(ValueError):
-    pass
+EvalError = RunDirError  # one error class for everything wrong with a run directory or its inputs
 
 
 @dataclass
@@ -72,29 +71,6 @@ def bootstrap_ci(values: list[float], confidence: float = 0.95, resamples: int =
     lo = means[int((1 - confidence) / 2 * resamples)]
     hi = means[min(resamples - 1, int((1 + confidence) / 2 * resamples))]
     return lo, hi
-
-
-def drop_torn_last_line(trace_path: Path) -> None:
-    """A run killed while writing leaves half a record without its newline: drop it, that problem reruns."""
-    data = trace_path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        trace_path.write_bytes(data[: data.rfind(b"\n") + 1])
-
-
-def finished_records(trace_path: Path, strategy: str) -> dict[str, dict]:
-    """Task id → trace record of problems an earlier run finished with the same strategy."""
-    if not trace_path.exists():
-        return {}
-    drop_torn_last_line(trace_path)
-    done = {}
-    for record in read_traces(trace_path):
-        if record.get("strategy") != strategy:
-            raise EvalError(
-                f"{trace_path} holds a run of strategy {record.get('strategy')!r}, not {strategy!r}; "
-                "fix: use another --out directory, or the same strategy to resume"
-            )
-        done[record["task_id"]] = record
-    return done
 
 
 def summarize(records: list[dict], task: str, strategy: str, model: str, wall_s: float, resumed: int) -> EvalResult:
@@ -154,13 +130,18 @@ def level_table(groups: list[GroupResult]) -> object:
     return table
 
 
-def open_run(tasks: list[Task], config: RunConfig, out_dir: Path, resume: bool) -> tuple[list[Task], int]:
-    """Check the run directory; the tasks still to run, and how many of ``tasks`` an earlier run finished."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def open_run(tasks: list[Task], config: RunConfig, out_dir: Path, resume: bool, task_spec: str | None = None) -> tuple[list[Task], int]:
+    """Check the run directory (writable, same run identity on resume, every finished record whole);
+    the tasks still to run, and how many of ``tasks`` an earlier run finished."""
+    if not tasks:
+        raise EvalError("no problems to run; fix: check that the task source has records and that --n is at least 1")
+    check_out_dir(out_dir)
     trace_path = out_dir / "traces.jsonl"
     checkpoint = out_dir / "checkpoint.jsonl"
     if not resume and (trace_path.exists() or checkpoint.exists()):
         raise EvalError(f"{out_dir} already holds a run; fix: pass --resume to continue it, or choose another --out")
+    if task_spec is not None:
+        check_identity(out_dir, run_identity(config, task_spec), resume)
     done = finished_records(trace_path, config.search.strategy) if resume else {}
     if not resume:
         checkpoint.unlink(missing_ok=True)
@@ -179,7 +160,7 @@ def write_results(
     result = summarize(records, task_spec, config.search.strategy, model_name, wall_s, resumed)
     result.oracle = oracle_reason(config.search.params)
     result.by_level = by_level(records, tasks)
-    (out_dir / "results.json").write_text(json.dumps({**asdict(result), "config": config.model_dump()}, indent=2))
+    atomic_write_text(out_dir / "results.json", json.dumps({**asdict(result), "config": config.model_dump()}, indent=2))
     record_wall(out_dir, wall_s)
     return result
 
@@ -208,7 +189,7 @@ def evaluate(
     on_tick: Callable[[int, list[Problem]], None] | None = None,
     on_skip: Callable[[int], None] | None = None,
 ) -> EvalResult:
-    todo, resumed = open_run(tasks, config, out_dir, resume)
+    todo, resumed = open_run(tasks, config, out_dir, resume, task_spec)
     if on_skip:
         on_skip(resumed)
     start, before = time.perf_counter(), earlier_wall(out_dir, resume)

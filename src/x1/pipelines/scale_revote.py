@@ -24,7 +24,8 @@ def revote_cell(source: Path, target: Path, tasks: list[Task], voting: str, eval
                 on_done: object = None) -> int:
     """Append a re-voted record to ``target/traces.jsonl`` for every source record not yet there; how many were added."""
     from x1.evaluators.spec import build_evaluator, parse_evaluator
-    from x1.pipelines.evaluate import drop_torn_last_line, record_wall
+    from x1.pipelines.evaluate import record_wall
+    from x1.pipelines.rundir import drop_torn_last_line
 
     target.mkdir(parents=True, exist_ok=True)
     out_path = target / "traces.jsonl"

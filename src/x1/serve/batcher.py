@@ -82,6 +82,7 @@ class Batcher(Generic[T, R]):
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
         self.batches = 0  # model calls made (retries included)
+        self.call_started: float | None = None  # when the model call now running began (None: none runs)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -223,7 +224,11 @@ class DynamicBatcher(Batcher[T, R]):
 
     async def _call(self, loop: asyncio.AbstractEventLoop, items: list[T]) -> list[R]:
         self.batches += 1
-        results = list(await loop.run_in_executor(self._executor, self.run_batch, items))
+        self.call_started = time.perf_counter()
+        try:
+            results = list(await loop.run_in_executor(self._executor, self.run_batch, items))
+        finally:
+            self.call_started = None
         if len(results) != len(items):
             raise RuntimeError(f"the model returned {len(results)} results for {len(items)} requests")
         return results
@@ -266,10 +271,17 @@ class DynamicBatcher(Batcher[T, R]):
         finally:
             self.metrics.in_flight.set(0)
 
+def call_seconds(batcher: Batcher[Any, Any]) -> float:
+    """How long the model call now running has run (0 when none): /health calls a batcher wedged past a limit."""
+    started = batcher.call_started
+    return 0.0 if started is None else time.perf_counter() - started
+
+
 def describe(batcher: Batcher[Any, Any]) -> dict[str, Any]:
     """A small dict for /health."""
     return {
         "running": batcher.running,
+        "call_s": round(call_seconds(batcher), 3),
         "queue_depth": batcher.depth,
         "max_batch": batcher.max_batch,
         "max_wait_ms": batcher.max_wait_s * 1000.0,
@@ -333,7 +345,11 @@ class ContinuousBatcher(Batcher[T, R]):
                 for p in new:
                     self.metrics.queue_wait.observe(now - p.arrived)
                 self.batches += 1
-                outcomes = await loop.run_in_executor(self._executor, self._advance, new)
+                self.call_started = time.perf_counter()
+                try:
+                    outcomes = await loop.run_in_executor(self._executor, self._advance, new)
+                finally:
+                    self.call_started = None
                 for pending, ok, value in outcomes:
                     if ok:
                         self._succeed(pending, value)
@@ -353,6 +369,7 @@ class ContinuousBatcher(Batcher[T, R]):
             if self._stream is None:
                 self._stream = self.open_stream()
             stream = self._stream
+            self._drop_abandoned(stream)
             for p in new:
                 try:
                     ticket = stream.submit(self.request(p.item))
@@ -375,6 +392,8 @@ class ContinuousBatcher(Batcher[T, R]):
                 self._stream = None
                 return outcomes
         for ticket, completions in finished:
+            if ticket not in self._tickets:
+                continue
             p = self._tickets.pop(ticket)
             self._in_flight -= p.size
             try:
@@ -382,3 +401,13 @@ class ContinuousBatcher(Batcher[T, R]):
             except Exception as err:
                 outcomes.append((p, False, err))
         return outcomes
+
+    def _drop_abandoned(self, stream: DecodeStream) -> None:
+        """Requests whose waiter gave up (client gone, timed out) leave the decode and free their slots."""
+        cancel = getattr(stream, "cancel", None)
+        for ticket, pending in list(self._tickets.items()):
+            if pending.future.done() and cancel is not None:
+                cancel(ticket)
+                del self._tickets[ticket]
+                self._in_flight -= pending.size
+                self.metrics.items.inc(outcome="cancelled")

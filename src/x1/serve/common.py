@@ -6,6 +6,7 @@ the ``openai`` client reads). Bad input is always a 4xx: malformed JSON and wron
 a missing or wrong API key 401, a body or prompt over the limit 413.
 """
 
+import asyncio
 import contextlib
 import secrets
 import socket
@@ -20,10 +21,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from x1.serve.batcher import Batcher, describe
+from x1.serve.batcher import Batcher, call_seconds, describe
 from x1.serve.metrics import CONTENT_TYPE, ServerMetrics
 
 DEFAULT_MAX_BODY_BYTES = 8 << 20
+MAX_HEADER_BYTES = 16 << 10  # headers in one piece over this get 431; h11 refuses a header block still incomplete at this size
+MAX_HEADERS = 100
+DEFAULT_WEDGED_S = 120.0  # one model call (a step, or a gathered batch) running longer: /health says wedged
+DEFAULT_REQUEST_TIMEOUT_S = 600.0  # a request still running after this gets 504 and leaves the batcher
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 _locks: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
@@ -103,16 +108,24 @@ class _TooLarge(APIError):
 class GuardMiddleware:
     """Pure ASGI: the API key and body limit on /v1/*, and request counts and latency."""
 
-    def __init__(self, app: Any, metrics: ServerMetrics, api_key: str | None, max_body_bytes: int) -> None:
+    def __init__(self, app: Any, metrics: ServerMetrics, api_key: str | None, max_body_bytes: int,
+                 request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> None:
         self.app = app
         self.metrics = metrics
         self.api_key = api_key
         self.max_body = max_body_bytes
+        self.request_timeout_s = request_timeout_s
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
         if root and path.startswith(root):  # behind a proxy that mounts the app under a prefix
             path = path[len(root) :]
+        raw_headers = scope.get("headers", []) if scope["type"] == "http" else []
+        if len(raw_headers) > MAX_HEADERS or sum(len(k) + len(v) for k, v in raw_headers) > MAX_HEADER_BYTES:
+            self.metrics.requests.inc(status="431")
+            await error_response(431, f"request headers over this server's limit ({MAX_HEADERS} headers, {MAX_HEADER_BYTES} bytes)",
+                                 code="headers_too_large")(scope, receive, send)
+            return
         if scope["type"] != "http" or not path.startswith("/v1"):
             await self.app(scope, receive, send)
             return
@@ -142,6 +155,7 @@ class GuardMiddleware:
                 await error_response(413, str(_TooLarge(self.max_body).message), code="body_too_large")(scope, receive, send_wrapper)
                 return
             received = 0
+            body_read = asyncio.Event()
 
             async def receive_wrapper() -> dict[str, Any]:
                 nonlocal received
@@ -150,10 +164,14 @@ class GuardMiddleware:
                     received += len(message.get("body", b""))
                     if received > self.max_body:
                         raise _TooLarge(self.max_body)
+                    if not message.get("more_body", False):
+                        body_read.set()
                 return message
 
             try:
-                await self.app(scope, receive_wrapper, send_wrapper)
+                if not await self._run_watched(scope, receive_wrapper, send_wrapper, receive, body_read):
+                    status[0] = 499  # the client closed the connection before the answer
+                    return
             except _TooLarge as err:
                 if started[0]:
                     raise
@@ -161,6 +179,38 @@ class GuardMiddleware:
         finally:
             self.metrics.requests.inc(status=str(status[0]))
             self.metrics.latency.observe(time.perf_counter() - start)
+
+
+    async def _run_watched(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any],
+                           raw_receive: Callable[..., Any], body_read: asyncio.Event) -> bool:
+        """Run the route, cancelling it when its client disconnects or it outlives ``request_timeout_s``, so work
+        nobody waits for leaves the batcher's queue and decode (a cancelled waiter is dropped there). False if cancelled."""
+        work = asyncio.ensure_future(self.app(scope, receive, send))
+
+        async def client_gone() -> None:
+            await body_read.wait()
+            while (await raw_receive())["type"] != "http.disconnect":
+                pass
+
+        watch = asyncio.ensure_future(client_gone())
+        try:
+            done, _ = await asyncio.wait({work, watch}, timeout=self.request_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        finally:
+            watch.cancel()
+        if work in done:
+            work.result()
+            return True
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await work
+        if watch in done:
+            return False
+        await error_response(504, f"the request took longer than this server's limit of {self.request_timeout_s:g}s; fix: "
+                             "ask for fewer or shorter completions", "timeout_error", code="request_timeout")(scope, raw_receive, send)
+        return True
 
 
 def make_app(
@@ -171,8 +221,12 @@ def make_app(
     api_key: str | None,
     max_body_bytes: int,
     info: Callable[[], dict[str, Any]] | None = None,
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+    wedged_after_s: float = DEFAULT_WEDGED_S,
 ) -> FastAPI:
-    """A FastAPI app that starts and stops ``batchers`` with the server and has /health and /metrics."""
+    """A FastAPI app that starts and stops ``batchers`` with the server and has /health and /metrics.
+
+    /health answers 503 when a batcher's worker died or one model call has run longer than ``wedged_after_s``."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -186,15 +240,18 @@ def make_app(
 
     app = FastAPI(title=title, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_errors(app)
-    app.add_middleware(GuardMiddleware, metrics=metrics, api_key=api_key or None, max_body_bytes=max_body_bytes)
+    app.add_middleware(GuardMiddleware, metrics=metrics, api_key=api_key or None, max_body_bytes=max_body_bytes,
+                       request_timeout_s=request_timeout_s)
     app.state.metrics = metrics
     app.state.batchers = batchers
     started = int(time.time())
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        alive = all(b.running for b in batchers)
-        body: dict[str, Any] = {"status": "ok" if alive else "unavailable", "model": model_name, **(info() if info else {})}
+        wedged = [b.name for b in batchers if call_seconds(b) > wedged_after_s]
+        alive = all(b.running for b in batchers) and not wedged
+        status = "ok" if alive else (f"wedged: one model call has run over {wedged_after_s:g}s" if wedged else "unavailable")
+        body: dict[str, Any] = {"status": status, "model": model_name, **(info() if info else {})}
         body["batchers"] = {b.name: describe(b) for b in batchers}
         return JSONResponse(body, status_code=200 if alive else 503)
 
@@ -218,6 +275,17 @@ def check_model(requested: str | None, served: str) -> None:
 
 
 # -- running ----------------------------------------------------------------------------------
+SHUTDOWN_GRACE_S = 5.0  # SIGTERM: requests still running after this are cancelled and the server exits
+
+
+def uvicorn_limits() -> dict[str, Any]:
+    """uvicorn settings that bound what one client can hold: header size, idle keep-alive, and the shutdown wait."""
+    from x1.serve.slow import SlowClientH11Protocol
+
+    return {"http": SlowClientH11Protocol, "h11_max_incomplete_event_size": MAX_HEADER_BYTES, "timeout_keep_alive": 5,
+            "timeout_graceful_shutdown": SHUTDOWN_GRACE_S}
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -235,7 +303,8 @@ class BackgroundServer:
 
         self.host = host
         self.port = port or free_port(host)
-        config = uvicorn.Config(app, host=host, port=self.port, log_level=log_level, lifespan="on", access_log=False)
+        config = uvicorn.Config(app, host=host, port=self.port, log_level=log_level, lifespan="on", access_log=False,
+                                **uvicorn_limits())
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name=f"x1-serve-{self.port}", daemon=True)
 

@@ -66,4 +66,6 @@ def run_app(app: Any, host: str, port: int, log_level: str = "info") -> None:
         import uvicorn
     except ImportError as err:  # pragma: no cover - the serve extra
         raise BackendError("serving needs uvicorn and fastapi; fix: pip install 'x1[serve]'") from err
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+    from x1.serve.common import uvicorn_limits
+
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug", **uvicorn_limits())

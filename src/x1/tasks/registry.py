@@ -213,10 +213,17 @@ def _load_jsonl(spec: str, path_text: str, n: int | None, config: dict[str, Any]
     if not path.is_file():
         raise TaskError(f"{spec}: no such file {str(path)!r}")
     tasks: list[Task] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
             if n is not None and len(tasks) >= n:
                 break
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise TaskError(
+                    f"{path.name} line {lineno}: not UTF-8 text (byte {raw[err.start]:#04x} at column {err.start + 1}); "
+                    "fix: save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+                ) from err
             if not line.strip():
                 continue
             try:
