@@ -12,7 +12,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from x1.config import load_yaml
+from x1.config import DEFAULT_MODEL, load_yaml
 
 
 class LoRAConfig(BaseModel):
@@ -35,7 +35,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = "smollm2"
+    model: str = DEFAULT_MODEL  # the model every command uses by default (x1.config)
     gguf_file: str | None = None  # the file inside ``model`` when that is a folder holding GGUFs
     output_dir: str = "runs/train"
     learning_rate: float = Field(1e-5, gt=0)
