@@ -75,7 +75,9 @@ ModelOpt = Annotated[
 OutOpt = Annotated[
     Path | None, typer.Option("--out", help="where the trained model goes (default: the YAML's output_dir, else runs/fit-KIND)")
 ]
-LoraOpt = Annotated[bool, typer.Option("--lora", help="train LoRA adapters (merged into full weights on save)")]
+LoraOpt = Annotated[bool, typer.Option("--lora", help="train LoRA adapters; --out gets the adapter alone unless --merge")]
+MergeOpt = Annotated[bool, typer.Option(
+    "--merge", help="with --lora: also a merged copy in the base's dtype (--out; the adapter goes to --out/adapter) for x1 solve -m")]
 EpochsOpt = Annotated[float | None, typer.Option("--epochs", help="passes over the data (default: 1)")]
 LrOpt = Annotated[float | None, typer.Option("--lr", help="learning rate (default: the trainer's own)")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="examples per optimiser step (default: 4)")]
@@ -144,7 +146,7 @@ def read_records(path: Path, kind: str, command: str) -> list[Any]:
 
 
 # -- config ------------------------------------------------------------------------------------------
-def build_config(cls: type[TrainConfig], config: Path | None, kind: str, lora: bool = False, **flags: Any) -> Any:
+def build_config(cls: type[TrainConfig], config: Path | None, kind: str, lora: bool = False, merge: bool = False, **flags: Any) -> Any:
     """The trainer config: YAML (validated on its own, so its mistakes name the file) with the given flags on top."""
     from pydantic import ValidationError
 
@@ -153,6 +155,10 @@ def build_config(cls: type[TrainConfig], config: Path | None, kind: str, lora: b
     data.setdefault("output_dir", f"runs/fit-{kind}")
     if lora:
         data["lora"] = {**data.get("lora", {}), "enabled": True}
+    if merge:
+        if not data.get("lora", {}).get("enabled"):
+            raise ConfigError("--merge merges LoRA adapters into the model; fix: add --lora (a full fine-tune is saved whole anyway)")
+        data["lora"] = {**data["lora"], "merge_on_save": True}
     try:
         return cls.model_validate(data)
     except ValidationError as err:
@@ -236,6 +242,7 @@ def fit_sft(
     model: ModelOpt = None,
     out: OutOpt = None,
     lora: LoraOpt = False,
+    merge: MergeOpt = False,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
     batch_size: BatchOpt = None,
@@ -249,7 +256,7 @@ def fit_sft(
     """Supervised fine-tuning of the policy on verified solutions (loss on the completion only)."""
     flags = _common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to)
     run("sft", threads, lambda: fit_on_file("sft", "SFTTrainConfig", "SFTExample", ("sft", "train_sft"), data,
-                                   {"config": config, "lora": lora, **flags}))  # fmt: skip
+                                   {"config": config, "lora": lora, "merge": merge, **flags}))  # fmt: skip
 
 
 @fit_app.command("dpo")
@@ -259,6 +266,7 @@ def fit_dpo(
     model: ModelOpt = None,
     out: OutOpt = None,
     lora: LoraOpt = False,
+    merge: MergeOpt = False,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
     batch_size: BatchOpt = None,
@@ -273,7 +281,7 @@ def fit_dpo(
     """Direct preference optimisation of the policy on chosen/rejected steps or solutions."""
     flags = {**_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to), "beta": beta}
     run("dpo", threads, lambda: fit_on_file("dpo", "DPOTrainConfig", "PreferencePair", ("dpo", "train_dpo"), data,
-                                   {"config": config, "lora": lora, **flags}))  # fmt: skip
+                                   {"config": config, "lora": lora, "merge": merge, **flags}))  # fmt: skip
 
 
 @fit_app.command("value")
@@ -375,6 +383,7 @@ def fit_grpo(
     model: ModelOpt = None,
     out: OutOpt = None,
     lora: LoraOpt = False,
+    merge: MergeOpt = False,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
     max_steps: MaxStepsOpt = None,
@@ -396,11 +405,11 @@ def fit_grpo(
 
         common = _common(model, out, epochs, lr, None, max_steps, seed, device, report_to)  # batch: G x prompts_per_step (YAML)
         if prm is None:
-            cfg = build_config(configs.GRPOTrainConfig, config, "grpo", lora, **common, group_size=group_size)
+            cfg = build_config(configs.GRPOTrainConfig, config, "grpo", lora, merge, **common, group_size=group_size)
             train = trainer("grpo", "train_grpo")
         else:
             common["iterations"] = common.pop("max_steps")
-            cfg = build_config(configs.ProcessGRPOConfig, config, "grpo", lora, **common, group_size=group_size)
+            cfg = build_config(configs.ProcessGRPOConfig, config, "grpo", lora, merge, **common, group_size=group_size)
             train = trainer("grpo", "train_grpo_process")
         tasks = load_task_list(task, n, cfg.seed, task_option)
         start = time.perf_counter()
@@ -426,6 +435,7 @@ def fit_ppo(
     model: ModelOpt = None,
     out: OutOpt = None,
     lora: LoraOpt = False,
+    merge: MergeOpt = False,
     lr: LrOpt = None,
     config: ConfigOpt = None,
     seed: SeedOpt = None,
@@ -441,7 +451,7 @@ def fit_ppo(
 
         # PPO's sizes come from the YAML: prompts_per_iteration, minibatch_size
         common = _common(model, out, None, lr, None, None, seed, device, report_to)
-        cfg = build_config(configs.PPOTrainConfig, config, "ppo", lora, **common, iterations=iterations)
+        cfg = build_config(configs.PPOTrainConfig, config, "ppo", lora, merge, **common, iterations=iterations)
         train = trainer("ppo", "train_ppo")
         tasks = load_task_list(task, n, cfg.seed, task_option)
         start = time.perf_counter()
@@ -460,6 +470,7 @@ def fit_rejection(
     model: ModelOpt = None,
     out: OutOpt = None,
     lora: LoraOpt = False,
+    merge: MergeOpt = False,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
     batch_size: BatchOpt = None,
@@ -481,7 +492,7 @@ def fit_rejection(
         from x1.models.registry import load_backend
 
         flags = {**_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to), "n": samples, "min_score": min_score}
-        cfg = build_config(configs.RejectionSamplingConfig, config, "rejection", lora, **flags)
+        cfg = build_config(configs.RejectionSamplingConfig, config, "rejection", lora, merge, **flags)
         round_fn = trainer("rejection_sampling", "rejection_sampling_round")
         sampler_of = trainer("rejection_sampling", "backend_sampler")
         tasks = load_task_list(task, n, cfg.seed, task_option)

@@ -25,9 +25,10 @@ class LoRAConfig(BaseModel):
     alpha: int = Field(32, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | str = "all-linear"
-    # Save the adapter merged into full weights (a folder any transformers loader, and so
-    # x1's TransformersBackend, can open) rather than the adapter alone (x1's load_policy only).
-    merge_on_save: bool = True
+    # The adapter is always saved (megabytes). Also write a merged copy, in the base model's dtype,
+    # that any transformers loader (and so x1's TransformersBackend, x1 solve -m DIR) opens: the merged
+    # model goes to output_dir and the adapter to output_dir/adapter. Off: output_dir is the adapter.
+    merge_on_save: bool = False
 
 
 class TrainConfig(BaseModel):
