@@ -551,15 +551,6 @@ FormatOpt = Annotated[str, typer.Option(
 StepFormatOpt = Annotated[bool | None, typer.Option(
     "--step-format/--raw-steps", help="x1 format: join steps with the <eois> marker (x1 fit adds it as a token); "
     "trl format keeps the policy's own step text [default: step format for x1, raw for trl]")]
-NOTHING = {
-    "SFT examples": "no record's verdict reached --min-score; fix: run with -p training=true, more samples, or a lower --min-score",
-    "journey chains": "no record's verdict reached --min-score; fix: run with -p training=true, more samples, or a lower --min-score",
-    "trace samples": "no record's verdict reached --min-score; fix: run with -p training=true, more samples, or a lower --min-score",
-    "preference pairs": "no sibling steps differ by --min-gap and no task has both a right and a wrong solution; "
-                        "fix: a tree search with -p training=true, or a lower --min-gap",
-    "labelled paths": "no thought has a known outcome; fix: run with -p training=true (a verifier scores the rollouts)",
-    "value targets": "no thought was visited or has a known outcome; fix: an mcts run, or --source mc with -p training=true",
-}
 
 
 def _check_format(fmt: str, step_format: bool | None) -> bool:
@@ -578,7 +569,7 @@ def _write_data(traces: list[Path], out: Path, what: str, extract, fmt: str = "x
                 check=None) -> None:  # type: ignore[no-untyped-def]
     """Read every trace, extract, write; one-line errors; refuse (and write nothing) when nothing qualifies."""
     from x1.data import load_records, write_jsonl
-    from x1.data.formats import FormatError, to_trl
+    from x1.data.formats import NOTHING_WRITTEN, FormatError, to_trl
     from x1.trace import TraceError
 
     try:
@@ -587,7 +578,7 @@ def _write_data(traces: list[Path], out: Path, what: str, extract, fmt: str = "x
             check(records)
         items = list(extract(records))
         if not items:
-            fail(f"nothing to write: {len(records)} trace records give no {what} ({NOTHING[what]}); no file was written")
+            fail(f"nothing to write: {len(records)} trace records give no {what} ({NOTHING_WRITTEN[what]}); no file was written")
         n = write_jsonl(out, to_trl(items) if fmt == "trl" else items)
     except (TraceError, FormatError, ValueError, KeyError) as err:
         fail(str(err) if not isinstance(err, KeyError) else f"a trace record lacks the field {err}; is it an x1 trace?")
@@ -611,19 +602,6 @@ def data_sft(
     _write_data(traces, out, "SFT examples", lambda r: sft_examples(r, min_score, all_correct_paths, steps), fmt)
 
 
-def unverified(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records whose sibling steps are ranked by nothing checked: no verifier reward in the graph (not
-    training mode) and no evaluator named, or only the policy's own confidence, so a wrong step can be "chosen"."""
-    out = []
-    for record in records:
-        graph = record.get("graph") or {}
-        if any(t.get("reward") is not None for t in graph.get("thoughts", [])):
-            continue
-        if (record.get("strategy_config") or {}).get("evaluator") in (None, "confidence"):
-            out.append(record)
-    return out
-
-
 @data_app.command("pairs")
 def data_pairs(
     traces: TracesOpt,
@@ -638,6 +616,7 @@ def data_pairs(
 ) -> None:
     """Preference pairs (DPO): sibling steps by q, and correct vs incorrect solutions (TRL prompt/chosen/rejected by default)."""
     from x1.data import preference_pairs
+    from x1.data.formats import unverified
 
     _check_format(fmt, None)
 

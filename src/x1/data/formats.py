@@ -38,6 +38,18 @@ TRL_SHAPES: dict[str, str] = {
 }
 
 
+# why a data command had nothing to write, and the fix
+NOTHING_WRITTEN = {
+    "SFT examples": "no record's verdict reached --min-score; fix: run with -p training=true, more samples, or a lower --min-score",
+    "journey chains": "no record's verdict reached --min-score; fix: run with -p training=true, more samples, or a lower --min-score",
+    "trace samples": "no record's verdict reached --min-score; fix: run with -p training=true, more samples, or a lower --min-score",
+    "preference pairs": "no sibling steps differ by --min-gap and no task has both a right and a wrong solution; "
+                        "fix: a tree search with -p training=true, or a lower --min-gap",
+    "labelled paths": "no thought has a known outcome; fix: run with -p training=true (a verifier scores the rollouts)",
+    "value targets": "no thought was visited or has a known outcome; fix: an mcts run, or --source mc with -p training=true",
+}
+
+
 class FormatError(ValueError):
     """Rows that are not of the kind a command reads; the message names where and what would fit."""
 
@@ -64,6 +76,19 @@ def to_trl(items: Iterable[Any]) -> list[dict[str, Any]]:
                         "labels": [float(x) >= LABEL_THRESHOLD for x in item.labels]})
         else:
             raise FormatError(f"{type(item).__name__} has no TRL shape; write it with --format x1")
+    return out
+
+
+def unverified(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records whose sibling steps are ranked by nothing checked: no verifier reward in the graph (not
+    training mode) and no evaluator named, or only the policy's own confidence, so a wrong step can be "chosen"."""
+    out = []
+    for record in records:
+        graph = record.get("graph") or {}
+        if any(t.get("reward") is not None for t in graph.get("thoughts", [])):
+            continue
+        if (record.get("strategy_config") or {}).get("evaluator") in (None, "confidence"):
+            out.append(record)
     return out
 
 
