@@ -129,7 +129,7 @@ def test_value_url_scores_through_the_server_as_in_process(tmp_path):
     with BackgroundServer(create_value_app(FakeBackend())) as server:
         key = f"remote:{server.url}"  # evaluator=value with --value-url is that server, and its scores say so
         local = Engine(policy, {**build_evaluators(policy), key: ScorerEvaluator(FakeBackend(), name=key)},
-                       sampling=Sampling(cfg.search.temperature), seed=cfg.search.seed).run(tasks, build_strategy("beam", evaluator=key))
+                       sampling=Sampling(), seed=cfg.search.seed).run(tasks, build_strategy("beam", evaluator=key))
         cfg.search.value_url = server.url
         remote = run_tasks(tasks, cfg).outcomes
         trace = tmp_path / "solve.jsonl"

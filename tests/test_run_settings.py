@@ -70,3 +70,13 @@ def test_threads_reach_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "n_threads" not in seen  # all cores unless asked
     result = runner.invoke(app, ["eval", "-t", "samples", "-m", "fake", "--threads", "0"])
     assert result.exit_code == 2
+
+
+def test_the_rule_survives_a_config_round_trip() -> None:
+    """Ray workers and results.json get the config as a dict: an unset temperature must stay unset there."""
+    from x1.pipelines.solve import check_search
+
+    again = RunConfig.model_validate(build_config("fake", "mcts", None, None, None, None).model_dump())
+    assert check_search(again).temperature == 0.8  # mcts's own, not a default posing as a given value
+    given = RunConfig.model_validate(build_config("fake", "mcts", None, None, 0.2, None).model_dump())
+    assert check_search(given).temperature == 0.2

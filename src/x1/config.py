@@ -17,6 +17,7 @@ class ConfigError(ValueError):
 # defaults is the model the other commands run with the defaults.
 DEFAULT_MODEL = "default"
 DEFAULT_STRATEGY = "cot"
+DEFAULT_TEMPERATURE = 0.7  # for a generate request that sets none (every built-in strategy sets its own)
 
 
 class ModelConfig(BaseModel):
@@ -74,15 +75,15 @@ class StepConfig(BaseModel):
 
 
 class SearchConfig(BaseModel):
-    """The search. ``temperature`` and ``top_p`` are the sampling defaults; when ``temperature`` is given
-    (a flag or the YAML), it also replaces the strategy's own temperature: a given setting wins over a
-    strategy default. ``-p temperature=...`` sets only the strategy's, and the two may not disagree."""
+    """The search. ``temperature``, when given (a flag or the YAML), replaces the strategy's own
+    temperature: a given setting wins over a strategy default (None, the default, keeps the strategy's).
+    ``-p temperature=...`` sets only the strategy's, and the two may not disagree."""
 
     model_config = ConfigDict(extra="forbid")
 
     strategy: str = "mcts"
     params: dict[str, Any] = Field(default_factory=dict)
-    temperature: float = Field(0.7, ge=0)
+    temperature: float | None = Field(None, ge=0)  # None: each strategy's own; requests that set none get DEFAULT_TEMPERATURE
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = 0
     budget: BudgetConfig = Field(default_factory=BudgetConfig)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from x1 import __version__
-from x1.config import ConfigError, RunConfig
+from x1.config import DEFAULT_TEMPERATURE, ConfigError, RunConfig
 from x1.engine import Budget, Engine, Outcome, Sampling
 from x1.evaluators.base import Evaluator
 from x1.evaluators.spec import build_evaluators_for, oracle_reason, parse_evaluator, resolve_value_alias, specs_in
@@ -57,7 +57,7 @@ def apply_temperature(config: RunConfig) -> None:
 
     search = config.search
     cls = STRATEGIES.get(search.strategy)
-    if "temperature" not in search.model_fields_set or cls is None or "temperature" not in {f.name for f in fields(cls)}:  # type: ignore[arg-type]
+    if search.temperature is None or cls is None or "temperature" not in {f.name for f in fields(cls)}:  # type: ignore[arg-type]
         return
     given = search.params.get("temperature")
     if isinstance(given, int | float) and float(given) != search.temperature:
@@ -107,7 +107,7 @@ def run_tasks(
         policy=policy,
         evaluators=evaluators,
         budget=Budget(b.max_tokens, b.max_policy_calls, b.max_nodes, b.max_seconds),
-        sampling=Sampling(config.search.temperature, config.search.top_p),
+        sampling=Sampling(DEFAULT_TEMPERATURE if config.search.temperature is None else config.search.temperature, config.search.top_p),
         seed=config.search.seed,
         checkpoint_path=checkpoint_path,
         checkpoint_interval_s=5.0,  # an interrupt loses at most the last 5 s of search
