@@ -11,7 +11,7 @@ wrote it, so any set of trace files loads together in ``datasets.load_dataset("j
 * text that may be missing (``gold``, ``answer``, ``oracle``, ``type``, ``level``) is ``""``
   rather than null, and a missing ``answer_thought`` is ``-1`` (a column that is null in every
   row of one file would get Arrow's null type, which no other file can be cast to);
-* ``score`` and ``wall_s`` are floats, ``gold`` and ``level`` are text.
+* ``score`` and ``wall_s`` are floats, ``gold`` and ``level`` are text (a whole-number level reads back as an int).
 
 ``read_traces`` undoes all of this, so readers see the same dicts as from version 1 files,
 which it still reads.
@@ -76,6 +76,9 @@ def decode_record(record: dict[str, Any], where: str = "a trace record") -> dict
     for key in GROUP_TEXT:
         if out.get(key) == "":
             del out[key]
+    level = out.get("level")
+    if isinstance(level, str) and level.lstrip("-").isdigit():
+        out["level"] = int(level)  # levels are mostly numbers (x1paper's 1-10): text on disk only for one column type
     if out.get("answer_thought") == NO_THOUGHT:
         out["answer_thought"] = None
     return out
