@@ -90,7 +90,10 @@ def test_data_writes_trl_rows_by_default_and_x1_rows_on_request(traces: Path, tm
     assert set(sft) == {"prompt", "completion"} and sft["prompt"][-1]["role"] == "user"
     assert sft["completion"] == [{"role": "assistant", "content": "Step A\n\nThe answer is: 2"}]  # no literal <eois>
     data("pairs", traces, tmp_path / "pairs.jsonl")
-    assert all(set(r) == {"prompt", "chosen", "rejected"} for r in rows(tmp_path / "pairs.jsonl"))
+    pairs = rows(tmp_path / "pairs.jsonl")
+    assert all(set(r) == {"prompt", "chosen", "rejected", "chosen_final", "rejected_final"} for r in pairs)
+    assert {r["chosen_final"] for r in pairs} == {True, False}  # step pairs of intermediate steps are marked
+    assert records_of(pairs, "PreferencePair", "f")[0]["chosen_final"] == pairs[0]["chosen_final"]
     data("process", traces, tmp_path / "process.jsonl")
     process = rows(tmp_path / "process.jsonl")
     assert all(set(r) == {"prompt", "completions", "labels"} and len(r["completions"]) == len(r["labels"]) for r in process)

@@ -6,7 +6,8 @@ Writing (``x1 data --format trl``, the default):
   ``{"prompt": [messages], "completion": [{"role": "assistant", "content": text}]}``; the
   completion is the path as the policy wrote it (steps keep their own delimiter), so any
   tokenizer reads it — no ``<eois>`` literal that a stock tokenizer would split into pieces.
-* DPO (``pairs``): ``{"prompt", "chosen", "rejected"}`` text (the prompt is the search's own chat prefix).
+* DPO (``pairs``): ``{"prompt", "chosen", "rejected"}`` text (the prompt is the search's own chat prefix), plus
+  ``chosen_final``/``rejected_final`` (TRL ignores them; x1 fit dpo keeps EOS off intermediate steps with them).
 * PRM (``process``): TRL's stepwise supervision, ``{"prompt", "completions": [steps], "labels": [bool]}``;
   a step is labelled true when its Monte-Carlo label is at least 0.5 (``--hard``: any rollout below it is correct).
 
@@ -70,7 +71,9 @@ def to_trl(items: Iterable[Any]) -> list[dict[str, Any]]:
             out.append({"prompt": [dict(m) for m in item.prompt_messages],
                         "completion": [{"role": "assistant", "content": _raw_steps(item.completion)}]})
         elif isinstance(item, PreferencePair):
-            out.append({"prompt": item.prompt, "chosen": item.chosen, "rejected": item.rejected})
+            # the *_final flags ride along (TRL ignores extra columns): x1 fit dpo keeps EOS off intermediate steps with them
+            out.append({"prompt": item.prompt, "chosen": item.chosen, "rejected": item.rejected,
+                        "chosen_final": item.chosen_final, "rejected_final": item.rejected_final})
         elif isinstance(item, ProcessLabel):
             out.append({"prompt": item.prompt, "completions": list(item.steps),
                         "labels": [float(x) >= LABEL_THRESHOLD for x in item.labels]})
@@ -183,7 +186,8 @@ def pair_row(row: dict[str, Any], where: str) -> dict[str, Any]:
     values = [row["prompt"], row["chosen"], row["rejected"]]
     if all(_is_messages(v) for v in values):
         return {k: row[k] for k in ("prompt", "chosen", "rejected")}
-    return {k: _text(row[k], k, where) for k in ("prompt", "chosen", "rejected")}
+    out: dict[str, Any] = {k: _text(row[k], k, where) for k in ("prompt", "chosen", "rejected")}
+    return out | {k: bool(row[k]) for k in ("chosen_final", "rejected_final") if k in row}
 
 
 def process_label(row: dict[str, Any], where: str) -> ProcessLabel:
