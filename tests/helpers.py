@@ -95,3 +95,12 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def trace_record(line: str) -> dict:
+    """One trace line as readers see it (JSON fields parsed, sentinels back to None), like ``read_traces``."""
+    import json
+
+    from x1.trace import decode_record
+
+    return decode_record(json.loads(line))

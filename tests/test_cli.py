@@ -1,8 +1,8 @@
 """The `x1` command as a user runs it."""
 
-import json
 
 import pytest
+from helpers import trace_record
 from typer.testing import CliRunner
 
 from x1.cli import app
@@ -34,7 +34,7 @@ def test_solve_with_fake_model_writes_a_trace(tmp_path):
     trace = tmp_path / "t.jsonl"
     result = runner.invoke(app, ["solve", "What is 1+1?", "--model", "fake", "--gold", "2", "--trace", str(trace), "-s", "mcts"])
     assert result.exit_code == 0, result.output
-    record = json.loads(trace.read_text().splitlines()[0])
+    record = trace_record(trace.read_text().splitlines()[0])
     assert record["strategy"] == "mcts" and record["graph"]["schema_version"] == 1
 
 
@@ -44,6 +44,6 @@ def test_demo_runs_a_tree_search_on_a_real_model(tmp_path):
     result = runner.invoke(app, ["demo", "--model", "smollm2", "--n", "2", "-p", "iterations=2", "--trace", str(trace)])
     assert result.exit_code == 0, result.output
     assert "right" in result.output
-    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    records = [trace_record(line) for line in trace.read_text().splitlines()]
     assert len(records) == 2
     assert all(len(r["graph"]["thoughts"]) > 2 for r in records)  # a tree, not a single chain

@@ -8,6 +8,7 @@ import json
 import sys
 
 import pytest
+from helpers import trace_record
 from typer.testing import CliRunner
 
 from x1.cli import app
@@ -29,7 +30,7 @@ def records(run_dir) -> dict[str, dict]:
     """Task id → trace record, less the wall time (the one field that measures rather than decides)."""
     out = {}
     for line in (run_dir / "traces.jsonl").read_text().splitlines():
-        record = json.loads(line)
+        record = trace_record(line)
         record.pop("wall_s")
         out[record["task_id"]] = record
     return out
@@ -128,7 +129,7 @@ def test_value_url_scores_through_the_server_as_in_process(tmp_path):
     with BackgroundServer(create_value_app(FakeBackend())) as server:
         key = f"remote:{server.url}"  # evaluator=value with --value-url is that server, and its scores say so
         local = Engine(policy, {**build_evaluators(policy), key: ScorerEvaluator(FakeBackend(), name=key)},
-                       sampling=Sampling(cfg.search.temperature), seed=cfg.search.seed).run(tasks, build_strategy("beam", evaluator=key))
+                       sampling=Sampling(), seed=cfg.search.seed).run(tasks, build_strategy("beam", evaluator=key))
         cfg.search.value_url = server.url
         remote = run_tasks(tasks, cfg).outcomes
         trace = tmp_path / "solve.jsonl"
@@ -137,7 +138,7 @@ def test_value_url_scores_through_the_server_as_in_process(tmp_path):
     assert [o.graph.to_dict() for o in remote] == [o.graph.to_dict() for o in local]
     assert any(key in t.scores for o in remote for t in o.graph)
     assert result.exit_code == 0, result.output
-    record = json.loads(trace.read_text())
+    record = trace_record(trace.read_text())
     assert record["strategy_config"]["evaluator"] == key
     assert any(key in t.get("scores", {}) for t in record["graph"]["thoughts"])
 

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from helpers import number_task
+from helpers import number_task, trace_record
 
 from x1.config import RunConfig
 from x1.models.fake import FakeBackend
@@ -32,7 +32,7 @@ def test_eval_writes_traces_and_results(tmp_path):
     result = evaluate(tasks, config(n=3), tmp_path / "run", "scripted", policy=FakeBackend())
     lines = (tmp_path / "run" / "traces.jsonl").read_text().splitlines()
     assert len(lines) == 6 and result.n == 6
-    record = json.loads(lines[0])
+    record = trace_record(lines[0])
     assert record["strategy"] == "best_of_n" and "graph" in record and record["compute"]["generated_tokens"] > 0
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["n"] == 6 and saved["correct"] == result.correct

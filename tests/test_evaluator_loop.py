@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import trace_record
 from typer.testing import CliRunner
 
 from x1.cli import app
@@ -124,7 +125,7 @@ def test_a_yaml_only_run_records_the_yamls_model_strategy_and_seed(tmp_path: Pat
     config.write_text("model:\n  name: fake\nsearch:\n  strategy: best_of_n\n  seed: 7\n  temperature: 0.3\n  params:\n    n: 2\n")
     result = runner.invoke(app, ["eval", "--task", "samples", "--n", "2", "--config", str(config), "--out", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
-    record = json.loads((tmp_path / "a" / "traces.jsonl").read_text().splitlines()[0])
+    record = trace_record((tmp_path / "a" / "traces.jsonl").read_text().splitlines()[0])
     assert (record["model"], record["strategy"], record["seed"]) == ("fake", "best_of_n", 7)
     assert record["strategy_config"]["n"] == 2
     saved = json.loads((tmp_path / "a" / "results.json").read_text())["config"]
@@ -133,7 +134,7 @@ def test_a_yaml_only_run_records_the_yamls_model_strategy_and_seed(tmp_path: Pat
     result = runner.invoke(app, ["eval", "--task", "samples", "--n", "1", "--config", str(config), "--seed", "3",
                                  "--out", str(tmp_path / "b")])  # fmt: skip
     assert result.exit_code == 0, result.output
-    record = json.loads((tmp_path / "b" / "traces.jsonl").read_text().splitlines()[0])
+    record = trace_record((tmp_path / "b" / "traces.jsonl").read_text().splitlines()[0])
     assert (record["strategy"], record["seed"]) == ("best_of_n", 3)
 
 
@@ -143,7 +144,7 @@ def test_an_oracle_run_says_so(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "oracle run" in result.output and "verifier reads the gold answer" in " ".join(result.output.split())
     assert "verifier" in json.loads((tmp_path / "o" / "results.json").read_text())["oracle"]
-    assert "verifier" in json.loads((tmp_path / "o" / "traces.jsonl").read_text().splitlines()[0])["oracle"]
+    assert "verifier" in trace_record((tmp_path / "o" / "traces.jsonl").read_text().splitlines()[0])["oracle"]
     result = runner.invoke(app, ["eval", "--task", "samples", "--n", "1", "--model", "fake", "--out", str(tmp_path / "c")])
     assert result.exit_code == 0 and "oracle run" not in result.output
     assert json.loads((tmp_path / "c" / "results.json").read_text())["oracle"] is None
@@ -156,7 +157,7 @@ def test_step_granularity_from_the_cli(tmp_path: Path) -> None:
         result = runner.invoke(app, ["eval", "--task", "samples", "--n", "1", "--model", "fake", "-s", "cot", "--step", step,
                                      "--out", str(out)])  # fmt: skip
         assert result.exit_code == 0, result.output
-        graph = json.loads((out / "traces.jsonl").read_text().splitlines()[0])["graph"]
+        graph = trace_record((out / "traces.jsonl").read_text().splitlines()[0])["graph"]
         texts = [t["text"] for t in graph["thoughts"] if t["id"] != 0]
         assert texts and check(texts), (step, texts)
 
@@ -180,7 +181,7 @@ def cli(*args: str) -> str:
 
 
 def scores_of(run: Path) -> list[dict[str, float]]:
-    return [t["scores"] for line in (run / "traces.jsonl").read_text().splitlines() for t in json.loads(line)["graph"]["thoughts"]]
+    return [t["scores"] for line in (run / "traces.jsonl").read_text().splitlines() for t in trace_record(line)["graph"]["thoughts"]]
 
 
 @pytest.mark.parametrize("kind", ["value", "prm", "orm"])

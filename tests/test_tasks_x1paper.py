@@ -14,6 +14,7 @@ from x1.tasks.answers import read_truth
 from x1.tasks.cnf import parse_assignment, parse_formula, score_assignment
 from x1.tasks.registry import list_task_sources
 from x1.tasks.synthetic import sat
+from x1.trace import read_traces
 
 LEVELS = (1, 4, 7, 10)
 
@@ -252,7 +253,7 @@ def test_eval_reports_accuracy_by_level_and_type(tmp_path, monkeypatch):
         assert rows[(kind, None)] == (3, 6) and rows[(kind, 1)] == (2, 2) and rows[(kind, 7)] == (0, 2)
     assert saved["correct"] == 12 and saved["n"] == 24
 
-    traces = [json.loads(line) for line in (out / "traces.jsonl").read_text().splitlines()]
+    traces = list(read_traces(out / "traces.jsonl"))
     assert {(t["type"], t["level"]) for t in traces} == {(k, lv) for k in ("SAT", "Knapsack", "Einstein", "ProntoQA") for lv in (1, 4, 7)}
     from_traces = sum(t["correct"] for t in traces if t["level"] == 4)
     assert from_traces == 4

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import trace_record
 from typer.testing import CliRunner
 
 from x1.cli import app
@@ -118,7 +119,7 @@ def test_view_writes_a_page_with_every_thought(mcts_trace, tmp_path):
     out = tmp_path / "tree.html"
     result = runner.invoke(app, ["view", str(mcts_trace), "--out", str(out), "--problem", "question"])
     assert result.exit_code == 0, result.output
-    record = json.loads(mcts_trace.read_text())
+    record = trace_record(mcts_trace.read_text())
     data = json.loads(re.search(r'id="x1-data">(.*?)</script>', out.read_text()).group(1))
     assert len(data["problems"][0]["graph"]["nodes"]) == len(record["graph"]["thoughts"])
 

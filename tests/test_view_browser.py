@@ -6,7 +6,6 @@ the reason otherwise. Each test leaves a screenshot in its tmp_path.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import trace_record
 from typer.testing import CliRunner
 
 from x1.cli import app
@@ -50,7 +50,7 @@ def solve_and_view(tmp_path: Path, strategy: str, *params: str) -> tuple[Path, d
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["view", str(trace), "--out", str(page)])
     assert result.exit_code == 0, result.output
-    return page, json.loads(trace.read_text().splitlines()[0])
+    return page, trace_record(trace.read_text().splitlines()[0])
 
 
 class Page:

@@ -17,9 +17,10 @@ from rich.table import Table
 
 from x1.cli_fit import fit_app
 from x1.cli_scale import scale_command
-from x1.config import STEP_KINDS, ConfigError, RunConfig, parse_params
+from x1.config import DEFAULT_MODEL, DEFAULT_STRATEGY, STEP_KINDS, ConfigError, RunConfig, parse_params
 from x1.engine import Outcome
 from x1.models.base import BackendError
+from x1.strategies import STRATEGIES
 from x1.view.cli import report_command, view_command
 
 console = Console()
@@ -45,10 +46,11 @@ class _Typer(typer.Typer):
 app = _Typer(add_completion=False, no_args_is_help=True, help="x1: reasoning language models from the blueprint's parts.")
 
 ModelOpt = Annotated[
-    str | None, typer.Option("--model", "-m", help="bundled name (default, smollm2), .gguf path, folder, or openai:URL [default: default]")
+    str | None, typer.Option("--model", "-m", help="bundled name (default, smollm2), .gguf path, folder, or openai:URL "
+                             f"(default: {DEFAULT_MODEL}, as for every command)")
 ]
-StrategyOpt = Annotated[str | None, typer.Option("--strategy", "-s", help="cot, best_of_n, beam, mcts, dvts, tot_bfs, tot_dfs, "
-                                                 "graph_of_operations, nested, adaptive (x1 strategies)")]
+StrategyOpt = Annotated[str | None, typer.Option("--strategy", "-s", help=f"{', '.join(STRATEGIES)} (x1 strategies) "
+                                                 f"(default: {DEFAULT_STRATEGY}, or the YAML's)")]
 ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="strategy hyper-parameter key=value, repeatable; "
                                                     "evaluator=confidence|verifier|judge|value:DIR|prm:DIR|orm:DIR|remote:URL")]
 StepOpt = Annotated[str | None, typer.Option(
@@ -57,7 +59,10 @@ MaxStepTokensOpt = Annotated[int | None, typer.Option("--max-step-tokens", min=1
 ChatTemplateOpt = Annotated[str | None, typer.Option(
     "--chat-template", help="for openai: models: chatml, a Jinja file, or a model folder with tokenizer_config.json")]
 SeedOpt = Annotated[int | None, typer.Option(help="search seed [default: 0, or the YAML's]")]
-TemperatureOpt = Annotated[float | None, typer.Option(help="sampling temperature for requests that set none [default: 0.7, or the YAML's]")]
+TemperatureOpt = Annotated[float | None, typer.Option(
+    help="sampling temperature; when given it wins over the strategy's own, as -p temperature= does (default: the strategy's)")]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    min=1, help="CPU threads for a local model (default: all); give each of several processes its share of the cores")]
 ValueUrlOpt = Annotated[
     str | None, typer.Option("--value-url", help="`x1 serve value` server (http://HOST:8001): -p evaluator=value then means remote:URL")
 ]
@@ -78,10 +83,11 @@ def build_config(
     config: Path | None,
     model_name: str | None = None,
     value_url: str | None = None,
-    default_strategy: str = "mcts",
+    default_strategy: str = DEFAULT_STRATEGY,
     step: str | None = None,
     max_step_tokens: int | None = None,
     chat_template: str | None = None,
+    threads: int | None = None,
 ) -> RunConfig:
     """The run's config: the YAML's values, overridden by the flags the user gave (and only those);
     then the strategy and every evaluator it names are checked, before any model loads."""
@@ -111,6 +117,8 @@ def build_config(
         cfg.search.step.max_step_tokens = max_step_tokens
     if chat_template is not None:
         cfg.model.chat_template = chat_template
+    if threads is not None:
+        cfg.model.threads = threads
     check_search(cfg)
     return cfg
 
@@ -197,6 +205,7 @@ def solve(
     step: StepOpt = None,
     max_step_tokens: MaxStepTokensOpt = None,
     chat_template: ChatTemplateOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Solve one question with a reasoning strategy; print the answer and save the trace."""
     from x1.tasks.answers import numbers_equal
@@ -209,8 +218,8 @@ def solve(
         return Verification(1.0 if ok else 0.0, "matches gold" if ok else "differs from gold")
 
     try:
-        cfg = build_config(model, strategy, param, seed, temperature, config, model_name, value_url, default_strategy="best_of_n",
-                           step=step, max_step_tokens=max_step_tokens, chat_template=chat_template)
+        cfg = build_config(model, strategy, param, seed, temperature, config, model_name, value_url,
+                           step=step, max_step_tokens=max_step_tokens, chat_template=chat_template, threads=threads)
         trace.parent.mkdir(parents=True, exist_ok=True)
         task = Task(id="question", question=question, gold=gold, verifier=check, source="cli")
         summary = _run_with_progress([task], cfg, trace, show_solution=True)
@@ -225,12 +234,14 @@ def solve(
 
 @app.command()
 def demo(
-    model: ModelOpt = "default",
-    strategy: StrategyOpt = "mcts",
+    model: ModelOpt = DEFAULT_MODEL,
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help="any strategy (x1 strategies); the demo is a tree search")] = "mcts",
     param: ParamOpt = None,
     n: Annotated[int, typer.Option(help="how many sample problems")] = 4,
     seed: int = 0,
     trace: Path = Path("runs/demo.jsonl"),
+    temperature: TemperatureOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """The main job: solve sample word problems with a tree search on the bundled model."""
     from x1.tasks.registry import load_tasks
@@ -239,7 +250,7 @@ def demo(
         params = parse_params(param or [])
         if strategy == "mcts":
             params = {"iterations": 6, "expand": 2, "parallel": 2, **params}
-        cfg = build_config(model, strategy, [f"{k}={json.dumps(v)}" for k, v in params.items()], seed, 0.7, None)
+        cfg = build_config(model, strategy, [f"{k}={json.dumps(v)}" for k, v in params.items()], seed, temperature, None, threads=threads)
         tasks = load_tasks("samples", n=n, seed=seed)
         trace.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
@@ -310,6 +321,7 @@ def eval_(
     step: StepOpt = None,
     max_step_tokens: MaxStepTokensOpt = None,
     chat_template: ChatTemplateOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Evaluate a strategy on a data set: accuracy with a 95% bootstrap interval, compute, traces."""
     from x1.pipelines.evaluate import EvalError, evaluate, level_table, open_run
@@ -319,8 +331,8 @@ def eval_(
     if address and not workers:
         fail(f"--address {address} needs --workers N (how many Ray actors to start there)")
     try:
-        cfg = build_config(model, strategy, param, seed, temperature, config, model_name, value_url, default_strategy="cot",
-                           step=step, max_step_tokens=max_step_tokens, chat_template=chat_template)
+        cfg = build_config(model, strategy, param, seed, temperature, config, model_name, value_url,
+                           step=step, max_step_tokens=max_step_tokens, chat_template=chat_template, threads=threads)
         if max_tokens is not None:
             if max_tokens < 1:
                 raise ConfigError(f"--max-tokens {max_tokens}: the token budget per problem must be at least 1; fix: e.g. 4096")
@@ -497,7 +509,7 @@ def _serve_ray(kind: str, model: str, host: str, port: int, api_key: str | None,
 
 @serve_app.command("policy")
 def serve_policy(
-    model: ModelOpt = "default",
+    model: ModelOpt = DEFAULT_MODEL,
     host: HostOpt = "127.0.0.1",
     port: int = 8000,
     api_key: ApiKeyOpt = None,
@@ -538,7 +550,7 @@ ValueModelOpt = Annotated[str, typer.Option(
 
 @serve_app.command("value")
 def serve_value(
-    model: ValueModelOpt = "default",
+    model: ValueModelOpt = DEFAULT_MODEL,
     host: HostOpt = "127.0.0.1",
     port: int = 8001,
     api_key: ApiKeyOpt = None,
@@ -572,22 +584,44 @@ app.command("scale")(scale_command)
 
 TracesOpt = Annotated[list[Path], typer.Option("--traces", help="trace file(s) (JSONL) written by x1 solve / x1 eval; repeatable")]
 DataOutOpt = Annotated[Path, typer.Option("--out", help="where to write the records (JSONL)")]
+FormatOpt = Annotated[str, typer.Option(
+    "--format", help="trl: the rows TRL's trainers and datasets read (x1 fit reads them too); x1: x1's richer rows (q values, task ids)")]
+StepFormatOpt = Annotated[bool | None, typer.Option(
+    "--step-format/--raw-steps", help="x1 format: join steps with the <eois> marker (x1 fit adds it as a token); "
+    "trl format keeps the policy's own step text [default: step format for x1, raw for trl]")]
 
 
-def _write_data(traces: list[Path], out: Path, what: str, extract) -> None:  # type: ignore[no-untyped-def]
-    """Read every trace, extract, write; one-line errors; say how many records were written."""
+def _check_format(fmt: str, step_format: bool | None) -> bool:
+    """The step format to extract with: x1 rows default to <eois>; TRL rows never carry the literal marker."""
+    from x1.data.formats import FORMATS
+
+    if fmt not in FORMATS:
+        fail(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt == "trl" and step_format:
+        fail("--step-format writes the <eois> marker, which a stock tokenizer splits into pieces, so TRL rows keep the policy's "
+             "own step text; fix: drop --step-format, or use --format x1 (x1 fit sft --config with eois_token: true adds the token)")
+    return fmt == "x1" if step_format is None else step_format
+
+
+def _write_data(traces: list[Path], out: Path, what: str, extract, fmt: str = "x1",  # type: ignore[no-untyped-def]
+                check=None) -> None:  # type: ignore[no-untyped-def]
+    """Read every trace, extract, write; one-line errors; refuse (and write nothing) when nothing qualifies."""
     from x1.data import load_records, write_jsonl
+    from x1.data.formats import NOTHING_WRITTEN, FormatError, to_trl
     from x1.trace import TraceError
 
     try:
         records = load_records(traces)
-        n = write_jsonl(out, extract(records))
-    except (TraceError, ValueError, KeyError) as err:
+        if check is not None:
+            check(records)
+        items = list(extract(records))
+        if not items:
+            fail(f"nothing to write: {len(records)} trace records give no {what} ({NOTHING_WRITTEN[what]}); no file was written")
+        n = write_jsonl(out, to_trl(items) if fmt == "trl" else items)
+    except (TraceError, FormatError, ValueError, KeyError) as err:
         fail(str(err) if not isinstance(err, KeyError) else f"a trace record lacks the field {err}; is it an x1 trace?")
         return
-    console.print(f"wrote {n} {what} from {len(records)} trace records to {out}")
-    if n == 0:
-        console.print("[yellow]nothing qualified[/] (e.g. no verified-correct solutions, no visited thoughts, no sibling gaps)")
+    console.print(f"wrote {n} {what} ({fmt} rows) from {len(records)} trace records to {out}")
 
 
 @data_app.command("sft")
@@ -596,12 +630,14 @@ def data_sft(
     out: DataOutOpt,
     min_score: Annotated[float, typer.Option(help="keep records whose verdict reaches this score")] = 1.0,
     all_correct_paths: Annotated[bool, typer.Option(help="also every other correct terminal path in the graphs")] = False,
-    step_format: Annotated[bool, typer.Option(help="join steps with the <eois> marker (else the raw text)")] = True,
+    step_format: StepFormatOpt = None,
+    fmt: FormatOpt = "trl",
 ) -> None:
-    """Rejection sampling: verified-correct paths as SFT examples."""
+    """Rejection sampling: verified-correct paths as SFT examples (TRL prompt/completion messages by default)."""
     from x1.data import sft_examples
 
-    _write_data(traces, out, "SFT examples", lambda r: sft_examples(r, min_score, all_correct_paths, step_format))
+    steps = _check_format(fmt, step_format)
+    _write_data(traces, out, "SFT examples", lambda r: sft_examples(r, min_score, all_correct_paths, steps), fmt)
 
 
 @data_app.command("pairs")
@@ -610,12 +646,26 @@ def data_pairs(
     out: DataOutOpt,
     min_gap: Annotated[float, typer.Option(help="smallest q difference between chosen and rejected")] = 0.2,
     outcome: Annotated[bool, typer.Option(help="also correct-vs-incorrect whole solutions of a task")] = True,
+    step: Annotated[bool, typer.Option(help="sibling steps ranked by q (needs verified or evaluator-scored traces)")] = True,
     max_per_parent: Annotated[int | None, typer.Option(help="at most this many step pairs per parent")] = None,
+    allow_unverified: Annotated[bool, typer.Option(
+        help="rank steps of traces run without -p training=true and without an evaluator by the policy's own confidence")] = False,
+    fmt: FormatOpt = "trl",
 ) -> None:
-    """Preference pairs (DPO): sibling steps by q, and correct vs incorrect solutions."""
+    """Preference pairs (DPO): sibling steps by q, and correct vs incorrect solutions (TRL prompt/chosen/rejected by default)."""
     from x1.data import preference_pairs
+    from x1.data.formats import unverified
 
-    _write_data(traces, out, "preference pairs", lambda r: preference_pairs(r, min_gap, outcome, max_per_parent))
+    _check_format(fmt, None)
+
+    def check(records: list[dict[str, Any]]) -> None:
+        weak = unverified(records) if step and not allow_unverified else []
+        if weak and (n := len(preference_pairs(weak, min_gap, outcome=False, max_per_parent=max_per_parent))):
+            fail(f"{n} step pairs of {len(weak)} trace records would be ranked by the policy's own confidence (run without "
+                 "-p training=true and without an evaluator), so a wrong step can become 'chosen'; fix: re-run with "
+                 "-p training=true or -p evaluator=SPEC, or pass --no-step (outcome pairs only) or --allow-unverified")
+
+    _write_data(traces, out, "preference pairs", lambda r: preference_pairs(r, min_gap, outcome, max_per_parent, step=step), fmt, check)
 
 
 @data_app.command("process")
@@ -623,11 +673,13 @@ def data_process(
     traces: TracesOpt,
     out: DataOutOpt,
     hard: Annotated[bool, typer.Option(help="1 if any rollout below a step is correct (else the fraction)")] = False,
+    fmt: FormatOpt = "trl",
 ) -> None:
-    """Monte-Carlo process labels (one labelled path per known outcome) for a process reward model."""
+    """Monte-Carlo process labels for a process reward model (TRL stepwise supervision by default: a label is true at >= 0.5)."""
     from x1.data import process_labels
 
-    _write_data(traces, out, "labelled paths", lambda r: process_labels(r, hard=hard))
+    _check_format(fmt, None)
+    _write_data(traces, out, "labelled paths", lambda r: process_labels(r, hard=hard), fmt)
 
 
 @data_app.command("values")
@@ -638,7 +690,7 @@ def data_values(
     gamma: Annotated[float, typer.Option(help="discount per step for --source mc")] = 0.96,
     min_visits: Annotated[int, typer.Option(help="for --source mcts: skip thoughts visited fewer times")] = 1,
 ) -> None:
-    """Value-model targets in [-1, 1] for every labelled partial solution."""
+    """Value-model targets in [-1, 1] for every labelled partial solution (x1 rows: TRL has no value-model shape)."""
     from x1.data import value_targets
 
     if source not in ("mcts", "mc"):
@@ -651,16 +703,18 @@ def data_journey(
     traces: TracesOpt,
     out: DataOutOpt,
     min_score: Annotated[float, typer.Option(help="keep records whose verdict reaches this score")] = 1.0,
-    step_format: Annotated[bool, typer.Option(help="join steps with the <eois> marker (else the raw text)")] = True,
+    step_format: StepFormatOpt = None,
     whole_trace: Annotated[bool, typer.Option(help="the whole search graph as text instead of one journey chain")] = False,
+    fmt: FormatOpt = "trl",
 ) -> None:
     """Trace-based SFT: searches flattened with their dead ends and backtracks (journey learning)."""
     from x1.data import journey_chains, trace_samples
 
+    steps = _check_format(fmt, step_format)
     if whole_trace:
-        _write_data(traces, out, "trace samples", lambda r: trace_samples(r, min_score))
+        _write_data(traces, out, "trace samples", lambda r: trace_samples(r, min_score), fmt)
     else:
-        _write_data(traces, out, "journey chains", lambda r: journey_chains(r, min_score, step_format))
+        _write_data(traces, out, "journey chains", lambda r: journey_chains(r, min_score, steps), fmt)
 
 
 @app.command()

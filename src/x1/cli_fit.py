@@ -1,14 +1,13 @@
-"""`x1 fit`: run x1's trainers from the command line on the JSONL that `x1 data` writes.
+"""`x1 fit`: run x1's trainers from the command line on what `x1 data` writes, or on TRL-shaped data.
 
-Thin on purpose: read the records with ``x1.data.read_jsonl``, build the trainer's config
-(``x1.training.config``; a ``--config`` YAML first, flags on top), call the trainer, print one
+Thin on purpose: read the rows with ``x1.data.formats`` (JSONL, Parquet, ``datasets`` folders; x1's or TRL's shapes),
+build the trainer's config (``x1.training.config``; a ``--config`` YAML first, flags on top), call the trainer, print one
 table. Nothing here imports torch at module import time, so ``x1 --help`` stays fast and works
 without the ``train`` extra; the trainers load inside each command.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from importlib import import_module
@@ -31,6 +30,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 TRAIN_EXTRA = "pip install 'x1[train]'"
+FILES = "JSONL, .parquet or a datasets folder"
 
 # record class → (the `x1 data` command that writes it, the `x1 fit` command that reads it)
 WRITERS = {
@@ -69,12 +69,15 @@ FLAGS = {
 }
 
 ModelOpt = Annotated[
-    str | None, typer.Option("--model", "-m", help="policy to start from: bundled name, .gguf or transformers folder (default: smollm2)")
+    str | None, typer.Option("--model", "-m", help="policy to start from: bundled name, .gguf or transformers folder "
+                             "(default: default, as for every command; smollm2 trains fastest on a CPU)")
 ]
 OutOpt = Annotated[
     Path | None, typer.Option("--out", help="where the trained model goes (default: the YAML's output_dir, else runs/fit-KIND)")
 ]
-LoraOpt = Annotated[bool, typer.Option("--lora", help="train LoRA adapters (merged into full weights on save)")]
+LoraOpt = Annotated[bool, typer.Option("--lora", help="train LoRA adapters; --out gets the adapter alone unless --merge")]
+MergeOpt = Annotated[bool, typer.Option(
+    "--merge", help="with --lora: also a merged copy in the base's dtype (--out; the adapter goes to --out/adapter) for x1 solve -m")]
 EpochsOpt = Annotated[float | None, typer.Option("--epochs", help="passes over the data (default: 1)")]
 LrOpt = Annotated[float | None, typer.Option("--lr", help="learning rate (default: the trainer's own)")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="examples per optimiser step (default: 4)")]
@@ -85,6 +88,7 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cu
 ReportToOpt = Annotated[
     str | None, typer.Option("--report-to", help="send per-step metrics to tensorboard, wandb or trackio (default: none)")
 ]
+ThreadsOpt = Annotated[int | None, typer.Option(min=1, help="CPU threads for training (default: all); split the cores between processes")]
 TaskOpt = Annotated[str, typer.Option("--task", "-t", help="task spec with a verifier: rg:NAME, jsonl:PATH, synthetic:sat, ... (x1 tasks)")]
 NOpt = Annotated[int, typer.Option("--n", help="how many tasks to train on")]
 TaskOptionOpt = Annotated[list[str] | None, typer.Option("--task-option", help="task config key=value (e.g. difficulty=0.5)")]
@@ -110,64 +114,39 @@ def trainer(module: str, name: str) -> Callable[..., Any]:
 
 
 # -- data --------------------------------------------------------------------------------------------
-def _kind_of(line: str) -> str | None:
-    """Which x1 record class a JSON line's keys match exactly, to tell the user what file they passed."""
-    from dataclasses import fields
-
-    import x1.data as data
-
-    try:
-        keys = set(json.loads(line))
-    except (json.JSONDecodeError, TypeError):
-        return None
-    for name in WRITERS:
-        if keys == {f.name for f in fields(getattr(data, name))}:
-            return name
-    return None
-
-
 def read_records(path: Path, kind: str, command: str) -> list[Any]:
-    """The records of ``path`` as ``kind`` (a class of x1.data); any mistake names file, line and the writer."""
-    import x1.data as data
+    """The records of ``path`` (JSONL, Parquet or a ``datasets`` folder; x1's rows or TRL's) for ``kind``.
+
+    Any mistake names the file, the row and the command that writes what this one reads.
+    """
+    from x1.data.formats import TRL_SHAPES, FormatError, kind_of, load_rows, records_of, shape_of
 
     writer = written_by(kind)
-    if not path.is_file():
+    if not path.exists():
         raise FitError(f"{path}: no such file; write it with `{WRITERS[kind][0]} --traces TRACES.jsonl --out {path}`")
-    cls = getattr(data, kind)
     try:
-        records: list[Any] = data.read_jsonl(path, cls)
+        rows = load_rows(path)
     except UnicodeDecodeError as err:
         raise FitError(f"{path}: not a text JSONL file ({err.reason}); `{command}` reads what {writer} writes") from err
-    except ValueError as err:
-        lineno, other = _first_bad_line(path, cls)
-        if other is None:  # read_jsonl's message already says file:line and why
-            raise FitError(f"{err}; `{command}` reads {kind} records, which {writer} writes") from err
-        reader = WRITERS[other][1]
-        raise FitError(
-            f"{path}:{lineno}: a {other} (what {written_by(other)} writes), not a {kind}; "
-            f"`{command}` reads what {writer} writes; train on this file with `{reader}`"
-        ) from err
-    if not records:
+    except FormatError as err:
+        raise FitError(f"{err}; `{command}` reads what {writer} writes, or TRL's {TRL_SHAPES[kind]}") from err
+    if not rows:
         raise FitError(f"{path}: holds no records; {writer} writes them (it writes none when nothing in the traces qualifies)")
-    return records
-
-
-def _first_bad_line(path: Path, cls: type) -> tuple[int, str | None]:
-    """The first line that is not a ``cls``, and which other x1 record it is (None: not one of them)."""
-    with path.open() as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                cls.from_dict(json.loads(line))  # type: ignore[attr-defined]
-            except (json.JSONDecodeError, ValueError, TypeError):
-                other = _kind_of(line)
-                return lineno, other if other != cls.__name__ else None
-    return 0, None
+    try:
+        return records_of(rows, kind, str(path))  # type: ignore[arg-type]
+    except FormatError as err:
+        bad = next((i for i, row in enumerate(rows, 1) if shape_of(row, kind) is None), None)  # type: ignore[arg-type]
+        other = kind_of(rows[bad - 1], kind) if bad else None
+        if other is None:
+            raise FitError(f"{err}; `{command}` reads what {writer} writes, or TRL's {TRL_SHAPES[kind]}") from err
+        raise FitError(
+            f"{path}:{bad}: a {other} (what {written_by(other)} writes), not a {kind}; "
+            f"`{command}` reads what {writer} writes; train on this file with `{WRITERS[other][1]}`"
+        ) from err
 
 
 # -- config ------------------------------------------------------------------------------------------
-def build_config(cls: type[TrainConfig], config: Path | None, kind: str, lora: bool = False, **flags: Any) -> Any:
+def build_config(cls: type[TrainConfig], config: Path | None, kind: str, lora: bool = False, merge: bool = False, **flags: Any) -> Any:
     """The trainer config: YAML (validated on its own, so its mistakes name the file) with the given flags on top."""
     from pydantic import ValidationError
 
@@ -176,6 +155,10 @@ def build_config(cls: type[TrainConfig], config: Path | None, kind: str, lora: b
     data.setdefault("output_dir", f"runs/fit-{kind}")
     if lora:
         data["lora"] = {**data.get("lora", {}), "enabled": True}
+    if merge:
+        if not data.get("lora", {}).get("enabled"):
+            raise ConfigError("--merge merges LoRA adapters into the model; fix: add --lora (a full fine-tune is saved whole anyway)")
+        data["lora"] = {**data["lora"], "merge_on_save": True}
     try:
         return cls.model_validate(data)
     except ValidationError as err:
@@ -213,12 +196,17 @@ def report(kind: str, records: int, result: Any, wall_s: float, saved: bool, ext
     console.print(table)
 
 
-def run(kind: str, body: Callable[[], None]) -> None:
-    """Run a command body, turning the errors a user can fix into one line and exit code 2."""
+def run(kind: str, threads: int | None, body: Callable[[], None]) -> None:
+    """Run a command body on ``threads`` CPU threads (None: torch's default, all cores), turning the errors
+    a user can fix into one line and exit code 2."""
     from x1.models.base import BackendError
     from x1.tasks.base import TaskError
 
     try:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         body()
     except (FitError, ConfigError, BackendError, TaskError, ValueError, OSError) as err:
         fail(str(err) or f"{kind}: {type(err).__name__}")
@@ -249,10 +237,12 @@ def _common(model: str | None, out: Path | None, epochs: float | None, lr: float
 # -- commands: supervised, on `x1 data` files ----------------------------------------------------------
 @fit_app.command("sft")
 def fit_sft(
-    data: Annotated[Path, typer.Option("--data", help="SFT examples: JSONL written by `x1 data sft` or `x1 data journey`")],
+    data: Annotated[Path, typer.Option("--data", help="SFT rows: `x1 data sft`/`journey` output, "
+                                                        "TRL prompt/completion, messages or text; " + FILES)],
     model: ModelOpt = None,
     out: OutOpt = None,
     lora: LoraOpt = False,
+    merge: MergeOpt = False,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
     batch_size: BatchOpt = None,
@@ -261,19 +251,22 @@ def fit_sft(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     report_to: ReportToOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Supervised fine-tuning of the policy on verified solutions (loss on the completion only)."""
     flags = _common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to)
-    run("sft", lambda: fit_on_file("sft", "SFTTrainConfig", "SFTExample", ("sft", "train_sft"), data,
-                                   {"config": config, "lora": lora, **flags}))  # fmt: skip
+    run("sft", threads, lambda: fit_on_file("sft", "SFTTrainConfig", "SFTExample", ("sft", "train_sft"), data,
+                                   {"config": config, "lora": lora, "merge": merge, **flags}))  # fmt: skip
 
 
 @fit_app.command("dpo")
 def fit_dpo(
-    data: Annotated[Path, typer.Option("--data", help="preference pairs: JSONL written by `x1 data pairs`")],
+    data: Annotated[Path, typer.Option("--data", help="preference pairs: `x1 data pairs` output "
+                                                        "or TRL prompt/chosen/rejected; " + FILES)],
     model: ModelOpt = None,
     out: OutOpt = None,
     lora: LoraOpt = False,
+    merge: MergeOpt = False,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
     batch_size: BatchOpt = None,
@@ -283,16 +276,17 @@ def fit_dpo(
     device: DeviceOpt = None,
     report_to: ReportToOpt = None,
     beta: Annotated[float | None, typer.Option("--beta", help="DPO temperature β (default: 0.1)")] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Direct preference optimisation of the policy on chosen/rejected steps or solutions."""
     flags = {**_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to), "beta": beta}
-    run("dpo", lambda: fit_on_file("dpo", "DPOTrainConfig", "PreferencePair", ("dpo", "train_dpo"), data,
-                                   {"config": config, "lora": lora, **flags}))  # fmt: skip
+    run("dpo", threads, lambda: fit_on_file("dpo", "DPOTrainConfig", "PreferencePair", ("dpo", "train_dpo"), data,
+                                   {"config": config, "lora": lora, "merge": merge, **flags}))  # fmt: skip
 
 
 @fit_app.command("value")
 def fit_value(
-    data: Annotated[Path, typer.Option("--data", help="value targets in [-1, 1]: JSONL written by `x1 data values`")],
+    data: Annotated[Path, typer.Option("--data", help="value targets in [-1, 1] written by `x1 data values`; " + FILES)],
     model: ModelOpt = None,
     out: OutOpt = None,
     epochs: EpochsOpt = None,
@@ -304,16 +298,18 @@ def fit_value(
     device: DeviceOpt = None,
     report_to: ReportToOpt = None,
     loss: Annotated[str | None, typer.Option("--loss", help="mse (regression on q) or bce (cross-entropy); default: mse")] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Fit a value model (a head on the policy's backbone) for `-p evaluator=value` and `x1 serve value`."""
     flags = {**_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to), "loss": loss}
-    run("value", lambda: fit_on_file("value", "ValueTrainConfig", "ValueTarget", ("value", "train_value"), data,
+    run("value", threads, lambda: fit_on_file("value", "ValueTrainConfig", "ValueTarget", ("value", "train_value"), data,
                                      {"config": config, **flags}))  # fmt: skip
 
 
 @fit_app.command("prm")
 def fit_prm(
-    data: Annotated[Path, typer.Option("--data", help="per-step labels in [0, 1]: JSONL written by `x1 data process`")],
+    data: Annotated[Path, typer.Option("--data", help="per-step labels: `x1 data process` output "
+                                                        "or TRL prompt/completions/labels; " + FILES)],
     model: ModelOpt = None,
     out: OutOpt = None,
     epochs: EpochsOpt = None,
@@ -324,10 +320,11 @@ def fit_prm(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     report_to: ReportToOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Fit a process reward model on Monte-Carlo step labels (for `x1 fit grpo --prm`)."""
     flags = _common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to)
-    run("prm", lambda: fit_on_file("prm", "ValueTrainConfig", "ProcessLabel", ("value", "train_prm"), data,
+    run("prm", threads, lambda: fit_on_file("prm", "ValueTrainConfig", "ProcessLabel", ("value", "train_prm"), data,
                                    {"config": config, **flags}))  # fmt: skip
 
 
@@ -346,6 +343,7 @@ def fit_orm(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     report_to: ReportToOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Fit an outcome reward model (Bradley–Terry on pairs) for `-p evaluator=orm:DIR` and `x1 serve value`."""
 
@@ -373,7 +371,7 @@ def fit_orm(
         result = trainer("value", "train_orm")(cfg, pairs)
         report("orm", len(pairs), result, time.perf_counter() - start, cfg.save)
 
-    run("orm", body)
+    run("orm", threads, body)
 
 
 # -- commands: on-policy, on tasks with a verifier ----------------------------------------------------
@@ -385,6 +383,7 @@ def fit_grpo(
     model: ModelOpt = None,
     out: OutOpt = None,
     lora: LoraOpt = False,
+    merge: MergeOpt = False,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
     max_steps: MaxStepsOpt = None,
@@ -397,6 +396,7 @@ def fit_grpo(
         Path | None,
         typer.Option("--prm", help="PRM folder (`x1 fit prm`): reward every step with it (x1's own loop; --max-steps sets its iterations)"),
     ] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """GRPO: outcome rewards from the task's verifier (TRL), or per-step rewards from a PRM with --prm."""
 
@@ -405,11 +405,11 @@ def fit_grpo(
 
         common = _common(model, out, epochs, lr, None, max_steps, seed, device, report_to)  # batch: G x prompts_per_step (YAML)
         if prm is None:
-            cfg = build_config(configs.GRPOTrainConfig, config, "grpo", lora, **common, group_size=group_size)
+            cfg = build_config(configs.GRPOTrainConfig, config, "grpo", lora, merge, **common, group_size=group_size)
             train = trainer("grpo", "train_grpo")
         else:
             common["iterations"] = common.pop("max_steps")
-            cfg = build_config(configs.ProcessGRPOConfig, config, "grpo", lora, **common, group_size=group_size)
+            cfg = build_config(configs.ProcessGRPOConfig, config, "grpo", lora, merge, **common, group_size=group_size)
             train = trainer("grpo", "train_grpo_process")
         tasks = load_task_list(task, n, cfg.seed, task_option)
         start = time.perf_counter()
@@ -424,7 +424,7 @@ def fit_grpo(
         report("grpo" if prm is None else "grpo-prm", len(tasks), result, time.perf_counter() - start, cfg.save,
                {"last reward": f"{rewards[-1]:.3f}" if rewards else "-"})  # fmt: skip
 
-    run("grpo", body)
+    run("grpo", threads, body)
 
 
 @fit_app.command("ppo")
@@ -435,12 +435,14 @@ def fit_ppo(
     model: ModelOpt = None,
     out: OutOpt = None,
     lora: LoraOpt = False,
+    merge: MergeOpt = False,
     lr: LrOpt = None,
     config: ConfigOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     report_to: ReportToOpt = None,
     iterations: Annotated[int | None, typer.Option("--iterations", help="rounds of rollout → PPO epochs (default: 1)")] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """PPO with a value head on the policy; reward ±1 from the task's verifier at the last token."""
 
@@ -449,7 +451,7 @@ def fit_ppo(
 
         # PPO's sizes come from the YAML: prompts_per_iteration, minibatch_size
         common = _common(model, out, None, lr, None, None, seed, device, report_to)
-        cfg = build_config(configs.PPOTrainConfig, config, "ppo", lora, **common, iterations=iterations)
+        cfg = build_config(configs.PPOTrainConfig, config, "ppo", lora, merge, **common, iterations=iterations)
         train = trainer("ppo", "train_ppo")
         tasks = load_task_list(task, n, cfg.seed, task_option)
         start = time.perf_counter()
@@ -457,7 +459,7 @@ def fit_ppo(
         rewards = result.metrics.get("reward")
         report("ppo", len(tasks), result, time.perf_counter() - start, cfg.save, {"last reward": f"{rewards[-1]:.3f}" if rewards else "-"})
 
-    run("ppo", body)
+    run("ppo", threads, body)
 
 
 @fit_app.command("rejection")
@@ -468,6 +470,7 @@ def fit_rejection(
     model: ModelOpt = None,
     out: OutOpt = None,
     lora: LoraOpt = False,
+    merge: MergeOpt = False,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
     batch_size: BatchOpt = None,
@@ -480,6 +483,7 @@ def fit_rejection(
     min_score: Annotated[float | None, typer.Option("--min-score", help="verifier score a sample needs to be kept (default: 1)")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="longest sampled solution (tokens)")] = 512,
     temperature: Annotated[float, typer.Option("--temperature", help="sampling temperature")] = 0.8,
+    threads: ThreadsOpt = None,
 ) -> None:
     """One rejection-sampling round: sample with the policy, keep the verified solutions, fine-tune on them."""
 
@@ -488,7 +492,7 @@ def fit_rejection(
         from x1.models.registry import load_backend
 
         flags = {**_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to), "n": samples, "min_score": min_score}
-        cfg = build_config(configs.RejectionSamplingConfig, config, "rejection", lora, **flags)
+        cfg = build_config(configs.RejectionSamplingConfig, config, "rejection", lora, merge, **flags)
         round_fn = trainer("rejection_sampling", "rejection_sampling_round")
         sampler_of = trainer("rejection_sampling", "backend_sampler")
         tasks = load_task_list(task, n, cfg.seed, task_option)
@@ -508,4 +512,4 @@ def fit_rejection(
             return
         report("rejection", rnd.accepted, rnd.result, time.perf_counter() - start, cfg.save, accepted)
 
-    run("rejection", body)
+    run("rejection", threads, body)

@@ -15,15 +15,23 @@ class ConfigError(ValueError):
     pass
 
 
+# One default per setting for every command (solve, eval, demo, serve, fit): a model trained with the
+# defaults is the model the other commands run with the defaults.
+DEFAULT_MODEL = "default"
+DEFAULT_STRATEGY = "cot"
+DEFAULT_TEMPERATURE = 0.7  # for a generate request that sets none (every built-in strategy sets its own)
+
+
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = "default"  # bundled name, .gguf path, transformers folder, openai:URL
+    name: str = DEFAULT_MODEL  # bundled name, .gguf path, transformers folder, openai:URL
     model_name: str | None = None  # the model id an OpenAI-compatible server expects
     n_ctx: int = Field(32768, gt=0)
     n_seq_max: int = Field(64, gt=0, le=256)
     timeout: float = Field(60.0, gt=0)
     chat_template: str | None = None  # openai: models: chatml, a Jinja file, or a model folder with tokenizer_config.json
+    threads: int | None = Field(None, gt=0)  # CPU threads for a local model (None: all); split the cores between processes
 
 
 class BudgetConfig(BaseModel):
@@ -67,11 +75,15 @@ class StepConfig(BaseModel):
 
 
 class SearchConfig(BaseModel):
+    """The search. ``temperature``, when given (a flag or the YAML), replaces the strategy's own
+    temperature: a given setting wins over a strategy default (None, the default, keeps the strategy's).
+    ``-p temperature=...`` sets only the strategy's, and the two may not disagree."""
+
     model_config = ConfigDict(extra="forbid")
 
     strategy: str = "mcts"
     params: dict[str, Any] = Field(default_factory=dict)
-    temperature: float = Field(0.7, ge=0)
+    temperature: float | None = Field(None, ge=0)  # None: each strategy's own; requests that set none get DEFAULT_TEMPERATURE
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = 0
     budget: BudgetConfig = Field(default_factory=BudgetConfig)

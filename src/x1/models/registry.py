@@ -171,6 +171,11 @@ def resolve_model(name: str, model_name: str | None = None) -> ModelSpec:
             return ModelSpec("hf" if hf else "llamacpp", str(path), bundled.name)
     path = Path(bare).expanduser()
     if path.is_dir():
+        if not (path / "config.json").exists() and (path / "adapter_config.json").exists():
+            raise BackendError(
+                f"folder {path} is a LoRA adapter (what x1 fit --lora saves), not a whole model; fix: train with --lora --merge "
+                "for a merged copy, or serve it on its base: x1 serve policy -m BASE --adapter NAME=FOLDER"
+            )
         if not (path / "config.json").exists():
             raise BackendError(f"folder {path} has no config.json, so it is not a transformers model; fix: point at the model folder")
         return ModelSpec("hf", str(path), path.name)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from x1 import __version__
-from x1.config import RunConfig
+from x1.config import DEFAULT_TEMPERATURE, ConfigError, RunConfig
 from x1.engine import Budget, Engine, Outcome, Sampling
 from x1.evaluators.base import Evaluator
 from x1.evaluators.spec import build_evaluators_for, oracle_reason, parse_evaluator, resolve_value_alias, specs_in
@@ -39,9 +39,30 @@ def open_policy(config: RunConfig) -> Backend:
     options: dict[str, Any] = {}
     if spec.kind == "llamacpp":
         options = {"n_ctx": config.model.n_ctx, "n_seq_max": config.model.n_seq_max}
+        if config.model.threads:
+            options["n_threads"] = config.model.threads
+    elif spec.kind == "hf" and config.model.threads:
+        options = {"threads": config.model.threads}
     elif spec.kind == "openai":
         options = {"timeout": config.model.timeout, "chat_template": config.model.chat_template}
     return load_backend(spec, **options)
+
+
+def apply_temperature(config: RunConfig) -> None:
+    """One precedence rule: a temperature the user gave (``--temperature`` or the YAML's ``search.temperature``)
+    wins over the strategy's default, as ``-p temperature=`` does; giving both with different values is refused."""
+    from dataclasses import fields
+
+    from x1.strategies import STRATEGIES
+
+    search = config.search
+    cls = STRATEGIES.get(search.strategy)
+    if search.temperature is None or cls is None or "temperature" not in {f.name for f in fields(cls)}:  # type: ignore[arg-type]
+        return
+    given = search.params.get("temperature")
+    if isinstance(given, int | float) and float(given) != search.temperature:
+        raise ConfigError(f"--temperature {search.temperature:g} and -p temperature={given} disagree; fix: give one of them")
+    search.params["temperature"] = search.temperature
 
 
 def check_search(config: RunConfig) -> Strategy:
@@ -50,6 +71,7 @@ def check_search(config: RunConfig) -> Strategy:
     ``evaluator=value`` with a value URL is rewritten to ``remote:URL`` in the config, so traces name the server.
     """
     config.search.params = resolve_value_alias(config.search.params, config.search.value_url)
+    apply_temperature(config)
     strategy = build_strategy(config.search.strategy, **config.search.params)
     config.search.params = {k: getattr(strategy, k) for k in config.search.params}  # typed: "1e-3" -> 0.001
     for text in specs_in(strategy.config()):
@@ -85,7 +107,7 @@ def run_tasks(
         policy=policy,
         evaluators=evaluators,
         budget=Budget(b.max_tokens, b.max_policy_calls, b.max_nodes, b.max_seconds),
-        sampling=Sampling(config.search.temperature, config.search.top_p),
+        sampling=Sampling(DEFAULT_TEMPERATURE if config.search.temperature is None else config.search.temperature, config.search.top_p),
         seed=config.search.seed,
         checkpoint_path=checkpoint_path,
         checkpoint_interval_s=5.0,  # an interrupt loses at most the last 5 s of search

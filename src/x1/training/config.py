@@ -12,7 +12,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from x1.config import load_yaml
+from x1.config import DEFAULT_MODEL, load_yaml
 
 
 class LoRAConfig(BaseModel):
@@ -25,9 +25,10 @@ class LoRAConfig(BaseModel):
     alpha: int = Field(32, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | str = "all-linear"
-    # Save the adapter merged into full weights (a folder any transformers loader, and so
-    # x1's TransformersBackend, can open) rather than the adapter alone (x1's load_policy only).
-    merge_on_save: bool = True
+    # The adapter is always saved (megabytes). Also write a merged copy, in the base model's dtype,
+    # that any transformers loader (and so x1's TransformersBackend, x1 solve -m DIR) opens: the merged
+    # model goes to output_dir and the adapter to output_dir/adapter. Off: output_dir is the adapter.
+    merge_on_save: bool = False
 
 
 class TrainConfig(BaseModel):
@@ -35,7 +36,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = "smollm2"
+    model: str = DEFAULT_MODEL  # the model every command uses by default (x1.config)
     gguf_file: str | None = None  # the file inside ``model`` when that is a folder holding GGUFs
     output_dir: str = "runs/train"
     learning_rate: float = Field(1e-5, gt=0)

@@ -36,7 +36,9 @@ def dpo_rows(pairs: Iterable[Any], cfg: DPOTrainConfig) -> list[dict[str, Any]]:
     rows = []
     for pair in pairs:
         prompt, chosen, rejected = field_of(pair, "prompt"), field_of(pair, "chosen"), field_of(pair, "rejected")
-        if cfg.chat_template:
+        if isinstance(prompt, list):  # a conversational TRL row: TRL applies the chat template itself
+            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+        elif cfg.chat_template:
             rows.append(
                 {
                     "prompt": [{"role": "user", "content": prompt}],

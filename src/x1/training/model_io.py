@@ -258,30 +258,69 @@ def is_peft(model: Any) -> bool:
     return isinstance(model, PeftModel)
 
 
+ADAPTER_DIR = "adapter"  # inside a merged LoRA run's folder: the adapter it was merged from
+
+
+def base_dtype(location: str | Path, gguf_file: str | None = None) -> torch.dtype:
+    """The dtype of a base model's weights, which a merged copy is saved in: a transformers folder's own
+    (its config.json), bfloat16 for a GGUF (quantised or half weights: float32 would double or more its size)."""
+    config = Path(location) / "config.json"
+    if gguf_file or not config.is_file():
+        return torch.bfloat16
+    data = json.loads(config.read_text())
+    name = data.get("dtype") or data.get("torch_dtype") or "float32"
+    dtype = getattr(torch, str(name).removeprefix("torch."), None)
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
+
+
+def _save_in_dtype(model: Any, out: Path, dtype: torch.dtype) -> None:
+    """``save_pretrained`` with the weights cast to ``dtype`` on the way out; the model in memory is not changed.
+    Tied weights (one storage) stay one tensor, so they are still written once."""
+    cast: dict[int, torch.Tensor] = {}
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            tensor = cast.setdefault(tensor.data_ptr(), tensor.to(dtype))
+        state[name] = tensor
+    model.save_pretrained(str(out), state_dict=state)
+    config = out / "config.json"  # transformers writes the dtype of the model in memory; say what the file holds
+    data = json.loads(config.read_text())
+    data["dtype"] = str(dtype).removeprefix("torch.")
+    config.write_text(json.dumps(data, indent=2) + "\n")
+
+
 def save_policy(
-    model: Any, tokenizer: Any, out_dir: str | Path, *, merge: bool = True, base: str = "", gguf_file: str | None = None
+    model: Any, tokenizer: Any, out_dir: str | Path, *, merge: bool = True, base: str = "", gguf_file: str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Any:
     """Write safetensors weights + tokenizer to ``out_dir``; returns the model that was saved.
 
-    A LoRA model is merged into its base first when ``merge`` (the result loads anywhere,
-    x1's TransformersBackend included) — this replaces the adapter layers in place, so use the
-    returned model afterwards. With ``merge=False`` only the adapter is written, plus
-    ``x1_policy.json`` naming the base so that :func:`load_policy` can rebuild it.
+    A LoRA model always has its adapter written (plus ``x1_policy.json`` naming the base, so that
+    :func:`load_policy` can rebuild it): into ``out_dir`` itself, or, when ``merge``, into
+    ``out_dir/adapter`` while ``out_dir`` gets the adapter merged into the base, in ``dtype``
+    (default: the base's own, :func:`base_dtype`) — a folder that loads anywhere, x1's
+    TransformersBackend included. Merging replaces the adapter layers in place, so use the
+    returned model afterwards. A plain model is written as it is.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if is_peft(model) and merge:
-        model = model.merge_and_unload()
     config = model.get_base_model().config if is_peft(model) else model.config
     config.use_cache = True  # trainers switch the KV cache off; generation wants it back
-    if is_peft(model):
-        trained_embeddings = any(p.requires_grad for p in _embedding_params(model))
-        model.save_pretrained(str(out), save_embedding_layers=trained_embeddings)
-        meta = {"base": base, "gguf_file": gguf_file, "vocab_size": len(tokenizer)}
-        (out / META_FILE).write_text(json.dumps(meta, indent=2))
-    else:
+    if not is_peft(model):
         model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
+        tokenizer.save_pretrained(str(out))
+        return model
+    adapter = out / ADAPTER_DIR if merge else out
+    adapter.mkdir(parents=True, exist_ok=True)
+    trained_embeddings = any(p.requires_grad for p in _embedding_params(model))
+    model.save_pretrained(str(adapter), save_embedding_layers=trained_embeddings)
+    meta = {"base": base, "gguf_file": gguf_file, "vocab_size": len(tokenizer)}
+    (adapter / META_FILE).write_text(json.dumps(meta, indent=2))
+    tokenizer.save_pretrained(str(adapter))
+    if merge:
+        model = model.merge_and_unload()
+        _save_in_dtype(model, out, dtype or (base_dtype(base, gguf_file) if base else torch.float32))
+        tokenizer.save_pretrained(str(out))
     return model
 
 

@@ -39,9 +39,16 @@ def format_steps(text: str, eois: bool, delimiter: str = "\n\n") -> str:
 
 
 def sft_rows(examples: Iterable[Any], cfg: SFTTrainConfig) -> list[dict[str, Any]]:
-    """``SFTExample``s (or dicts with the same fields) → TRL conversational prompt-completion rows."""
+    """``SFTExample``s (or dicts with the same fields) → TRL conversational prompt-completion rows.
+
+    Rows already in a TRL shape (``prompt``/``completion``, ``messages`` or ``text``, as
+    ``x1.data.formats`` reads them) pass through unchanged: TRL renders and masks them itself.
+    """
     rows = []
     for ex in examples:
+        if isinstance(ex, dict) and "prompt_messages" not in ex:
+            rows.append(ex)
+            continue
         messages = [{"role": m["role"], "content": m["content"]} for m in field_of(ex, "prompt_messages")]
         completion = format_steps(field_of(ex, "completion"), cfg.eois_token, cfg.step_delimiter)
         rows.append({"prompt": messages, "completion": [{"role": "assistant", "content": completion}]})

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from x1.graph import GraphError
-from x1.trace import TraceError, read_traces
+from x1.trace import TraceError, decode_record, read_traces
 
 
 class ViewError(ValueError):
@@ -29,8 +29,11 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         whole = None
     if isinstance(whole, dict) and "thoughts" in whole:
         return [{"task_id": "graph", "graph": whole}]
-    if isinstance(whole, dict) and "graph" in whole:
-        return [whole]
+    if isinstance(whole, dict) and "graph" in whole:  # one record alone (a one-line trace parses whole)
+        try:
+            return [decode_record(whole, str(path)) if "trace_version" in whole else whole]
+        except TraceError as err:
+            raise ViewError(f"{path} is not an x1 trace or graph: {err}") from err
     try:
         records = list(read_traces(path))
     except TraceError as err:

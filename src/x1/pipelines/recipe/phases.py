@@ -71,6 +71,8 @@ class Recipe(RunState):
 
     def _trainer(self, sub: Any, model: Path, output_dir: Path, seed_offset: int = 0) -> Any:
         update: dict[str, Any] = {"model": str(model), "gguf_file": None, "output_dir": str(output_dir), "save": True}
+        if getattr(sub, "lora", None) is not None and sub.lora.enabled:  # the search backend opens output_dir: a whole model
+            update["lora"] = sub.lora.model_copy(update={"merge_on_save": True})
         if "device" not in sub.model_fields_set:
             update["device"] = self.cfg.device
         if "seed" not in sub.model_fields_set:
