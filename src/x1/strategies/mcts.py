@@ -84,21 +84,36 @@ class MCTS(Strategy):
         """Descend by PUCT to a leaf; ties go to the lowest id (the hot loop of the engine benchmark).
 
         With pending selections (``virtual``: thought id → virtual visits) the parent's count is
-        N(s) + Σ vl(c) over its children, the same for every sibling.
+        N(s) + Σ vl(c) over its children, the same for every sibling. The cost is the path's
+        depth times its branching, never the tree's size: the score is ``puct_score`` (and
+        ``_score`` under virtual loss) inlined, with the parent's factor computed once per level,
+        in the same float operations so that ties break exactly as they would there.
         """
         thoughts = graph.thoughts
         node = graph.root
+        c1, c2, paper = self.c1, self.c2, self.puct_form == "paper"
+        if self.puct_form not in ("muzero", "paper"):
+            raise ValueError(f"unknown PUCT form {self.puct_form!r}; use 'muzero' or 'paper'")
         while not node.terminal:
             parent_visits = node.visits
             if virtual:
                 parent_visits += sum(virtual.get(str(cid), 0) for cid in node.children)
+            if paper:
+                root, factor = math.sqrt(max(parent_visits - 1, 0)), c1 + math.log((parent_visits + c2) / c2)
+            else:
+                root, factor = math.sqrt(parent_visits), c1 + math.log((parent_visits + c2 + 1) / c2)
             best: Thought | None = None
             best_score = -math.inf
             for cid in node.children:
                 child = thoughts[cid]
                 if child.pruned:
                     continue
-                score = self._score(child, parent_visits, virtual.get(str(cid), 0) if virtual else 0)
+                vl = virtual.get(str(cid), 0) if virtual else 0
+                visits, value = child.visits, child.value
+                if vl:
+                    q = value if value is not None else 0.0
+                    value, visits = (q * visits - vl) / (visits + vl), visits + vl
+                score = (0.5 if value is None else (value + 1.0) / 2.0) + 1.0 * (root / (1 + visits) * factor)
                 if best is None or score > best_score or (score == best_score and cid < best.id):
                     best, best_score = child, score
             if best is None:
