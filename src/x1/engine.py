@@ -184,31 +184,32 @@ class Engine:
         # expansion costs the same in a tree of 30,000 nodes as in one of 3,000. Not when someone
         # else froze objects: that is theirs to manage.
         freeze = gc.isenabled() and gc.get_freeze_count() == 0
+        ready: list[int] = []
+
+        def serve(i: int) -> bool:
+            """Ask problem ``i`` for its next round and submit it; False once it is finished."""
+            nonlocal live
+            if i in rounds:
+                return True
+            p = problems[i]
+            reason = self.budget.exceeded(p.graph, time.perf_counter() - started[i])
+            requests = [] if reason else strategy.ask(p)
+            if not requests:
+                p.done, p.stop_reason = True, reason or "finished"
+                outcomes[i] = self._finish(p, strategy, time.perf_counter() - started[i])
+                return False
+            rounds[i] = self._submit(stream, p, requests, i, owner)
+            live += sum(r.n for r in requests if isinstance(r, Expand))
+            if not rounds[i].waiting:
+                ready.append(i)
+            return True
+
         try:
             while True:
                 unfinished = [i for i, p in enumerate(problems) if not p.done]
                 if not unfinished:
                     break
-                ready: list[int] = []
-
-                def serve(i: int) -> bool:
-                    """Ask problem ``i`` for its next round and submit it; False once it is finished."""
-                    nonlocal live
-                    if i in rounds:
-                        return True
-                    p = problems[i]
-                    reason = self.budget.exceeded(p.graph, time.perf_counter() - started[i])
-                    requests = [] if reason else strategy.ask(p)
-                    if not requests:
-                        p.done, p.stop_reason = True, reason or "finished"
-                        outcomes[i] = self._finish(p, strategy, time.perf_counter() - started[i])
-                        return False
-                    rounds[i] = self._submit(stream, p, requests, i, owner)
-                    live += sum(r.n for r in requests if isinstance(r, Expand))
-                    if not rounds[i].waiting:
-                        ready.append(i)
-                    return True
-
+                ready.clear()
                 # Problems in flight ask first; then new ones are admitted, in task order, while the
                 # live sequences are under the target: the batch stays full as problems finish.
                 in_flight = sum(serve(i) for i in unfinished if i in admitted)
