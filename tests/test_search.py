@@ -287,7 +287,7 @@ def test_inlined_puct_selection_picks_what_the_reference_score_picks():
                 t.visits, t.value = rng.randint(0, 4), rng.choice([None, 0.5, -0.25, rng.uniform(-1, 1)])
             for t in graph:
                 t.visits += sum(graph[c].visits for c in t.children)
-            virtual = {str(k): rng.randint(0, 2) for k in rng.sample(list(graph.thoughts), 8)}
+            virtual = {k: rng.randint(0, 2) for k in rng.sample(list(graph.thoughts), 8)}
             for vl in ({}, virtual):
                 node, want = graph.root, None
                 while True:
@@ -295,6 +295,6 @@ def test_inlined_puct_selection_picks_what_the_reference_score_picks():
                     if not kids or node.terminal:
                         want = node
                         break
-                    pv = node.visits + sum(vl.get(str(c.id), 0) for c in kids) if vl else node.visits
-                    node = max(kids, key=lambda c, pv=pv: (mcts._score(c, pv, vl.get(str(c.id), 0) if vl else 0), -c.id))
+                    pv = node.visits + sum(vl.get(c.id, 0) for c in kids) if vl else node.visits
+                    node = max(kids, key=lambda c, pv=pv: (mcts._score(c, pv, vl.get(c.id, 0) if vl else 0), -c.id))
                 assert mcts.select_leaf(graph, vl).id == want.id

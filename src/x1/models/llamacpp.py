@@ -151,6 +151,7 @@ class LlamaCppBackend:
         cparams.n_seq_max = n_seq_max
         cparams.kv_unified = True  # seq_cp shares cells instead of copying them
         threads = n_threads or os.cpu_count() or 1
+        self.n_threads = threads
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         self._ctx = _llama.llama_init_from_model(self._model, cparams)

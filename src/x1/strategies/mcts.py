@@ -80,7 +80,7 @@ class MCTS(Strategy):
         shadow = _Shadow((q * child.visits - vl) / (child.visits + vl), child.visits + vl)
         return puct_score(shadow, parent_visits, self.c1, self.c2, self.puct_form)  # type: ignore[arg-type]
 
-    def select_leaf(self, graph: ReasoningGraph, virtual: dict[str, int]) -> Thought:
+    def select_leaf(self, graph: ReasoningGraph, virtual: dict[int, int]) -> Thought:
         """Descend by PUCT to a leaf; ties go to the lowest id (the hot loop of the engine benchmark).
 
         With pending selections (``virtual``: thought id → virtual visits) the parent's count is
@@ -97,7 +97,7 @@ class MCTS(Strategy):
         while not node.terminal:
             parent_visits = node.visits
             if virtual:
-                parent_visits += sum(virtual.get(str(cid), 0) for cid in node.children)
+                parent_visits += sum(virtual.get(cid, 0) for cid in node.children)
             if paper:
                 root, factor = math.sqrt(max(parent_visits - 1, 0)), c1 + math.log((parent_visits + c2) / c2)
             else:
@@ -108,7 +108,7 @@ class MCTS(Strategy):
                 child = thoughts[cid]
                 if child.pruned:
                     continue
-                vl = virtual.get(str(cid), 0) if virtual else 0
+                vl = virtual.get(cid, 0) if virtual else 0
                 visits, value = child.visits, child.value
                 if vl:
                     q = value if value is not None else 0.0
@@ -137,7 +137,7 @@ class MCTS(Strategy):
                 for t in problem.meta["pending_rollouts"]
             ]
         requests: list[Request] = []
-        virtual: dict[str, int] = {}
+        virtual: dict[int, int] = {}
         chosen: set[int] = set()
         guard = 0
         while len(requests) < self.parallel and not self._finished(problem) and guard < 4 * self.parallel + 8:
@@ -152,9 +152,9 @@ class MCTS(Strategy):
                 break
             chosen.add(leaf.id)
             for t in [leaf, *graph.path(leaf.id)[:-1]]:
-                virtual[str(t.id)] = virtual.get(str(t.id), 0) + 1
+                virtual[t.id] = virtual.get(t.id, 0) + 1
             requests.append(Expand(leaf.id, n=self.expand, temperature=self.temperature, evaluator=self.evaluator))
-        problem.meta["virtual"] = virtual
+        problem.meta["virtual"] = {str(k): v for k, v in virtual.items()}  # JSON keys, as a checkpoint writes them
         return requests
 
     def _value_of(self, problem: Problem, child: Thought) -> float:
