@@ -39,7 +39,12 @@ from x1.models.sampling import StepSampler
 from x1.strategies.mcts import MCTS
 from x1.tasks.base import StepFormat, Task, Verification
 
-console = Console()
+console = Console(width=200)
+
+
+def note(text: str) -> None:
+    """Progress on stderr, so a long run in the background shows where it is."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 # -- (a) engine overhead ----------------------------------------------------------------------
@@ -273,8 +278,11 @@ def main() -> int:
     parser.add_argument("--overhead", default="1000,10000", help="iterations per tree for (a)")
     parser.add_argument("--model", default="default")
     parser.add_argument("--ceiling-steps", type=int, default=8, help="timed llama_decode calls per batch size in (c)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="llama.cpp threads for the search and the ceiling alike (default: every core, as x1 eval)")
     args = parser.parse_args()
 
+    note("engine overhead")
     overhead_table([int(n) for n in args.overhead.split(",") if n])
     if args.skip_model:
         return 0
@@ -286,13 +294,17 @@ def main() -> int:
 
     spec = resolve_model(args.model)
     defaults = ModelConfig()
-    backend = LlamaCppBackend(spec.location, n_ctx=defaults.n_ctx, n_seq_max=defaults.n_seq_max)  # as x1 eval opens it
+    backend = LlamaCppBackend(spec.location, n_ctx=defaults.n_ctx, n_seq_max=defaults.n_seq_max, n_threads=args.threads)  # as x1 eval
+    note(f"llama.cpp with {backend.n_threads} threads, {backend.n_seq_max} slots")
     tasks = load_tasks("rg:gsm_symbolic", n=args.problems, seed=0)
     for t in tasks:
         t.step_format = StepConfig(delimiter="newline").apply(t.step_format)
     serial_n = min(args.serial or len(tasks), len(tasks))
+    note(f"batched run: {len(tasks)} problems")
     batched = model_run(backend, tasks, batched=True, iterations=args.iterations)
+    note(f"batched run done in {batched.wall:.0f} s; one at a time: {serial_n} problems")
     serial = model_run(backend, tasks[:serial_n], batched=False, iterations=args.iterations)
+    note(f"one at a time done in {serial.wall:.0f} s; measuring llama.cpp alone")
 
     title = f"(b) MCTS (iterations {args.iterations}, expand 3, line steps, T 0.8) on {spec.name}, gsm_symbolic"
     table = Table("mode", "problems", "wall s", "s / problem", "generated", "prefilled", "re-prefilled / generated",
