@@ -1,12 +1,22 @@
-"""Engine speed, side by side in one run.
+"""Engine speed against the machine's own ceiling, everything in one run.
 
-    python benchmarks/engine.py [--skip-model] [--problems 32] [--model default]
+    python benchmarks/engine.py                  # the issue's sizes: 128 problems, 1k / 10k iterations
+    python benchmarks/engine.py --problems 16 --serial 4 --iterations 4   # a quick development run
+    python benchmarks/engine.py --skip-model     # engine overhead only
 
-(a) engine overhead alone: MCTS node expansions per second on the zero-latency fake backend
-    (target ≥ 20,000/s on a 2-core machine);
-(b) MCTS on the bundled model over N problems, one problem at a time versus all batched, in
-    lock-step ticks and with continuous batching: the wall-time ratio (target ≥ 3×) and prompt
-    tokens re-prefilled per generated token (target ≤ 0.1).
+(a) Engine overhead: MCTS expansions (new thoughts) per second on the zero-latency fake backend
+    with trees of 1,000 and of 10,000 iterations (4 problems each, parallel 4, no terminal ever,
+    so every iteration expands). Target: ≥ 40,000/s at both, within 15% of each other.
+(b) Steady state: MCTS (16 iterations, expand 3, line steps, T = 0.8) on gsm_symbolic problems
+    with the bundled model, as ``x1 eval`` runs it (continuous batching, problems admitted up to
+    the live-sequence target), against the same run one problem at a time. Targets: ≥ 4× faster,
+    re-prefilled ≤ 0.1 per generated token.
+(c) The ceiling: llama.cpp alone (low-level API, a fresh context sized for the job, no sampling,
+    no Python per token) decoding as many sequences as the search had live, step by step (the
+    search's histogram); the search's processed tokens/s (prefilled + generated) as a fraction of
+    it. Target ≥ 85%.
+(d) The profile: where a batched decode step's time went, and the sampler before and after at the
+    search's mean batch (the per-row numpy sampler x1 had, re-implemented here for the comparison).
 """
 
 from __future__ import annotations
@@ -14,35 +24,92 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from x1.config import StepConfig
 from x1.engine import Engine
 from x1.evaluators.simple import ConfidenceEvaluator
 from x1.models.fake import FakeBackend
+from x1.models.sampling import StepSampler
+from x1.signals import token_signals
 from x1.strategies.mcts import MCTS
-from x1.tasks.answers import numbers_equal
 from x1.tasks.base import StepFormat, Task, Verification
 
-console = Console()
+console = Console(width=200)
 
 
-def fake_tasks(n: int) -> list[Task]:
-    return [
-        Task(f"t{i}", f"question {i}", "1", lambda a, g: Verification(float(numbers_equal(a, g))), step_format=StepFormat(max_steps=40))
-        for i in range(n)
-    ]
+def note(text: str) -> None:
+    """Progress on stderr, so a long run in the background shows where it is."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def engine_overhead() -> tuple[int, float]:
-    fake = FakeBackend(steps_to_answer=30)
+# -- (a) engine overhead ----------------------------------------------------------------------
+def endless_tasks(n: int) -> list[Task]:
+    return [Task(f"t{i}", f"question {i}", "1", lambda a, g: Verification(0.0), step_format=StepFormat(max_steps=10**6)) for i in range(n)]
+
+
+def engine_overhead(iterations: int, problems: int = 4) -> tuple[int, float]:
+    """New thoughts and wall seconds for ``problems`` trees of ``iterations`` each: every step is
+    a fresh line, never an answer, so each iteration expands a leaf into 3 children."""
+    fake = FakeBackend(responder=lambda prompt, i: f"Step {i}: go on.\n\n")
     engine = Engine(fake, {"confidence": ConfidenceEvaluator()})
     start = time.perf_counter()
-    outcomes = engine.run(fake_tasks(64), MCTS(iterations=64, expand=3, parallel=4))
-    wall = time.perf_counter() - start
-    expansions = sum(len(o.graph) - 1 for o in outcomes)
-    return expansions, wall
+    outcomes = engine.run(endless_tasks(problems), MCTS(iterations=iterations, expand=3, parallel=4))
+    return sum(len(o.graph) - 1 for o in outcomes), time.perf_counter() - start
+
+
+# -- (b) the search on the bundled model ------------------------------------------------------
+@dataclass
+class Timed:
+    """Seconds spent in the strategy's ask/tell and in the evaluator, for the profile."""
+
+    strategy_s: float = 0.0
+    evaluator_s: float = 0.0
+
+
+class TimedStrategy:
+    """The strategy, unchanged, with its ask and tell timed."""
+
+    def __init__(self, inner: MCTS, timed: Timed) -> None:
+        self._inner, self._timed = inner, timed
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._inner, name)
+
+    def ask(self, problem):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        try:
+            return self._inner.ask(problem)
+        finally:
+            self._timed.strategy_s += time.perf_counter() - start
+
+    def tell(self, problem, replies):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        try:
+            return self._inner.tell(problem, replies)
+        finally:
+            self._timed.strategy_s += time.perf_counter() - start
+
+
+class TimedEvaluator:
+    """The confidence evaluator, timed."""
+
+    name = "confidence"
+    model_calls = 0
+
+    def __init__(self, timed: Timed) -> None:
+        self._inner, self._timed = ConfidenceEvaluator(), timed
+
+    def evaluate(self, items):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        try:
+            return self._inner.evaluate(items)
+        finally:
+            self._timed.evaluator_s += time.perf_counter() - start
 
 
 def distinct_prefix_tokens(prompts: list[list[int]]) -> int:
@@ -54,92 +121,234 @@ def distinct_prefix_tokens(prompts: list[list[int]]) -> int:
     return len(seen)
 
 
-def batch_ceiling(backend, prompt: str, small: int, large: int, max_tokens: int = 48) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    """Decode tokens/s with ``small`` and with ``large`` sequences (one prompt, prefilled once).
+@dataclass
+class Run:
+    wall: float
+    prefilled: int
+    again: int
+    generated: int
+    correct: int
+    problems: int
+    histogram: dict[int, int]
+    decode_s: float
+    sample_s: float
+    signals_s: float
+    timed: Timed
 
-    Their ratio is the most any batching can win on this machine for this model.
-    """
-    from x1.models.base import GenerationRequest
-
-    rates = []
-    for n in (small, large):
-        backend.clear_cache()
-        backend.generate([GenerationRequest(prompt, max_tokens=1, temperature=0.0)])  # prefill outside the clock
-        gen0, start = backend.stats.generated_tokens, time.perf_counter()
-        backend.generate([GenerationRequest(prompt, n=n, max_tokens=max_tokens, temperature=1.0, seed=0)])
-        rates.append((backend.stats.generated_tokens - gen0) / (time.perf_counter() - start))
-    return rates[0], rates[1]
+    @property
+    def processed_rate(self) -> float:
+        return (self.prefilled + self.generated) / self.wall
 
 
-def model_run(backend, tasks, batched: bool, strategy: MCTS, continuous: bool = True) -> tuple[float, int, int, int, int]:  # type: ignore[no-untyped-def]
-    """Wall time, prefilled, re-prefilled and generated tokens, and correct answers.
-
-    Re-prefilled = prefilled minus the prompts' tokens evaluated once (shared prefixes such as
-    the system prompt counted once): what was evaluated again, or evaluated at all only
-    because a step's last sampled token had not been decoded yet.
-    """
+def model_run(backend, tasks: list[Task], batched: bool, iterations: int) -> Run:  # type: ignore[no-untyped-def]
+    """One search over ``tasks``, all in one engine (batched) or one engine per problem."""
     backend.clear_cache()
-    prompt0, gen0 = backend.stats.prompt_tokens, backend.stats.generated_tokens
+    stats = backend.stats
+    before = (stats.prompt_tokens, stats.generated_tokens, stats.decode_s, stats.sample_s, stats.signals_s)
+    stats.batch_sizes = {}
+    timed = Timed()
+    strategy = TimedStrategy(MCTS(iterations=iterations, expand=3, temperature=0.8), timed)
     start = time.perf_counter()
     outcomes = []
-    groups = [tasks] if batched else [[t] for t in tasks]
-    for group in groups:
-        engine = Engine(backend, {"confidence": ConfidenceEvaluator()}, seed=0, continuous=continuous)
-        outcomes += engine.run(group, strategy)
+    for group in [tasks] if batched else [[t] for t in tasks]:
+        engine = Engine(backend, {"confidence": TimedEvaluator(timed)}, seed=0)
+        outcomes += engine.run(group, strategy)  # type: ignore[arg-type]
     wall = time.perf_counter() - start
-    prefilled = backend.stats.prompt_tokens - prompt0
+    prefilled = stats.prompt_tokens - before[0]
     first_time = distinct_prefix_tokens([backend.tokenize(o.graph.meta["prefix"]) for o in outcomes])
-    correct = sum(o.correct for o in outcomes)
-    return wall, prefilled, prefilled - first_time, backend.stats.generated_tokens - gen0, correct
+    return Run(wall, prefilled, prefilled - first_time, stats.generated_tokens - before[1], sum(o.correct for o in outcomes), len(tasks),
+               dict(stats.batch_sizes), stats.decode_s - before[2], stats.sample_s - before[3], stats.signals_s - before[4], timed)
+
+
+# -- (c) llama.cpp's own decode rate ----------------------------------------------------------
+def llama_step_seconds(backend, sizes: list[int], steps: int, prompt: str) -> dict[int, float]:  # type: ignore[no-untyped-def]
+    """Seconds per ``llama_decode`` of b sequences (one token each, logits for all), for each b.
+
+    A fresh context of the same weights, sized for the job (b sequences × prompt + steps), one
+    prompt prefilled once and shared; no sampling, no Python per token: llama.cpp alone.
+    """
+    tokens = backend.tokenize(prompt)
+    return {b: _step_seconds(backend, tokens, b, steps) for b in sizes}
+
+
+def _decode(L, ctx, batch, entries: list[tuple[int, int, int, bool]]) -> None:  # type: ignore[no-untyped-def]
+    for j, (tok, pos, seq, want) in enumerate(entries):
+        batch.token[j], batch.pos[j], batch.n_seq_id[j] = tok, pos, 1
+        batch.seq_id[j][0], batch.logits[j] = seq, want
+    batch.n_tokens = len(entries)
+    if L.llama_decode(ctx, batch) != 0:
+        raise RuntimeError(f"llama_decode failed on {len(entries)} tokens")
+
+
+def _step_seconds(backend, tokens: list[int], b: int, steps: int) -> float:  # type: ignore[no-untyped-def]
+    import llama_cpp as L
+
+    params = L.llama_context_default_params()
+    params.n_ctx = len(tokens) + b * (steps + 2) + 256
+    params.n_batch = max(512, len(tokens), b)
+    params.n_ubatch = min(512, params.n_batch)
+    params.n_seq_max = b
+    params.kv_unified = True
+    params.n_threads = params.n_threads_batch = backend.n_threads
+    ctx = L.llama_init_from_model(backend._model, params)
+    batch = L.llama_batch_init(params.n_batch, 0, 1)
+    try:
+        _decode(L, ctx, batch, [(t, p, 0, p == len(tokens) - 1) for p, t in enumerate(tokens)])
+        mem = L.llama_get_memory(ctx)
+        for s in range(1, b):
+            L.llama_memory_seq_cp(mem, 0, s, -1, -1)
+        pos = len(tokens)
+        _decode(L, ctx, batch, [(tokens[s % len(tokens)], pos, s, True) for s in range(b)])  # warm-up
+        start = time.perf_counter()
+        for k in range(1, steps + 1):
+            _decode(L, ctx, batch, [(tokens[(s + k) % len(tokens)], pos + k, s, True) for s in range(b)])
+        return (time.perf_counter() - start) / steps
+    finally:
+        L.llama_batch_free(batch)
+        L.llama_free(ctx)
+
+
+def ceiling_rate(histogram: dict[int, int], step_s: dict[int, float]) -> float:
+    """llama.cpp's tokens/s over the search's steps: Σ n_b·b / Σ n_b·t(b), t interpolated between measured sizes."""
+    sizes = sorted(step_s)
+    tokens = sum(n * b for b, n in histogram.items())
+    seconds = sum(n * float(np.interp(b, sizes, [step_s[s] for s in sizes])) for b, n in histogram.items())
+    return tokens / seconds
+
+
+def measured_sizes(histogram: dict[int, int]) -> list[int]:
+    """Powers of two spanning the histogram, plus its largest size: t(b) is smooth between them."""
+    top = max(histogram)
+    sizes = {1 << k for k in range(top.bit_length()) if (1 << k) <= top} | {top}
+    return sorted(s for s in sizes if s >= min(histogram) // 2 or s == top)
+
+
+# -- (d) the sampler, before and after --------------------------------------------------------
+def per_row_sample(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> None:
+    """x1's sampler before this change: a softmax and a float64 cumsum per row, signals per row."""
+    maxes = logits.max(axis=1)
+    lse = maxes + np.log(np.exp(logits - maxes[:, None]).sum(axis=1))
+    for r in range(len(logits)):
+        probs = np.exp((logits[r] - maxes[r]) / temperature)
+        cdf = np.cumsum(probs, dtype=np.float64)
+        int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+        token_signals(logits[r] - lse[r])
+
+
+def sampler_ms(rows: int, vocab: int) -> tuple[float, float, float]:
+    """ms per step: per-row numpy (with signals), the batched sampler without and with signals."""
+    x = np.random.default_rng(0).standard_normal((rows, vocab)).astype(np.float32) * 3
+    x[:, :4] += 20
+    rng = np.random.default_rng(1)
+    start = time.perf_counter()
+    per_row_sample(x.copy(), 0.8, rng)
+    before = time.perf_counter() - start
+    sampler = StepSampler()
+    timings = []
+    for signals in (False, True):
+        best = 1e9
+        for _ in range(3):
+            data = x.copy()
+            start = time.perf_counter()
+            sampler.sample(data, [0.8] * rows, [1.0] * rows, [rng] * rows, signals=signals)
+            best = min(best, time.perf_counter() - start)
+        timings.append(best)
+    return 1000 * before, 1000 * timings[0], 1000 * timings[1]
+
+
+# -- the report -------------------------------------------------------------------------------
+def overhead_table(iterations: list[int]) -> None:
+    table = Table("iterations per tree", "expansions", "wall s", "expansions / s", "target", title="(a) engine overhead, fake backend")
+    rates = []
+    for n in iterations:
+        expansions, wall = engine_overhead(n)
+        rates.append(expansions / wall)
+        table.add_row(f"{n:,}", f"{expansions:,}", f"{wall:.2f}", f"{rates[-1]:,.0f}", "≥ 40,000")
+    if len(rates) == 2:
+        table.add_row("spread", "", "", f"{abs(rates[0] - rates[1]) / max(rates):.0%}", "≤ 15%")
+    console.print(table)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--skip-model", action="store_true")
-    parser.add_argument("--problems", type=int, default=32)
+    parser.add_argument("--skip-model", action="store_true", help="only (a), the engine overhead")
+    parser.add_argument("--problems", type=int, default=128, help="gsm_symbolic problems in the batched run")
+    parser.add_argument("--serial", type=int, default=None, help="of those, how many run one at a time (default: all)")
+    parser.add_argument("--iterations", type=int, default=16, help="MCTS iterations per problem")
+    parser.add_argument("--overhead", default="1000,10000", help="iterations per tree for (a)")
     parser.add_argument("--model", default="default")
-    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--ceiling-steps", type=int, default=8, help="timed llama_decode calls per batch size in (c)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="llama.cpp threads for the search and the ceiling alike (default: every core, as x1 eval)")
     args = parser.parse_args()
 
-    runs = sorted((engine_overhead() for _ in range(5)), key=lambda r: r[1])
-    expansions, wall = runs[len(runs) // 2]  # the median of 5 runs: one run is under a second
-    table = Table("measure", "value", "target", title="(a) engine overhead, zero-latency fake backend")
-    table.add_row("MCTS node expansions / s", f"{expansions / wall:,.0f}", "≥ 20,000")
-    table.add_row("expansions, wall (median of 5 runs)", f"{expansions:,} in {wall:.2f}s", "")
-    console.print(table)
+    note("engine overhead")
+    overhead_table([int(n) for n in args.overhead.split(",") if n])
     if args.skip_model:
         return 0
 
+    from x1.config import ModelConfig
     from x1.models.llamacpp import LlamaCppBackend
     from x1.models.registry import resolve_model
     from x1.tasks.registry import load_tasks
 
     spec = resolve_model(args.model)
-    # 256 slots: every tree node of every problem keeps its KV cells, so an expansion reuses its path.
-    backend = LlamaCppBackend(spec.location, n_ctx=32768, n_seq_max=256)
+    defaults = ModelConfig()
+    backend = LlamaCppBackend(spec.location, n_ctx=defaults.n_ctx, n_seq_max=defaults.n_seq_max, n_threads=args.threads)  # as x1 eval
+    note(f"llama.cpp with {backend.n_threads} threads, {backend.n_seq_max} slots")
     tasks = load_tasks("rg:gsm_symbolic", n=args.problems, seed=0)
     for t in tasks:
-        t.step_format = StepFormat(delimiter="\n\n", max_step_tokens=64, max_steps=6)
-    strategy = MCTS(iterations=args.iterations, expand=2)
-    rows = {
-        "one at a time": model_run(backend, tasks, batched=False, strategy=strategy),
-        "lock-step batched": model_run(backend, tasks, batched=True, strategy=strategy, continuous=False),
-        "continuous batched": model_run(backend, tasks, batched=True, strategy=strategy),
-    }
-    title = f"(b) MCTS (iterations {args.iterations}, expand 2) on {spec.name}, {len(tasks)} problems"
-    table = Table("mode", "wall s", "generated", "prefilled", "re-prefilled", "re-prefilled / generated", "correct", title=title)
-    for mode, (wall, prefilled, again, generated, ok) in rows.items():
-        table.add_row(mode, f"{wall:.0f}", str(generated), str(prefilled), str(again), f"{again / max(generated, 1):.3f}", str(ok))
-    for mode in ("lock-step batched", "continuous batched"):
-        speedup = rows["one at a time"][0] / rows[mode][0]
-        table.add_row(f"speed-up, {mode}", f"{speedup:.2f}× (target ≥ 3×)", "", "", "", "target ≤ 0.1", "")
+        t.step_format = StepConfig(delimiter="newline").apply(t.step_format)
+    serial_n = min(args.serial or len(tasks), len(tasks))
+    note(f"batched run: {len(tasks)} problems")
+    batched = model_run(backend, tasks, batched=True, iterations=args.iterations)
+    note(f"batched run done in {batched.wall:.0f} s; one at a time: {serial_n} problems")
+    serial = model_run(backend, tasks[:serial_n], batched=False, iterations=args.iterations)
+    note(f"one at a time done in {serial.wall:.0f} s; measuring llama.cpp alone")
+
+    title = f"(b) MCTS (iterations {args.iterations}, expand 3, line steps, T 0.8) on {spec.name}, gsm_symbolic"
+    table = Table("mode", "problems", "wall s", "s / problem", "generated", "prefilled", "re-prefilled / generated",
+                  "processed tok/s", "correct", title=title)
+    for mode, run in (("batched (x1 eval)", batched), ("one at a time", serial)):
+        table.add_row(mode, str(run.problems), f"{run.wall:.0f}", f"{run.wall / run.problems:.2f}", f"{run.generated:,}",
+                      f"{run.prefilled:,}", f"{run.again / max(run.generated, 1):.3f} (≤ 0.1)", f"{run.processed_rate:.1f}",
+                      f"{run.correct}/{run.problems}")
+    speedup = (serial.wall / serial.problems) / (batched.wall / batched.problems)
+    table.add_row("speed-up (s / problem)", "", "", f"{speedup:.2f}× (≥ 4×)", "", "", "", "", "")
     console.print(table)
-    width = 2 * len(tasks)
-    low, high = batch_ceiling(backend, tasks[0].question, small=2, large=width)
+
+    hist = batched.histogram
+    steps = sum(hist.values())
+    mean_batch = sum(b * n for b, n in hist.items()) / steps
+    step_s = llama_step_seconds(backend, measured_sizes(hist), args.ceiling_steps, tasks[0].question)
+    ceiling = ceiling_rate(hist, step_s)
+    table = Table("batch b", "llama.cpp s / step", "llama.cpp tok/s", "search steps with b live", title="(c) the ceiling: llama.cpp alone")
+    for b in sorted(step_s):
+        share = sum(n for size, n in hist.items() if b // 2 < size <= b)
+        table.add_row(str(b), f"{step_s[b]:.3f}", f"{b / step_s[b]:.1f}", f"{share} (sizes {b // 2 + 1}..{b})")
+    console.print(table)
     console.print(
-        f"batching ceiling on this machine: {high:.1f} tok/s with {width} sequences vs {low:.1f} with 2 "
-        f"= {high / low:.2f}× (the largest speed-up any batching of this model can give here)"
+        f"search: mean {mean_batch:.1f} live sequences over {steps} steps; llama.cpp at that histogram: {ceiling:.1f} tok/s; "
+        f"search processed {batched.processed_rate:.1f} tok/s = [bold]{batched.processed_rate / ceiling:.0%}[/bold] of it (target ≥ 85%); "
+        f"generated only: {batched.generated / batched.wall:.1f} tok/s = {batched.generated / batched.wall / ceiling:.0%}"
     )
+
+    engine_s = batched.wall - batched.decode_s - batched.sample_s - batched.signals_s - batched.timed.strategy_s - batched.timed.evaluator_s
+    table = Table("where a batched step's time went", "s", "share", "ms / step", title="(d) the profile (batched run)")
+    for name, sec in (("llama.cpp (llama_decode)", batched.decode_s), ("sampling", batched.sample_s),
+                      ("token signals (entropy, varentropy)", batched.signals_s), ("strategy (MCTS ask/tell)", batched.timed.strategy_s),
+                      ("evaluator (confidence)", batched.timed.evaluator_s), ("engine, backend bookkeeping, rest", engine_s)):
+        table.add_row(name, f"{sec:.1f}", f"{sec / batched.wall:.1%}", f"{1000 * sec / steps:.1f}")
+    console.print(table)
+    rows = max(1, round(mean_batch))
+    before, after, with_signals = sampler_ms(rows, backend.n_vocab)
+    llama_ms = 1000 * float(np.interp(rows, sorted(step_s), [step_s[s] for s in sorted(step_s)]))
+    table = Table("sampler at the mean batch", "ms / step", "vs llama_decode", title=f"sampling {rows} rows of {backend.n_vocab:,} logits")
+    table.add_row("per-row numpy + per-row signals (before)", f"{before:.1f}", f"{before / llama_ms:.1%}")
+    table.add_row("batched, exact, no signals (after)", f"{after:.1f}", f"{after / llama_ms:.1%}")
+    table.add_row("batched, exact, with entropy/varentropy (after, default)", f"{with_signals:.1f}", f"{with_signals / llama_ms:.1%}")
+    table.add_row("llama_decode alone", f"{llama_ms:.1f}", "100%")
+    console.print(table)
     backend.close()
     return 0
 

@@ -122,6 +122,17 @@ def test_token_signals_are_sane(smollm2_llama):
         assert s["entropy"] >= 0 and s["varentropy"] >= 0 and 0 <= s["gini"] <= 1 and 0 < s["top1"] <= 1
 
 
+def test_every_sampled_step_carries_entropy_and_varentropy(smollm2_llama):
+    """Without asking: search strategies (MCTS, beam, best-of-N) get signals on every thought."""
+    from x1.signals import summarize
+
+    group = smollm2_llama.generate([GenerationRequest(chat(smollm2_llama), n=2, max_tokens=6, temperature=0.8, seed=1)])[0]
+    for c in group:
+        assert len(c.signals) >= len(c.token_ids) > 0
+        assert all(s["entropy"] >= 0 and s["varentropy"] >= 0 and 0 < s["top1"] <= 1 and "gini" not in s for s in c.signals)
+        assert summarize(c.signals)["entropy_mean"] >= 0
+
+
 def test_overlong_prompt_names_the_fix(smollm2_llama):
     with pytest.raises(BackendError, match="fix: raise n_ctx"):
         smollm2_llama.generate([GenerationRequest("word " * 9000, max_tokens=4)])

@@ -47,3 +47,24 @@ def test_demo_runs_a_tree_search_on_a_real_model(tmp_path):
     records = [trace_record(line) for line in trace.read_text().splitlines()]
     assert len(records) == 2
     assert all(len(r["graph"]["thoughts"]) > 2 for r in records)  # a tree, not a single chain
+
+
+def test_eval_max_live_reaches_the_engine_and_zero_is_refused(tmp_path, monkeypatch):
+    from x1 import engine as engine_module
+
+    seen: list[int] = []
+    original = engine_module.Engine.live_target
+
+    def spy(self):
+        seen.append(self.max_live)
+        return original(self)
+
+    monkeypatch.setattr(engine_module.Engine, "live_target", spy)
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "q1", "answer": "1"}\n{"question": "q2", "answer": "2"}\n')
+    result = runner.invoke(app, ["eval", "--task", f"jsonl:{data}", "--model", "fake", "-s", "mcts", "--max-live", "3",
+                                 "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert seen == [3]
+    result = runner.invoke(app, ["eval", "--task", f"jsonl:{data}", "--model", "fake", "--max-live", "0", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "max-live" in result.output

@@ -50,6 +50,31 @@ def test_max_active_bounds_the_problems_in_flight_and_changes_no_result():
         Engine(FakeBackend(), max_active=0).run(tasks(1), BestOfN(n=2))
 
 
+def test_max_live_admits_problems_as_sequences_finish_and_changes_no_result():
+    """Admission stops at the live-sequence target and resumes as rounds come back; graphs do not change."""
+
+    def run(max_live):
+        fake = CountingFake(steps_to_answer=3)
+        engine = Engine(fake, {"confidence": ConfidenceEvaluator()}, max_live=max_live)
+        outcomes = engine.run(tasks(7), build_strategy("mcts", iterations=4, expand=3))
+        return fake, [(o.answer, o.graph.to_dict()) for o in outcomes]
+
+    limited, limited_out = run(7)
+    unlimited, unlimited_out = run(None)
+    assert max(limited.sequences) <= 7 + 3 - 1 < max(unlimited.sequences) == 7 * 3
+    assert len(limited.sequences) > len(unlimited.sequences)  # the last problems waited for slots
+    assert limited_out == unlimited_out
+    with pytest.raises(ValueError, match="max_live"):
+        Engine(FakeBackend(), max_live=0).run(tasks(1), BestOfN(n=2))
+
+
+def test_the_default_live_target_is_half_a_continuous_backends_slots():
+    slots = FakeBackend(continuous=True)
+    assert Engine(slots).live_target() == slots.capabilities.max_batch // 2
+    assert Engine(FakeBackend()).live_target() > 10**9  # lock-step: every problem at once, as before
+    assert Engine(slots, max_live=5).live_target() == 5
+
+
 @pytest.mark.parametrize(
     "name, params",
     [

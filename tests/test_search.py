@@ -274,3 +274,35 @@ def test_token_level_steps():
     steps = [t.text for t in outcome.graph.path(outcome.answer_thought.id)]
     assert steps == words[:3] + [" 2."]
     assert outcome.graph.path(outcome.answer_thought.id)[-1].terminal
+
+
+def test_inlined_puct_selection_picks_what_the_reference_score_picks():
+    """select_leaf inlines puct_score for speed; on random trees, with and without virtual loss,
+    it must descend exactly as the reference scores do (ties included)."""
+    import random
+
+    from x1.graph import ReasoningGraph
+    from x1.strategies.mcts import MCTS
+
+    rng = random.Random(3)
+    for form in ("muzero", "paper"):
+        mcts = MCTS(puct_form=form)
+        for _ in range(30):
+            graph = ReasoningGraph(problem="p")
+            for _ in range(40):
+                parent = rng.choice(list(graph.thoughts))
+                t = graph.add(parent, "s")
+                t.visits, t.value = rng.randint(0, 4), rng.choice([None, 0.5, -0.25, rng.uniform(-1, 1)])
+            for t in graph:
+                t.visits += sum(graph[c].visits for c in t.children)
+            virtual = {k: rng.randint(0, 2) for k in rng.sample(list(graph.thoughts), 8)}
+            for vl in ({}, virtual):
+                node, want = graph.root, None
+                while True:
+                    kids = [graph[c] for c in node.children if not graph[c].pruned]
+                    if not kids or node.terminal:
+                        want = node
+                        break
+                    pv = node.visits + sum(vl.get(c.id, 0) for c in kids) if vl else node.visits
+                    node = max(kids, key=lambda c, pv=pv: (mcts._score(c, pv, vl.get(c.id, 0) if vl else 0), -c.id))
+                assert mcts.select_leaf(graph, vl).id == want.id

@@ -313,6 +313,9 @@ def eval_(
     max_active: Annotated[
         int | None, typer.Option(min=1, help="problems in flight at once (default all); keep problems × chains within the model's slots")
     ] = None,
+    max_live: Annotated[
+        int | None, typer.Option(min=1, help="live sequences at which new problems wait (default: half the model's sequence slots)")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML run config (flags override it)")] = None,
     model_name: Annotated[str | None, typer.Option(help="model id for an openai: server")] = None,
     value_url: ValueUrlOpt = None,
@@ -339,6 +342,8 @@ def eval_(
             cfg.search.budget.max_tokens = max_tokens
         if max_active:
             cfg.search.max_active = max_active
+        if max_live:
+            cfg.search.max_live = max_live
         problems = load_tasks(task, n=n, seed=cfg.search.seed, **parse_params(task_option or []))
         if not problems:
             raise TaskError(f"{task} holds no problems (an empty file, or --n 0); fix: give a task source with records and --n 1 or more")

@@ -28,7 +28,8 @@ class ModelConfig(BaseModel):
     name: str = DEFAULT_MODEL  # bundled name, .gguf path, transformers folder, openai:URL
     model_name: str | None = None  # the model id an OpenAI-compatible server expects
     n_ctx: int = Field(32768, gt=0)
-    n_seq_max: int = Field(64, gt=0, le=256)
+    # llama.cpp sequence slots: half run (the engine's live target), half keep paths cached for the next round
+    n_seq_max: int = Field(128, gt=0, le=256)
     timeout: float = Field(60.0, gt=0)
     chat_template: str | None = None  # openai: models: chatml, a Jinja file, or a model folder with tokenizer_config.json
     threads: int | None = Field(None, gt=0)  # CPU threads for a local model (None: all); split the cores between processes
@@ -90,6 +91,8 @@ class SearchConfig(BaseModel):
     value_url: str | None = None  # an `x1 serve value` server, scoring as the evaluator named "value"
     # problems in flight at once (None: all); keep problems × live chains within the backend's slots
     max_active: int | None = Field(None, ge=1)
+    # live sequences at which no new problem is admitted (None: half the backend's slots); see Engine.max_live
+    max_live: int | None = Field(None, ge=1)
     step: StepConfig = Field(default_factory=StepConfig)
 
 

@@ -10,6 +10,7 @@ Budgets are enforced per problem; graphs are checkpointed so an interrupted run 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -139,6 +140,11 @@ class Engine:
     # At most this many problems in flight; the next starts as soon as one finishes. Keeps the
     # live sequences within the backend's cache slots (e.g. 32 problems × best-of-8 = 256).
     max_active: int | None = None
+    # Live sequences (generations submitted, not back yet) at which no new problem is admitted;
+    # problems already in flight always ask their next round. None: half the sequence slots of a
+    # continuous backend (the other half keeps the paths just generated cached for the next
+    # round: a live sequence's slot is not a prefix cache), unlimited on lock-step backends.
+    max_live: int | None = None
     # False: lock-step ticks (one generate call for every problem's round) even on a backend that
     # streams; for comparisons, since a batch's composition shifts llama.cpp's float sums.
     continuous: bool = True
@@ -156,45 +162,64 @@ class Engine:
         """
         if self.max_active is not None and self.max_active < 1:
             raise ValueError(f"max_active={self.max_active}: at least one problem must run; fix: pass 1 or more, or None for all")
+        if self.max_live is not None and self.max_live < 1:
+            raise ValueError(f"max_live={self.max_live}: at least one sequence must run; fix: pass 1 or more, or None for automatic")
         problems, started = self._start(tasks, strategy)
         outcomes: dict[int, Outcome] = {}
         limit = len(problems) if self.max_active is None else self.max_active
+        target = self.live_target()
         # A resumed, half-grown graph is in flight from the start; the rest are admitted in task order.
         admitted = {i for i, p in enumerate(problems) if len(p.graph) > 1}
         rounds: dict[int, _Round] = {}
         owner: dict[int, tuple[int, int]] = {}  # stream ticket -> (problem, index of its Expand in the round)
+        live = 0  # sequences submitted and not back yet
         stream = open_stream(self.policy) if self.continuous else LockStepStream(self.policy)
         last_checkpoint = time.perf_counter()
+        # Graphs are long-lived and reference thoughts by id (no cycles): each tick moves what exists
+        # into the collector's permanent generation, so its passes do not rescan every tree and an
+        # expansion costs the same in a tree of 30,000 nodes as in one of 3,000. Not when someone
+        # else froze objects: that is theirs to manage.
+        freeze = gc.isenabled() and gc.get_freeze_count() == 0
+        ready: list[int] = []
+
+        def serve(i: int) -> bool:
+            """Ask problem ``i`` for its next round and submit it; False once it is finished."""
+            nonlocal live
+            if i in rounds:
+                return True
+            p = problems[i]
+            reason = self.budget.exceeded(p.graph, time.perf_counter() - started[i])
+            requests = [] if reason else strategy.ask(p)
+            if not requests:
+                p.done, p.stop_reason = True, reason or "finished"
+                outcomes[i] = self._finish(p, strategy, time.perf_counter() - started[i])
+                return False
+            rounds[i] = self._submit(stream, p, requests, i, owner)
+            live += sum(r.n for r in requests if isinstance(r, Expand))
+            if not rounds[i].waiting:
+                ready.append(i)
+            return True
+
         try:
             while True:
                 unfinished = [i for i, p in enumerate(problems) if not p.done]
                 if not unfinished:
                     break
-                active = [i for i in unfinished if i in admitted]
+                ready.clear()
+                # Problems in flight ask first; then new ones are admitted, in task order, while the
+                # live sequences are under the target: the batch stays full as problems finish.
+                in_flight = sum(serve(i) for i in unfinished if i in admitted)
                 for i in unfinished:
-                    if len(active) >= limit:
+                    if in_flight >= limit or live >= target:
                         break
                     if i not in admitted:
                         admitted.add(i)
-                        active.append(i)
                         started[i] = time.perf_counter()
-                ready: list[int] = []
-                for i in sorted(active):
-                    if i in rounds:
-                        continue
-                    p = problems[i]
-                    reason = self.budget.exceeded(p.graph, time.perf_counter() - started[i])
-                    requests = [] if reason else strategy.ask(p)
-                    if not requests:
-                        p.done, p.stop_reason = True, reason or "finished"
-                        outcomes[i] = self._finish(p, strategy, time.perf_counter() - started[i])
-                        continue
-                    rounds[i] = self._submit(stream, p, requests, i, owner)
-                    if not rounds[i].waiting:
-                        ready.append(i)
+                        in_flight += serve(i)
                 if stream.busy:
                     for ticket, completions in stream.step():
                         i, k = owner.pop(ticket)
+                        live -= len(completions)
                         rounds[i].completions[k] = completions
                         rounds[i].waiting -= 1
                         if rounds[i].waiting == 0:
@@ -206,6 +231,8 @@ class Engine:
                 for i in ready:
                     strategy.tell(problems[i], replies[i])
                 self.ticks += 1
+                if freeze:
+                    gc.freeze()
                 if self.on_tick:
                     self.on_tick(self.ticks, problems)
                 if (self.checkpoint_path and self.ticks % self.checkpoint_every == 0
@@ -214,9 +241,20 @@ class Engine:
                     last_checkpoint = time.perf_counter()
         finally:
             stream.close()
+            if freeze:
+                gc.unfreeze()  # back to the oldest generation: collectable again once the run lets go
         if self.checkpoint_path:
             self._checkpoint(problems, strategy)
         return [outcomes[i] for i in range(len(problems))]
+
+    def live_target(self) -> int:
+        """Live sequences at which admission pauses: ``max_live``, or half a continuous backend's slots."""
+        if self.max_live is not None:
+            return self.max_live
+        caps = self.policy.capabilities
+        if caps.continuous and caps.max_batch > 1:
+            return max(1, caps.max_batch // 2)
+        return 1 << 62
 
     # -- internals ------------------------------------------------------------------------
     def _start(self, tasks: list[Task], strategy: Strategy) -> tuple[list[Problem], list[float]]:

@@ -40,8 +40,12 @@ class ConfidenceEvaluator:
     def evaluate(self, items: list[EvalItem]) -> list[float]:
         out = []
         for item in items:
-            logprobs = [lp for t in item.graph.path(item.thought_id) for lp in t.logprobs]
-            out.append(math.exp(sum(logprobs) / len(logprobs)) if logprobs else 0.5)
+            total, count = 0.0, 0
+            for t in item.graph.path(item.thought_id):  # no list of every token on the path; token order, so the same float sum
+                for lp in t.logprobs:
+                    total += lp
+                count += len(t.logprobs)
+            out.append(math.exp(total / count) if count else 0.5)
         return out
 
 

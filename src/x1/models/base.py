@@ -74,6 +74,11 @@ class BackendStats:
     reused_prompt_tokens: int = 0  # tokens that reuse saved instead of prefilling
     generated_tokens: int = 0
     scored_tokens: int = 0
+    # Where a decode stream's time goes (llama.cpp fills them; the engine benchmark's profile reads them).
+    decode_s: float = 0.0  # inside the model's forward passes
+    sample_s: float = 0.0  # choosing next tokens
+    signals_s: float = 0.0  # entropy and varentropy on top of sampling
+    batch_sizes: dict[int, int] = field(default_factory=dict)  # sequences sampled in a step -> how many steps
 
 
 @runtime_checkable

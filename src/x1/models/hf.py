@@ -395,6 +395,13 @@ class TransformersBackend:
         chosen_lp = logp.gather(1, chosen.unsqueeze(1)).squeeze(1).tolist()
         need_signals = any(r.request.signals and not r.done for r in rows)
         logp_np = logp.cpu().numpy() if need_signals else None
+        # Entropy, varentropy and top-1 of every row, batched from logp already at hand: every step
+        # carries them (full signals, with Gini and margin, only where a request asks).
+        p = logp.float().exp()
+        plogp = torch.nan_to_num(p * logp.float())  # 0·(−inf) → 0
+        entropy = -plogp.sum(-1)
+        varentropy = (torch.nan_to_num(plogp * logp.float()).sum(-1) - entropy * entropy).clamp_min(0.0)
+        cheap = torch.stack([entropy.clamp_min(0.0), varentropy, p.max(-1).values], dim=1).tolist()
         for i, row in enumerate(rows):
             if row.done:
                 continue
@@ -414,6 +421,8 @@ class TransformersBackend:
                 row.top.append(alts)
             if row.request.signals and logp_np is not None:
                 row.signals.append(_token_signals(logp_np[i]))
+            else:
+                row.signals.append(dict(zip(("entropy", "varentropy", "top1"), cheap[i], strict=True)))
             row.text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
             if row.request.stop:
                 kept, hit = truncate_at_stop(row.text, row.request.stop)

@@ -22,6 +22,7 @@ import contextlib
 import ctypes
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from x1.models.base import (
 )
 from x1.models.llamacpp_build import unsupported_build_features
 from x1.models.registry import check_gguf
-from x1.signals import token_signals
+from x1.models.sampling import StepSampler
 
 try:  # the runtime is optional: `pip install 'x1[cpu]'`
     import llama_cpp as _llama
@@ -151,6 +152,7 @@ class LlamaCppBackend:
         cparams.n_seq_max = n_seq_max
         cparams.kv_unified = True  # seq_cp shares cells instead of copying them
         threads = n_threads or os.cpu_count() or 1
+        self.n_threads = threads
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         self._ctx = _llama.llama_init_from_model(self._model, cparams)
@@ -167,6 +169,7 @@ class LlamaCppBackend:
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
         self._chat_formatter = self._load_chat_template()
+        self._sampler = StepSampler()
         self.capabilities = Capabilities(
             batching=True,
             logprobs=True,
@@ -283,7 +286,9 @@ class LlamaCppBackend:
                 n_out += want
             batch.n_tokens = len(chunk)
             while True:
+                start = time.perf_counter()
                 rc = _llama.llama_decode(self._ctx, batch)
+                self.stats.decode_s += time.perf_counter() - start
                 if rc == 0:
                     break
                 if rc == 1 and self._evict_idle():
@@ -327,7 +332,7 @@ class LlamaCppBackend:
                 reuse = min(reuse, len(self._slots[src].tokens) - 1)
             later, later_reuse = self._best_prefix(tokens, pending)
             if later_reuse > reuse + 32:
-                rows.append(self._decode(entries))
+                rows.append(self._decode(entries).copy())  # a view would be overwritten by the next decode
                 entries, pending = [], set()
                 src, reuse = later, later_reuse
             reuse = min(reuse, len(tokens) - 1)  # the last prompt token is evaluated for its logits
@@ -360,32 +365,6 @@ class LlamaCppBackend:
         x = logits.astype(np.float32, copy=False)
         m = x.max(axis=-1, keepdims=True)
         return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
-
-    def _sample(self, logits: np.ndarray, seqs: list[_Seq]) -> tuple[list[int], np.ndarray, np.ndarray]:
-        """Next token per row and its logprob (at temperature 1), from raw logits.
-
-        Greedy rows need only argmax and a log-sum-exp, vectorised over the batch, so no
-        full log-probability matrix is built on the hot path.
-        """
-        maxes = logits.max(axis=1)
-        lse = maxes + np.log(np.exp(logits - maxes[:, None]).sum(axis=1))
-        tokens = logits.argmax(axis=1)
-        for r, seq in enumerate(seqs):
-            req = seq.ticket.request
-            if req.temperature <= 0:
-                continue
-            probs = np.exp((logits[r] - maxes[r]) / req.temperature)
-            if req.top_p < 1.0:
-                order = np.argsort(-probs)
-                cum = np.cumsum(probs[order])
-                keep = order[: int(np.searchsorted(cum, req.top_p * cum[-1])) + 1]
-                mask = np.zeros_like(probs)
-                mask[keep] = probs[keep]
-                probs = mask
-            cdf = np.cumsum(probs, dtype=np.float64)
-            tokens[r] = min(int(np.searchsorted(cdf, seq.rng.random() * cdf[-1], side="right")), self.n_vocab - 1)
-        chosen = logits[np.arange(len(seqs)), tokens] - lse
-        return [int(t) for t in tokens], chosen, lse
 
     def open_stream(self) -> _LlamaStream:
         """Continuous batching: requests join the running decode as slots free up (``DecodeStream``)."""
@@ -482,6 +461,7 @@ class LlamaCppBackend:
             _llama.llama_free(self._ctx)
             _llama.llama_model_free(self._model)
             self._ctx = None
+            self._sampler.close()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown
@@ -544,6 +524,9 @@ class _LlamaStream:
                 running_logits = b._decode(self._entries)
             entries: list[tuple[int, int, int, bool]] = []
             running: list[_Seq] = []
+            width = len(self._running) + (len(seqs) if admitted else 0)
+            if width:
+                b.stats.batch_sizes[width] = b.stats.batch_sizes.get(width, 0) + 1
             if self._running:
                 self._advance(self._running, running_logits, entries, running, finished)
             if admitted:
@@ -635,13 +618,21 @@ class _LlamaStream:
         running: list[_Seq],
         finished: list[_Ticket],
     ) -> None:
-        """Sample each sequence's next token from its logits row; finish it or queue the token for decoding."""
+        """Sample each sequence's next token from its logits row (consumed: shifted in place); finish
+        it or queue the token for decoding. Every step carries entropy, varentropy and top-1 from
+        the sampler's own sums; requests that ask for ``signals`` also get Gini and the margin."""
         b = self.backend
-        tokens, chosen, lse = b._sample(logits, seqs)
-        for r, (seq, tok) in enumerate(zip(seqs, tokens, strict=True)):
-            req = seq.ticket.request
-            if req.signals:
-                seq.signals.append(token_signals(logits[r] - lse[r]))
+        reqs = [seq.ticket.request for seq in seqs]
+        sampler = b._sampler
+        before = sampler.sample_s, sampler.signals_s
+        drawn = sampler.sample(logits, [r.temperature for r in reqs], [r.top_p for r in reqs], [seq.rng for seq in seqs],
+                               full_signals=[r.signals for r in reqs])
+        b.stats.sample_s += sampler.sample_s - before[0]
+        b.stats.signals_s += sampler.signals_s - before[1]
+        chosen = drawn.logprobs
+        for r, (seq, tok) in enumerate(zip(seqs, drawn.tokens, strict=True)):
+            req = reqs[r]
+            seq.signals.append(drawn.signals[r])
             if _llama.llama_vocab_is_eog(b._vocab, tok):
                 self._finish(seq, "eos", finished)
                 continue

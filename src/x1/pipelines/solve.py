@@ -113,6 +113,7 @@ def run_tasks(
         checkpoint_interval_s=5.0,  # an interrupt loses at most the last 5 s of search
         on_tick=on_tick,
         max_active=config.search.max_active,
+        max_live=config.search.max_live,
     )
     header = {
         "x1_version": __version__,
