@@ -158,7 +158,10 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path: Path) -> None:
         app()
     """))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, str(script), "wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    # A shell's background job (CI may be one) starts with SIGINT ignored, and Python keeps an ignored SIGINT
+    # ignored; a user's terminal gives the default, which is what this test is about.
+    proc = subprocess.Popen([sys.executable, str(script), "wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
