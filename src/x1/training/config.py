@@ -60,7 +60,17 @@ class TrainConfig(BaseModel):
     # where per-step metrics go, for TRL's trainers and x1's own loops alike; off unless asked for
     report_to: Literal["none", "tensorboard", "wandb", "trackio"] = "none"
     progress: bool = True  # TRL's progress bars, and a line per logged step of x1's own loops, on stderr
-    save: bool = True  # write the trained model to output_dir at the end
+    save: bool = True  # write the trained model to output_dir at the end (and checkpoints on the way)
+    # checkpoint every this many optimiser steps (iterations for PPO and process GRPO), or, below 1, this
+    # fraction of the run; a re-run of the same command resumes from the newest complete checkpoint
+    save_steps: float = Field(0.1, gt=0)
+    save_total_limit: int = Field(2, gt=0)  # checkpoints kept (the newest)
+
+    @model_validator(mode="after")
+    def _whole_save_steps(self) -> Self:
+        if self.save_steps >= 1 and self.save_steps != int(self.save_steps):
+            raise ValueError(f"save_steps={self.save_steps}: give a whole number of steps, or a fraction below 1 of the run")
+        return self
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Self:
