@@ -21,6 +21,7 @@ import os
 import random
 import re
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -175,6 +176,11 @@ def _complete(marker: Path) -> bool:
     return True
 
 
+def announce(folder: Path) -> None:
+    """One stderr line saying where a run picks up, so a user (and benchmarks/faults.py) sees what was kept."""
+    print(f"resuming from {folder} (step {folder.name.removeprefix(PREFIX)})", file=sys.stderr, flush=True)
+
+
 def trl_resume_point(cfg: TrainConfig) -> str | None:
     """The newest complete TRL checkpoint to resume from (None: start fresh); torn ones are deleted first."""
     if not cfg.save:
@@ -187,7 +193,10 @@ def trl_resume_point(cfg: TrainConfig) -> str | None:
             if entry.is_dir() and entry not in complete:
                 shutil.rmtree(entry, ignore_errors=True)  # cut by a kill: TRL would otherwise pick it by number
     found = checkpoints(out, TRL_STATE)
-    return str(found[-1][1]) if found else None
+    if not found:
+        return None
+    announce(found[-1][1])
+    return str(found[-1][1])
 
 
 def _rng_state() -> dict[str, Any]:
@@ -236,6 +245,7 @@ class LoopCheckpoints:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
+        announce(folder)
         return step, state["extra"]
 
     def maybe_save(self, step: int, extra: dict[str, Any]) -> None:
