@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -203,6 +204,7 @@ def fit_kills(work: Path, target: int, rng: random.Random) -> dict[str, Any]:
         raise RuntimeError("the uninterrupted fit failed")
     kills, lost, dups, equal, chain = 0, 0, 0, True, 0
     at_checkpoint: list[int] = []  # the newest complete checkpoint at each kill
+    completed, redone = 0, 0  # steps finished at the kills; those of them after the newest checkpoint (done again)
     while kills < target:
         out = work / f"fit{chain}"
         chain += 1
@@ -218,6 +220,9 @@ def fit_kills(work: Path, target: int, rng: random.Random) -> dict[str, Any]:
                 kills += 1
                 pending = newest_checkpoint(out)
                 at_checkpoint.append(pending)
+                done = max((int(k) for k in re.findall(r"(\d+)/12 \[", text)), default=0)  # steps the bar showed finished
+                completed += done
+                redone += done - pending
                 continue
             if code != 0:
                 raise RuntimeError(f"x1 fit sft failed after the kills: {text[-400:]}")
@@ -228,7 +233,9 @@ def fit_kills(work: Path, target: int, rng: random.Random) -> dict[str, Any]:
         equal &= weights(out) == weights(ref) and logged == list(range(1, 13))
     return {"command": "x1 fit sft (tiny Llama, 12 steps, checkpoint every 2)", "kills": kills, "lost": lost, "duplicates": dups,
             "equal": equal, "unit": "checkpointed steps",
-            "detail": f" · newest checkpoint at the kills: {', '.join(f'{k}: {at_checkpoint.count(k)}x' for k in sorted(set(at_checkpoint)))}"}
+            "detail": f" · steps redone: {redone} of the {completed} finished at the kills (a restart from step 0 redoes all)"
+                      " · newest checkpoint at the kills: "
+                      + ", ".join(f"{k}: {at_checkpoint.count(k)}x" for k in sorted(set(at_checkpoint)))}
 
 
 # -- 2. bad inputs -------------------------------------------------------------------------------

@@ -176,3 +176,11 @@ def test_a_final_save_cut_before_it_was_whole_is_dropped_and_one_cut_after_is_fi
         raise Stop("killed")
     recover_output(out)
     assert not (out / "model.safetensors").exists() and (out / "config.json").exists()
+
+
+def test_a_bad_save_steps_is_a_one_line_error_before_any_model_loads(tmp_path: Path) -> None:
+    data = sft_data(tmp_path / "sft.jsonl")
+    for value, says in (("2.5", "neither a whole number"), ("0", "greater than 0")):
+        result = fit("sft", "--data", str(data), "--save-steps", value, "--out", str(tmp_path / "out"))
+        assert result.exit_code == 2 and "--save-steps" in result.output and says in result.output
+        assert not (tmp_path / "out").exists()

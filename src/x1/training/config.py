@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from x1.config import DEFAULT_MODEL, load_yaml
 
@@ -66,11 +66,12 @@ class TrainConfig(BaseModel):
     save_steps: float = Field(0.1, gt=0)
     save_total_limit: int = Field(2, gt=0)  # checkpoints kept (the newest)
 
-    @model_validator(mode="after")
-    def _whole_save_steps(self) -> Self:
-        if self.save_steps >= 1 and self.save_steps != int(self.save_steps):
-            raise ValueError(f"save_steps={self.save_steps}: give a whole number of steps, or a fraction below 1 of the run")
-        return self
+    @field_validator("save_steps")
+    @classmethod
+    def _whole_save_steps(cls, value: float) -> float:
+        if value >= 1 and value != int(value):
+            raise ValueError(f"{value} is neither a whole number of steps nor a fraction below 1 of the run")
+        return value
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Self:
