@@ -184,3 +184,42 @@ def test_a_bad_save_steps_is_a_one_line_error_before_any_model_loads(tmp_path: P
         result = fit("sft", "--data", str(data), "--save-steps", value, "--out", str(tmp_path / "out"))
         assert result.exit_code == 2 and "--save-steps" in result.output and says in result.output
         assert not (tmp_path / "out").exists()
+
+
+def test_ppo_stopped_after_iteration_2_resumes_and_ends_equal(tiny: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On-policy PPO: sampling, value head, optimizer and RNG all come back from the checkpoint (Python API)."""
+    from x1.tasks.base import Task, Verification
+    from x1.training.checkpoint import LoopCheckpoints
+    from x1.training.config import PPOTrainConfig
+    from x1.training.ppo import train_ppo
+
+    tasks = [Task(id=f"t{i}", question=f"Write something ({i}).", gold=None, system=None, extractor=lambda text: text,
+                  verifier=lambda answer, gold: Verification(1.0 if len(answer) % 2 == 0 else 0.0)) for i in range(3)]  # fmt: skip
+
+    def cfg(out: str) -> PPOTrainConfig:
+        return PPOTrainConfig(model=tiny, output_dir=str(tmp_path / out), learning_rate=3e-3, lr_scheduler="constant", seed=0,
+                              iterations=3, prompts_per_iteration=2, max_new_tokens=6, ppo_epochs=2, device="cpu",
+                              save_steps=1, progress=False)  # fmt: skip
+
+    whole = train_ppo(cfg("whole"), tasks)
+    original = LoopCheckpoints.maybe_save
+
+    def crashing(self: LoopCheckpoints, step: int, extra: dict[str, Any]) -> None:
+        original(self, step, extra)
+        if step == 2:
+            raise Stop("injected crash after iteration 2")
+
+    monkeypatch.setattr(LoopCheckpoints, "maybe_save", crashing)
+    with pytest.raises(Stop):
+        train_ppo(cfg("cut"), tasks)
+    ran: list[int] = []
+
+    def recording(self: LoopCheckpoints, step: int, extra: dict[str, Any]) -> None:
+        ran.append(step)
+        original(self, step, extra)
+
+    monkeypatch.setattr(LoopCheckpoints, "maybe_save", recording)
+    resumed = train_ppo(cfg("cut"), tasks)
+    assert ran == [3]  # only the third iteration ran again
+    assert resumed.losses == whole.losses and resumed.metrics == whole.metrics  # iteration 1-2's losses come from the checkpoint
+    assert_same_weights(tmp_path / "whole", tmp_path / "cut")  # the policy and ppo_value_head.safetensors
