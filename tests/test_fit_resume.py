@@ -102,7 +102,10 @@ def test_sft_stopped_after_step_3_resumes_from_checkpoint_2_and_ends_equal(
     assert resumed.exit_code == 0, resumed.output
     assert ran == [1, 2, 3, 3, 4]  # the resumed run started after checkpoint-2: step 3 again, then 4
     assert_same_weights(tmp_path / "whole", out)
-    assert (out / "checkpoint-4").is_dir() and (out / "x1_fit.json").is_file()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"] and (out / "x1_fit.json").is_file()
+    again = fit("sft", *args, "--out", str(out))  # a finished fit run again resumes at its end: nothing to train, same model
+    assert again.exit_code == 0, again.output
+    assert_same_weights(tmp_path / "whole", out)
 
 
 def test_value_stopped_after_step_3_resumes_and_ends_equal(tiny: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -126,7 +126,8 @@ def recover_output(out_dir: str | Path) -> None:
 
 @contextmanager
 def final_folder(out_dir: str | Path) -> Iterator[Path]:
-    """Yield a fresh folder to save the model into; on success it becomes ``out_dir`` (checkpoints and identity kept)."""
+    """Yield a fresh folder to save the model into; on success it becomes ``out_dir``, keeping the identity,
+    logs and the newest checkpoint (optimizer state is large: older ones go)."""
     out = Path(out_dir)
     recover_output(out)
     staging, old = _siblings(out)
@@ -136,6 +137,9 @@ def final_folder(out_dir: str | Path) -> Iterator[Path]:
     _fsync_tree(staging)
     (staging / READY).write_text("ok")
     _commit(staging, out, old)
+    numbered = sorted((int(m.group(1)), e) for e in out.iterdir() if (m := re.fullmatch(rf"{PREFIX}(\d+)", e.name)) and e.is_dir())
+    for _, folder in numbered[:-1]:  # the finished run needs only its last checkpoint (a re-run then trains nothing)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _fsync_tree(root: Path) -> None:
