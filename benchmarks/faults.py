@@ -271,6 +271,13 @@ def bad_inputs(work: Path) -> list[tuple[str, int, str]]:
     del record["correct"]
     trace.write_text(json.dumps(record) + "\n")
     rows.append(("--resume, a record missing a field", *first_line(x1([*run, "--resume"], work))))
+    if (work / "fref" / "x1_fit.json").exists():  # the fit part ran: its finished --out, run again with a change
+        fit = ["fit", "sft", "--data", "sft.jsonl", "--model", str(work / "tiny"), "--out", "fref", "--max-steps", "12",
+               "--batch-size", "2", "--seed", "0", "--device", "cpu"]
+        rows.append(("x1 fit, same --out, another --lr", *first_line(x1([*fit, "--lr", "1e-3"], work))))
+        good.write_text(json.dumps({"prompt": "1+1?", "completion": "2"}) + "\n")
+        rows.append(("x1 fit, same --out, another --data", *first_line(x1([*fit, "--data", str(good)], work))))
+    rows.append(("x1 fit --save-steps 2.5", *first_line(x1(["fit", "sft", "--data", str(good), "--save-steps", "2.5"], work))))
     return rows
 
 

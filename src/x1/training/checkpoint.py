@@ -59,7 +59,17 @@ def file_sha256(path: Path) -> str:
 
 def fit_identity(kind: str, cfg: TrainConfig, **sources: Any) -> dict[str, Any]:
     """What makes two `x1 fit` sessions the same run: the command, its inputs and every setting that changes the weights."""
-    return {"command": f"x1 fit {kind}", **sources, **cfg.model_dump(exclude=NOT_IDENTITY)}
+    settings = cfg.model_dump(exclude=NOT_IDENTITY)
+    if Path(cfg.model).expanduser().exists():  # a folder or file given relative or absolute is the same model
+        settings["model"] = str(Path(cfg.model).expanduser().resolve())
+    return {"command": f"x1 fit {kind}", **sources, **settings}
+
+
+def _short(value: Any) -> Any:
+    """A sha256 (or a list of them) cut to its first 12 digits: enough to tell two files apart in one line."""
+    if isinstance(value, list):
+        return [_short(v) for v in value]
+    return value[:12] + "…" if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) else value
 
 
 def check_fit_identity(out_dir: str | Path, identity: dict[str, Any]) -> None:
@@ -76,7 +86,7 @@ def check_fit_identity(out_dir: str | Path, identity: dict[str, Any]) -> None:
         changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
         if changed:
             key = next((k for k in ("command", "data_sha256", "data", "task", "model") if k in changed), changed[0])
-            was, now = (repr(side[key]) if side.get(key) is not None else "unset" for side in (old, new))
+            was, now = (repr(_short(side[key])) if side.get(key) is not None else "unset" for side in (old, new))
             flag = FLAG_OF.get(key, key if key == "command" else f"the config field {key!r}")
             raise RunDirError(
                 f"--out {out} holds a fit with {key}={was}, not {now} ({len(changed)} setting(s) differ); "
