@@ -4,10 +4,10 @@
     python benchmarks/faults.py --quick    # 3 kill points per command, a short abuse run
 
 1. kill -9 at random moments of ``x1 eval`` (fake backend), ``x1 train`` (a tiny random Llama recipe) and
-   ``x1 fit sft`` (the same tiny model), each followed by the command's own way to continue (eval
-   ``--resume``; train re-run; fit has no mid-run checkpoint, so it is re-run). Counted: finished
-   problems or completed steps lost, duplicate records, and whether the final results equal an
-   uninterrupted run with the same seed.
+   ``x1 fit sft`` (the same tiny model, 12 steps, a checkpoint every 2), each followed by the command's
+   own way to continue (eval ``--resume``; train and fit re-run the same command, which resumes). Counted:
+   finished problems or completed (for fit: checkpointed) steps lost, duplicate records or logged steps,
+   and whether the final results (fit: model.safetensors' sha256) equal an uninterrupted run with the same seed.
 2. Bad inputs: each command line's exit code and first line.
 3. ``x1 serve policy --model smollm2`` under abuse while good requests keep coming: good requests
    lost, CPU idle within 5 s of the load stopping, RSS before/after, SIGTERM exit time.
@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -152,6 +153,12 @@ def train_kills(work: Path, target: int, rng: random.Random) -> dict[str, Any]:
 
 
 def fit_kills(work: Path, target: int, rng: random.Random) -> dict[str, Any]:
+    """kill -9 a 12-step `x1 fit sft` (checkpoints every 2 steps) at random moments of its training and final save.
+
+    At each kill the newest complete checkpoint is noted (``trainer_state.json`` readable: TRL writes it last);
+    the re-run's "resuming from checkpoint-R" line says where it picked up, and ``C - R`` completed,
+    checkpointed steps would be lost (target 0). Steps after the last checkpoint are redone by design.
+    """
     tiny = tiny_model(work)
     data = work / "sft.jsonl"
     data.write_text("".join(json.dumps({"prompt_messages": [{"role": "user", "content": f"What is {i}+{i}?"}],
@@ -159,27 +166,76 @@ def fit_kills(work: Path, target: int, rng: random.Random) -> dict[str, Any]:
                             for i in range(8)))
 
     def cmd(out: Path) -> list[str]:
-        return ["fit", "sft", "--data", str(data), "--model", str(tiny), "--out", str(out), "--max-steps", "4", "--batch-size", "2",
-                "--seed", "0"]
+        return ["fit", "sft", "--data", str(data), "--model", str(tiny), "--out", str(out), "--max-steps", "12", "--batch-size", "2",
+                "--seed", "0", "--save-steps", "2", "--device", "cpu"]
 
     def weights(out: Path) -> str:
         path = out / "model.safetensors"
         return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
 
-    start = time.perf_counter()
-    if x1(cmd(work / "fref"), work).returncode != 0:
+    def newest_checkpoint(out: Path) -> int:
+        steps = [0]
+        for folder in out.glob("checkpoint-*"):
+            try:
+                json.loads((folder / "trainer_state.json").read_text())
+                steps.append(int(folder.name.split("-")[1]))
+            except (OSError, ValueError):
+                pass
+        return max(steps)
+
+    def launch(out: Path, log: Path, at: tuple[int, float] | None) -> int:
+        """Run the fit; with ``at`` = (k, s), kill -9 it s seconds after TRL's bar shows step k of 12, so the kills
+        land across the steps, the checkpoint saves and the final save whatever the machine's speed."""
+        with log.open("w") as err:
+            proc = subprocess.Popen([*X1, *cmd(out)], cwd=work, env=ENV, stdout=subprocess.DEVNULL, stderr=err)
+            seen = None
+            while proc.poll() is None:
+                if at is not None and seen is None and f"{at[0]}/12 [" in log.read_text(errors="replace"):
+                    seen = time.perf_counter()
+                if seen is not None and at is not None and time.perf_counter() - seen >= at[1]:
+                    proc.kill()
+                    break
+                time.sleep(0.01)
+            proc.wait()
+        return proc.returncode
+
+    ref = work / "fref"
+    if launch(ref, work / "fref.err", None) != 0 or not weights(ref):
         raise RuntimeError("the uninterrupted fit failed")
-    span = time.perf_counter() - start
-    kills, equal, chain = 0, True, 0
+    kills, lost, dups, equal, chain = 0, 0, 0, True, 0
+    at_checkpoint: list[int] = []  # the newest complete checkpoint at each kill
+    completed, redone = 0, 0  # steps finished at the kills; those of them after the newest checkpoint (done again)
     while kills < target:
         out = work / f"fit{chain}"
         chain += 1
-        got, _ = kill_chain(cmd(out), cmd(out), work, [rng.uniform(1.0, 0.8 * span) for _ in range(6)], lambda: None)
-        kills += got
-        equal &= weights(out) == weights(work / "fref")
-    # fit keeps no mid-run checkpoint: a kill redoes its 4 steps, which is "beyond the last checkpoint" by definition
-    return {"command": "x1 fit sft (tiny Llama, 4 steps)", "kills": kills, "lost": 0, "duplicates": 0, "equal": equal,
-            "unit": "steps before a checkpoint (none kept)"}
+        pending: int | None = None  # newest complete checkpoint at the last kill
+        for attempt in range(8):
+            log = work / f"{out.name}-{attempt}.err"
+            code = launch(out, log, (rng.randint(0, 12), rng.uniform(0, 0.5)) if kills < target and attempt < 7 else None)
+            text = log.read_text(errors="replace")
+            if pending is not None:  # where did this run pick up, against what the kill left
+                resumed = [int(line.rsplit("step ", 1)[1].rstrip(")")) for line in text.splitlines() if line.startswith("resuming from")]
+                lost += max(0, pending - (resumed[0] if resumed else 0))
+            if code == -signal.SIGKILL:
+                kills += 1
+                pending = newest_checkpoint(out)
+                at_checkpoint.append(pending)
+                done = max((int(k) for k in re.findall(r"(\d+)/12 \[", text)), default=0)  # steps the bar showed finished
+                completed += done
+                redone += done - pending
+                continue
+            if code != 0:
+                raise RuntimeError(f"x1 fit sft failed after the kills: {text[-400:]}")
+            break
+        state = json.loads((out / "checkpoint-12" / "trainer_state.json").read_text())
+        logged = [entry["step"] for entry in state["log_history"] if "loss" in entry]
+        dups += len(logged) - len(set(logged))
+        equal &= weights(out) == weights(ref) and logged == list(range(1, 13))
+    return {"command": "x1 fit sft (tiny Llama, 12 steps, checkpoint every 2)", "kills": kills, "lost": lost, "duplicates": dups,
+            "equal": equal, "unit": "checkpointed steps",
+            "detail": f" · steps redone: {redone} of the {completed} finished at the kills (a restart from step 0 redoes all)"
+                      " · newest checkpoint at the kills: "
+                      + ", ".join(f"{k}: {at_checkpoint.count(k)}x" for k in sorted(set(at_checkpoint)))}
 
 
 # -- 2. bad inputs -------------------------------------------------------------------------------
@@ -215,6 +271,13 @@ def bad_inputs(work: Path) -> list[tuple[str, int, str]]:
     del record["correct"]
     trace.write_text(json.dumps(record) + "\n")
     rows.append(("--resume, a record missing a field", *first_line(x1([*run, "--resume"], work))))
+    if (work / "fref" / "x1_fit.json").exists():  # the fit part ran: its finished --out, run again with a change
+        fit = ["fit", "sft", "--data", "sft.jsonl", "--model", str(work / "tiny"), "--out", "fref", "--max-steps", "12",
+               "--batch-size", "2", "--seed", "0", "--device", "cpu"]
+        rows.append(("x1 fit, same --out, another --lr", *first_line(x1([*fit, "--lr", "1e-3"], work))))
+        good.write_text(json.dumps({"prompt": "1+1?", "completion": "2"}) + "\n")
+        rows.append(("x1 fit, same --out, another --data", *first_line(x1([*fit, "--data", str(good)], work))))
+    rows.append(("x1 fit --save-steps 2.5", *first_line(x1(["fit", "sft", "--data", str(good), "--save-steps", "2.5"], work))))
     return rows
 
 
@@ -387,7 +450,7 @@ def main() -> None:
             row = fn(work, target, rng)
             add_row(f"kill -9: {row['command']}", f"{row['kills']} kill points",
                           f"{row['unit']} lost: {row['lost']} · duplicates: {row['duplicates']} · results equal: "
-                          f"{'yes' if row['equal'] else 'NO'}")
+                          f"{'yes' if row['equal'] else 'NO'}{row.get('detail', '')}")
         if "bad" not in skip:
             for name, code, line in bad_inputs(work):
                 add_row(f"bad input: {name}", f"exit {code}", line)

@@ -66,6 +66,7 @@ FLAGS = {
     "iterations": "--max-steps",
     "n": "--samples",
     "min_score": "--min-score",
+    "save_steps": "--save-steps",
 }
 
 ModelOpt = Annotated[
@@ -88,6 +89,9 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cu
 ReportToOpt = Annotated[
     str | None, typer.Option("--report-to", help="send per-step metrics to tensorboard, wandb or trackio (default: none)")
 ]
+SaveStepsOpt = Annotated[float | None, typer.Option(
+    "--save-steps", help="checkpoint every N optimiser steps (PPO, grpo --prm: iterations), or a fraction below 1 of the run "
+                         "(default: 0.1); re-running the same command resumes from the newest checkpoint")]
 ThreadsOpt = Annotated[int | None, typer.Option(min=1, help="CPU threads for training (default: all); split the cores between processes")]
 TaskOpt = Annotated[str, typer.Option("--task", "-t", help="task spec with a verifier: rg:NAME, jsonl:PATH, synthetic:sat, ... (x1 tasks)")]
 NOpt = Annotated[int, typer.Option("--n", help="how many tasks to train on")]
@@ -220,6 +224,9 @@ def fit_on_file(kind: str, cls_name: str, record: str, trainer_ref: tuple[str, s
     cfg = build_config(getattr(configs, cls_name), **cfg_args, kind=kind)
     records = read_records(data, record, command)
     train = trainer(*trainer_ref)
+    from x1.training.checkpoint import file_sha256
+
+    claim_out(kind, cfg, data_sha256=file_sha256(data))
     start = time.perf_counter()
     result = train(cfg, records)
     extra = {}
@@ -229,9 +236,18 @@ def fit_on_file(kind: str, cls_name: str, record: str, trainer_ref: tuple[str, s
 
 
 def _common(model: str | None, out: Path | None, epochs: float | None, lr: float | None, batch_size: int | None,
-            max_steps: int | None, seed: int | None, device: str | None, report_to: str | None) -> dict[str, Any]:  # fmt: skip
+            max_steps: int | None, seed: int | None, device: str | None, report_to: str | None,
+            save_steps: float | None = None) -> dict[str, Any]:  # fmt: skip
     return {"model": model, "output_dir": out, "epochs": epochs, "learning_rate": lr, "batch_size": batch_size,
-            "max_steps": max_steps, "seed": seed, "device": device, "report_to": report_to}  # fmt: skip
+            "max_steps": max_steps, "seed": seed, "device": device, "report_to": report_to, "save_steps": save_steps}  # fmt: skip
+
+
+def claim_out(kind: str, cfg: Any, **sources: Any) -> None:
+    """Record what this fit is in its --out (x1_fit.json), or refuse a different run there; a same run resumes."""
+    if cfg.save:
+        from x1.training.checkpoint import check_fit_identity, fit_identity
+
+        check_fit_identity(cfg.output_dir, fit_identity(kind, cfg, **sources))
 
 
 # -- commands: supervised, on `x1 data` files ----------------------------------------------------------
@@ -251,10 +267,11 @@ def fit_sft(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     report_to: ReportToOpt = None,
+    save_steps: SaveStepsOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Supervised fine-tuning of the policy on verified solutions (loss on the completion only)."""
-    flags = _common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to)
+    flags = _common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to, save_steps)
     run("sft", threads, lambda: fit_on_file("sft", "SFTTrainConfig", "SFTExample", ("sft", "train_sft"), data,
                                    {"config": config, "lora": lora, "merge": merge, **flags}))  # fmt: skip
 
@@ -275,11 +292,12 @@ def fit_dpo(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     report_to: ReportToOpt = None,
+    save_steps: SaveStepsOpt = None,
     beta: Annotated[float | None, typer.Option("--beta", help="DPO temperature β (default: 0.1)")] = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Direct preference optimisation of the policy on chosen/rejected steps or solutions."""
-    flags = {**_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to), "beta": beta}
+    flags = {**_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to, save_steps), "beta": beta}
     run("dpo", threads, lambda: fit_on_file("dpo", "DPOTrainConfig", "PreferencePair", ("dpo", "train_dpo"), data,
                                    {"config": config, "lora": lora, "merge": merge, **flags}))  # fmt: skip
 
@@ -297,11 +315,12 @@ def fit_value(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     report_to: ReportToOpt = None,
+    save_steps: SaveStepsOpt = None,
     loss: Annotated[str | None, typer.Option("--loss", help="mse (regression on q) or bce (cross-entropy); default: mse")] = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Fit a value model (a head on the policy's backbone) for `-p evaluator=value` and `x1 serve value`."""
-    flags = {**_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to), "loss": loss}
+    flags = {**_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to, save_steps), "loss": loss}
     run("value", threads, lambda: fit_on_file("value", "ValueTrainConfig", "ValueTarget", ("value", "train_value"), data,
                                      {"config": config, **flags}))  # fmt: skip
 
@@ -320,10 +339,11 @@ def fit_prm(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     report_to: ReportToOpt = None,
+    save_steps: SaveStepsOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Fit a process reward model on Monte-Carlo step labels (for `x1 fit grpo --prm`)."""
-    flags = _common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to)
+    flags = _common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to, save_steps)
     run("prm", threads, lambda: fit_on_file("prm", "ValueTrainConfig", "ProcessLabel", ("value", "train_prm"), data,
                                    {"config": config, **flags}))  # fmt: skip
 
@@ -343,6 +363,7 @@ def fit_orm(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     report_to: ReportToOpt = None,
+    save_steps: SaveStepsOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Fit an outcome reward model (Bradley–Terry on pairs) for `-p evaluator=orm:DIR` and `x1 serve value`."""
@@ -354,7 +375,7 @@ def fit_orm(
             raise FitError("give either --data PAIRS.jsonl (from `x1 data pairs`) or --traces TRACES.jsonl, not both or neither")
         if data is not None:
             fit_on_file("orm", "ValueTrainConfig", "PreferencePair", ("value", "train_orm"), data,
-                        {"config": config, **_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to)})
+                        {"config": config, **_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to, save_steps)})
             return
         from x1.data import load_records, preference_pairs
 
@@ -365,10 +386,14 @@ def fit_orm(
         if not pairs:
             raise FitError("the traces hold no task with both a correct and an incorrect solution, so there is no pair to learn "
                            "from; fix: sample more per task (e.g. -s best_of_n -p n=8) or use -p training=true")
-        common = _common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to)
+        common = _common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to, save_steps)
         cfg = build_config(configs.ValueTrainConfig, config, "orm", **common)
+        train = trainer("value", "train_orm")
+        from x1.training.checkpoint import file_sha256
+
+        claim_out("orm", cfg, traces_sha256=[file_sha256(p) for p in traces or []])
         start = time.perf_counter()
-        result = trainer("value", "train_orm")(cfg, pairs)
+        result = train(cfg, pairs)
         report("orm", len(pairs), result, time.perf_counter() - start, cfg.save)
 
     run("orm", threads, body)
@@ -391,6 +416,7 @@ def fit_grpo(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     report_to: ReportToOpt = None,
+    save_steps: SaveStepsOpt = None,
     group_size: Annotated[int | None, typer.Option("--group-size", help="completions sampled per prompt, G (default: 8)")] = None,
     prm: Annotated[
         Path | None,
@@ -403,7 +429,7 @@ def fit_grpo(
     def body() -> None:
         import x1.training.config as configs
 
-        common = _common(model, out, epochs, lr, None, max_steps, seed, device, report_to)  # batch: G x prompts_per_step (YAML)
+        common = _common(model, out, epochs, lr, None, max_steps, seed, device, report_to, save_steps)  # batch: G x prompts_per_step (YAML)
         if prm is None:
             cfg = build_config(configs.GRPOTrainConfig, config, "grpo", lora, merge, **common, group_size=group_size)
             train = trainer("grpo", "train_grpo")
@@ -412,6 +438,7 @@ def fit_grpo(
             cfg = build_config(configs.ProcessGRPOConfig, config, "grpo", lora, merge, **common, group_size=group_size)
             train = trainer("grpo", "train_grpo_process")
         tasks = load_task_list(task, n, cfg.seed, task_option)
+        claim_out("grpo", cfg, task=task, n=n, task_option=task_option or [], prm=str(prm.absolute()) if prm else None)
         start = time.perf_counter()
         if prm is None:
             result = train(cfg, tasks)
@@ -441,6 +468,7 @@ def fit_ppo(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     report_to: ReportToOpt = None,
+    save_steps: SaveStepsOpt = None,
     iterations: Annotated[int | None, typer.Option("--iterations", help="rounds of rollout → PPO epochs (default: 1)")] = None,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -450,10 +478,11 @@ def fit_ppo(
         import x1.training.config as configs
 
         # PPO's sizes come from the YAML: prompts_per_iteration, minibatch_size
-        common = _common(model, out, None, lr, None, None, seed, device, report_to)
+        common = _common(model, out, None, lr, None, None, seed, device, report_to, save_steps)
         cfg = build_config(configs.PPOTrainConfig, config, "ppo", lora, merge, **common, iterations=iterations)
         train = trainer("ppo", "train_ppo")
         tasks = load_task_list(task, n, cfg.seed, task_option)
+        claim_out("ppo", cfg, task=task, n=n, task_option=task_option or [])
         start = time.perf_counter()
         result = train(cfg, tasks)
         rewards = result.metrics.get("reward")
@@ -479,6 +508,7 @@ def fit_rejection(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     report_to: ReportToOpt = None,
+    save_steps: SaveStepsOpt = None,
     samples: Annotated[int | None, typer.Option("--samples", help="solutions sampled per task (default: 8)")] = None,
     min_score: Annotated[float | None, typer.Option("--min-score", help="verifier score a sample needs to be kept (default: 1)")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="longest sampled solution (tokens)")] = 512,
@@ -491,11 +521,13 @@ def fit_rejection(
         import x1.training.config as configs
         from x1.models.registry import load_backend
 
-        flags = {**_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to), "n": samples, "min_score": min_score}
+        flags = {**_common(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to, save_steps),
+                 "n": samples, "min_score": min_score}
         cfg = build_config(configs.RejectionSamplingConfig, config, "rejection", lora, merge, **flags)
         round_fn = trainer("rejection_sampling", "rejection_sampling_round")
         sampler_of = trainer("rejection_sampling", "backend_sampler")
         tasks = load_task_list(task, n, cfg.seed, task_option)
+        claim_out("rejection", cfg, task=task, n=n, task_option=task_option or [], max_tokens=max_tokens, temperature=temperature)
         start = time.perf_counter()
 
         def sample_then_close(ts: Any, k: int) -> list[list[str]]:

@@ -26,8 +26,10 @@ class TrainResult:
 def trl_args(cfg: TrainConfig) -> dict[str, Any]:
     """TrainingArguments shared by the TRL trainers, translated from an x1 config.
 
-    Checkpoints are off (x1 saves the final model itself, in the format its backends load),
-    reporting goes where ``report_to`` says (nowhere by default), progress bars follow
+    TRL checkpoints every ``save_steps`` (a fraction below 1 is TRL's own "ratio of the run") into
+    ``output_dir/checkpoint-N`` and keeps ``save_total_limit`` of them, for :func:`train_resumable`;
+    x1 saves the final model itself, in the format its backends load. Reporting goes where
+    ``report_to`` says (nowhere by default), progress bars follow
     ``progress``, one log per step so that ``TrainResult.losses`` is per step.
     """
     device = pick_device(cfg.device)
@@ -44,7 +46,9 @@ def trl_args(cfg: TrainConfig) -> dict[str, Any]:
         "lr_scheduler_type": cfg.lr_scheduler,
         "max_grad_norm": cfg.max_grad_norm,
         "logging_steps": cfg.logging_steps,
-        "save_strategy": "no",
+        "save_strategy": "steps" if cfg.save else "no",
+        "save_steps": cfg.save_steps if cfg.save_steps < 1 else int(cfg.save_steps),
+        "save_total_limit": cfg.save_total_limit,
         "report_to": cfg.report_to,
         "disable_tqdm": not cfg.progress,
         "seed": cfg.seed,
@@ -55,6 +59,22 @@ def trl_args(cfg: TrainConfig) -> dict[str, Any]:
         _checkpointing_key(): cfg.gradient_checkpointing,
         "optim": "adamw_torch",
     }
+
+
+def train_resumable(trainer: Any, cfg: TrainConfig) -> None:
+    """``trainer.train()``, resumed from the newest complete checkpoint in ``output_dir`` when there is one."""
+    from x1.training.checkpoint import trl_resume_point
+
+    trainer.train(resume_from_checkpoint=trl_resume_point(cfg))
+
+
+def save_final_policy(policy: Any, cfg: TrainConfig) -> Any:
+    """Save the trained policy to ``output_dir`` atomically (staged, then swapped in); returns the saved model."""
+    from x1.training.checkpoint import final_folder
+    from x1.training.model_io import save_from_config
+
+    with final_folder(cfg.output_dir) as staging:
+        return save_from_config(policy, cfg, staging)
 
 
 def _checkpointing_key() -> str:

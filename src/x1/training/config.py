@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from x1.config import DEFAULT_MODEL, load_yaml
 
@@ -60,7 +60,18 @@ class TrainConfig(BaseModel):
     # where per-step metrics go, for TRL's trainers and x1's own loops alike; off unless asked for
     report_to: Literal["none", "tensorboard", "wandb", "trackio"] = "none"
     progress: bool = True  # TRL's progress bars, and a line per logged step of x1's own loops, on stderr
-    save: bool = True  # write the trained model to output_dir at the end
+    save: bool = True  # write the trained model to output_dir at the end (and checkpoints on the way)
+    # checkpoint every this many optimiser steps (iterations for PPO and process GRPO), or, below 1, this
+    # fraction of the run; a re-run of the same command resumes from the newest complete checkpoint
+    save_steps: float = Field(0.1, gt=0)
+    save_total_limit: int = Field(2, gt=0)  # checkpoints kept (the newest)
+
+    @field_validator("save_steps")
+    @classmethod
+    def _whole_save_steps(cls, value: float) -> float:
+        if value >= 1 and value != int(value):
+            raise ValueError(f"{value} is neither a whole number of steps nor a fraction below 1 of the run")
+        return value
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Self:

@@ -25,9 +25,9 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
-from x1.training._common import TrainResult, result_from_trainer, trl_args
+from x1.training._common import TrainResult, result_from_trainer, save_final_policy, train_resumable, trl_args
 from x1.training.config import DPOTrainConfig
-from x1.training.model_io import Policy, is_peft, policy_from_config, save_from_config
+from x1.training.model_io import Policy, is_peft, policy_from_config
 from x1.training.sft import field_of
 
 
@@ -101,8 +101,8 @@ def drop_intermediate_eos(row: dict[str, Any], eos_id: int) -> dict[str, Any]:
 def train_dpo(cfg: DPOTrainConfig, pairs: Iterable[Any], policy: Policy | None = None) -> TrainResult:
     """Run DPO; the result's metrics carry TRL's reward margins and accuracies per step."""
     trainer, policy = build_dpo_trainer(cfg, pairs, policy)
-    trainer.train()
+    train_resumable(trainer, cfg)
     policy.model = trainer.model
     if cfg.save:
-        policy.model = save_from_config(policy, cfg)
+        policy.model = save_final_policy(policy, cfg)
     return result_from_trainer(trainer, cfg.output_dir, ("rewards/margins", "rewards/accuracies"))

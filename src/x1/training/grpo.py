@@ -25,9 +25,10 @@ from typing import Any
 import torch
 
 from x1.tasks.base import Task
-from x1.training._common import TrainResult, autocast, result_from_trainer, trl_args
+from x1.training._common import TrainResult, autocast, result_from_trainer, save_final_policy, train_resumable, trl_args
+from x1.training.checkpoint import LoopCheckpoints
 from x1.training.config import GRPOTrainConfig, ProcessGRPOConfig
-from x1.training.model_io import EOIS, Policy, is_peft, pick_device, policy_from_config, save_from_config, save_policy
+from x1.training.model_io import EOIS, Policy, is_peft, pick_device, policy_from_config, save_policy
 from x1.training.progress import StepLog
 from x1.training.rl import (
     aggregate_loss,
@@ -131,13 +132,13 @@ def train_grpo(
     """Outcome-reward GRPO through TRL; metrics carry the mean reward and KL per step."""
     trainer, policy, ref_dir = build_grpo_trainer(cfg, tasks, policy, reward_funcs)
     try:
-        trainer.train()
+        train_resumable(trainer, cfg)
     finally:
         if ref_dir is not None:
             shutil.rmtree(ref_dir, ignore_errors=True)
     policy.model = trainer.model
     if cfg.save:
-        policy.model = save_from_config(policy, cfg)
+        policy.model = save_final_policy(policy, cfg)
     return result_from_trainer(trainer, cfg.output_dir, ("reward", "kl"))
 
 
@@ -200,11 +201,13 @@ def train_grpo_process(
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     losses: list[float] = []
     metrics: dict[str, list[float]] = {"reward": [], "kl": []}
-    cursor = 0
-    log = StepLog(cfg, "grpo-prm", cfg.iterations * cfg.num_iterations)
-    for it in range(cfg.iterations):
+    ckpt = LoopCheckpoints(cfg, cfg.iterations, {"model": model}, optimizer)  # one checkpoint unit: an iteration
+    start, saved = ckpt.resume()
+    losses, metrics = saved.get("losses", losses), saved.get("metrics", metrics)
+    log = StepLog(cfg, "grpo-prm", cfg.iterations * cfg.num_iterations, done=start * cfg.num_iterations)
+    for it in range(start, cfg.iterations):
+        cursor = it * cfg.prompts_per_step
         batch = [tasks[(cursor + j) % len(tasks)] for j in range(cfg.prompts_per_step)]
-        cursor += cfg.prompts_per_step
         prompts = [prompt_text(tokenizer, t) for t in batch for _ in range(cfg.group_size)]
         rollout = sample(
             model,
@@ -264,8 +267,9 @@ def train_grpo_process(
             if ref_logp is not None:
                 metrics["kl"].append(kl_sum / total_tokens)
             log.step(loss=step_loss, reward=metrics["reward"][-1], **({"kl": metrics["kl"][-1]} if ref_logp is not None else {}))
+        ckpt.maybe_save(it + 1, {"losses": losses, "metrics": metrics})
     log.close()
     model.eval()
     if cfg.save:
-        policy.model = save_from_config(policy, cfg)
+        policy.model = save_final_policy(policy, cfg)
     return TrainResult(cfg.output_dir, losses, len(losses), {k: v for k, v in metrics.items() if v})

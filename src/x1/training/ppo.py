@@ -35,6 +35,7 @@ from torch import nn
 
 from x1.tasks.base import Task
 from x1.training._common import TrainResult, autocast, masked_mean
+from x1.training.checkpoint import LoopCheckpoints, final_folder
 from x1.training.config import PPOTrainConfig
 from x1.training.grpo import prompt_text
 from x1.training.model_io import EOIS, Policy, pick_device, policy_from_config, save_from_config
@@ -166,20 +167,22 @@ def train_ppo(
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     losses: list[float] = []
     metrics: dict[str, list[float]] = {"reward": [], "policy_loss": [], "value_loss": [], "kl": [], "entropy": []}
-    cursor = 0
     rollouts = cfg.prompts_per_iteration * cfg.samples_per_prompt
     per_epoch = -(-rollouts // (cfg.minibatch_size or rollouts))
-    log = StepLog(cfg, "ppo", cfg.iterations * cfg.ppo_epochs * per_epoch)
-    for it in range(cfg.iterations):
+    ckpt = LoopCheckpoints(cfg, cfg.iterations, {"model": model, "head": head}, optimizer)  # one checkpoint unit: an iteration
+    start, saved = ckpt.resume()
+    losses, metrics = saved.get("losses", losses), saved.get("metrics", metrics)
+    log = StepLog(cfg, "ppo", cfg.iterations * cfg.ppo_epochs * per_epoch, done=start * cfg.ppo_epochs * per_epoch)
+    for it in range(start, cfg.iterations):
         if buffer:
             size = cfg.prompts_per_iteration * cfg.samples_per_prompt
+            cursor = it * size
             owners = [buffer[(cursor + j) % len(buffer)] for j in range(size)]
-            cursor += size
             rollout = buffered_rollout(tokenizer, owners, device)
             score_list = [float(field_of(p, "reward")) for p in owners]
         else:
+            cursor = it * cfg.prompts_per_iteration
             batch = [tasks[(cursor + j) % len(tasks)] for j in range(cfg.prompts_per_iteration)]
-            cursor += cfg.prompts_per_iteration
             owners = [t for t in batch for _ in range(cfg.samples_per_prompt)]
             prompts = [prompt_text(tokenizer, t) for t in owners]
             rollout = sample(
@@ -236,11 +239,13 @@ def train_ppo(
                 for key, value in parts.items():
                     metrics[key].append(value)
                 log.step(loss=losses[-1], reward=metrics["reward"][-1], **parts)
+        ckpt.maybe_save(it + 1, {"losses": losses, "metrics": metrics})
     log.close()
     model.eval()
     if cfg.save:
-        policy.model = save_from_config(policy, cfg)
-        save_value_head(head, cfg.output_dir)
+        with final_folder(cfg.output_dir) as staging:
+            policy.model = save_from_config(policy, cfg, staging)
+            save_value_head(head, staging)
     return TrainResult(cfg.output_dir, losses, len(losses), {k: v for k, v in metrics.items() if v})
 
 

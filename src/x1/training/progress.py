@@ -81,13 +81,13 @@ class Tracker:
 class StepLog:
     """Call ``step(loss=..., ...)`` after every optimiser step; ``close()`` at the end."""
 
-    def __init__(self, cfg: TrainConfig, name: str, total: int | None, stream: TextIO | None = None) -> None:
+    def __init__(self, cfg: TrainConfig, name: str, total: int | None, stream: TextIO | None = None, done: int = 0) -> None:
         self.name = name
         self.total = total
         self.every = cfg.logging_steps
         self.show = cfg.progress
         self.stream = stream or sys.stderr
-        self.steps = 0
+        self.steps = self.resumed = done  # a run resumed from a checkpoint counts on from there
         self.start = time.perf_counter()
         self.tracker = Tracker(cfg.report_to, cfg.output_dir, name, cfg.model_dump()) if cfg.report_to != "none" else None
 
@@ -96,9 +96,10 @@ class StepLog:
         where = f"{self.steps}/{self.total}" if self.total else str(self.steps)
         values = " · ".join(f"{k} {v:.4g}" for k, v in scalars.items())
         eta = ""
+        per_step = elapsed / max(1, self.steps - self.resumed)
         if self.total:
-            eta = f" · ETA {eta_text(elapsed / self.steps * (self.total - self.steps))}"
-        return f"{self.name} step {where} · {values} · {elapsed / self.steps:.2f} s/step{eta}"
+            eta = f" · ETA {eta_text(per_step * (self.total - self.steps))}"
+        return f"{self.name} step {where} · {values} · {per_step:.2f} s/step{eta}"
 
     def step(self, **scalars: float) -> None:
         self.steps += 1

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from x1.training._common import TrainResult, result_from_trainer, trl_args
+from x1.training._common import TrainResult, result_from_trainer, save_final_policy, train_resumable, trl_args
 from x1.training.config import SFTTrainConfig
-from x1.training.model_io import EOIS, Policy, policy_from_config, save_from_config
+from x1.training.model_io import EOIS, Policy, policy_from_config
 
 
 def field_of(record: Any, name: str, default: Any = None) -> Any:
@@ -82,8 +82,8 @@ def build_sft_trainer(cfg: SFTTrainConfig, examples: Iterable[Any], policy: Poli
 def train_sft(cfg: SFTTrainConfig, examples: Iterable[Any], policy: Policy | None = None) -> TrainResult:
     """Fine-tune the policy on the completions; saves to ``cfg.output_dir`` when ``cfg.save``."""
     trainer, policy = build_sft_trainer(cfg, examples, policy)
-    trainer.train()
+    train_resumable(trainer, cfg)
     policy.model = trainer.model
     if cfg.save:
-        policy.model = save_from_config(policy, cfg)
+        policy.model = save_final_policy(policy, cfg)
     return result_from_trainer(trainer, cfg.output_dir)

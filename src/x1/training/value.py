@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from x1.training._common import TrainResult, autocast
+from x1.training.checkpoint import LoopCheckpoints, final_folder
 from x1.training.config import ValueTrainConfig
 from x1.training.model_io import add_eois, forget_gguf_quantizer, pick_device
 from x1.training.progress import StepLog
@@ -74,24 +75,29 @@ def _fit(
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     warmup = int(cfg.warmup_steps * total) if cfg.warmup_steps < 1 else int(cfg.warmup_steps)
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+    ckpt = LoopCheckpoints(cfg, total, {"model": model}, optimizer, scheduler)
+    start, saved = ckpt.resume()
+    losses: list[float] = saved.get("losses", [])
+    # the epochs' orders come from one seeded generator, replayed up to the resumed epoch: the same batches either way
     generator = torch.Generator().manual_seed(cfg.seed)
-    losses: list[float] = []
-    log = StepLog(cfg, name, total)
+    orders: list[list[int]] = []
+    log = StepLog(cfg, name, total, done=start)
     model.train()
-    while len(losses) < total:
-        order = torch.randperm(len(items), generator=generator).tolist()
-        for lo in range(0, len(order), cfg.batch_size):
-            if len(losses) >= total:
-                break
-            with autocast(cfg, device):
-                loss = loss_of(model, [items[i] for i in order[lo : lo + cfg.batch_size]])
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-            log.step(loss=losses[-1], lr=scheduler.get_last_lr()[0])
+    for step in range(start, total):
+        epoch, batch_index = divmod(step, per_epoch)
+        while len(orders) <= epoch:
+            orders.append(torch.randperm(len(items), generator=generator).tolist())
+        lo = batch_index * cfg.batch_size
+        with autocast(cfg, device):
+            loss = loss_of(model, [items[i] for i in orders[epoch][lo : lo + cfg.batch_size]])
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        log.step(loss=losses[-1], lr=scheduler.get_last_lr()[0])
+        ckpt.maybe_save(step + 1, {"losses": losses})
     log.close()
     model.eval()
     return losses, len(losses)
@@ -121,7 +127,8 @@ def train_value(cfg: ValueTrainConfig, targets: Iterable[Any], model: Any | None
         items.append((ids or [model.pad_id], target))
     losses, steps = _fit(model, items, lambda m, b: value_loss(m, b, cfg.loss), cfg, "value")
     if cfg.save:
-        model.save(cfg.output_dir)
+        with final_folder(cfg.output_dir) as staging:
+            model.save(staging)
     return TrainResult(cfg.output_dir, losses, steps)
 
 
@@ -156,7 +163,8 @@ def train_prm(cfg: ValueTrainConfig, labels: Iterable[Any], model: Any | None = 
         items.append((ids, ends, step_labels))
     losses, steps_run = _fit(model, items, prm_loss, cfg, "prm")
     if cfg.save:
-        model.save(cfg.output_dir)
+        with final_folder(cfg.output_dir) as staging:
+            model.save(staging)
     return TrainResult(cfg.output_dir, losses, steps_run)
 
 
@@ -179,5 +187,6 @@ def train_orm(cfg: ValueTrainConfig, pairs: Iterable[Any], model: Any | None = N
         items.append(tuple(model._truncate(model.encode(prompt + text))[0] or [model.pad_id] for text in (chosen, rejected)))
     losses, steps = _fit(model, items, orm_loss, cfg, "orm")
     if cfg.save:
-        model.save(cfg.output_dir)
+        with final_folder(cfg.output_dir) as staging:
+            model.save(staging)
     return TrainResult(cfg.output_dir, losses, steps)
