@@ -8,6 +8,7 @@ interrupted run loses at most the in-flight ticks and never runs a problem twice
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -188,8 +189,16 @@ def evaluate(
     on_done: Callable[[Outcome], None] | None = None,
     on_tick: Callable[[int, list[Problem]], None] | None = None,
     on_skip: Callable[[int], None] | None = None,
+    device: str | None = None,
+    bind_identity: bool = True,
 ) -> EvalResult:
-    todo, resumed = open_run(tasks, config, out_dir, resume, task_spec)
+    """Run ``tasks`` into ``out_dir`` (traces, checkpoint, results.json), resuming an earlier run when asked.
+
+    A policy this call opens itself is closed at the end, so a caller that trains between evaluations
+    (the recipe) gets its memory back. ``bind_identity=False`` skips ``run.json``: the recipe binds its
+    whole folder once, and each search inside follows from it.
+    """
+    todo, resumed = open_run(tasks, config, out_dir, resume, task_spec if bind_identity else None)
     if on_skip:
         on_skip(resumed)
     start, before = time.perf_counter(), earlier_wall(out_dir, resume)
@@ -201,8 +210,14 @@ def evaluate(
             on_tick(n, problems)
 
     if todo:
-        policy = policy or open_policy(config)
+        opened = policy is None
+        policy = policy or open_policy(config, device)
         model_name = policy.name
-        run_tasks(todo, config, policy=policy, trace_path=out_dir / "traces.jsonl", checkpoint_path=out_dir / "checkpoint.jsonl",
-                  on_done=on_done, on_tick=tick)
+        try:
+            run_tasks(todo, config, policy=policy, trace_path=out_dir / "traces.jsonl", checkpoint_path=out_dir / "checkpoint.jsonl",
+                      on_done=on_done, on_tick=tick, device=device)
+        finally:
+            if opened:
+                policy.close()
+                gc.collect()
     return write_results(tasks, config, out_dir, task_spec, model_name, before + time.perf_counter() - start, resumed)

@@ -34,15 +34,18 @@ class RunSummary:
         return sum(o.correct for o in self.outcomes) / len(self.outcomes) if self.outcomes else 0.0
 
 
-def open_policy(config: RunConfig) -> Backend:
+def open_policy(config: RunConfig, device: str | None = None) -> Backend:
+    """The policy backend the config names; ``device`` places a transformers model (the recipe trains on one)."""
     spec = resolve_model(config.model.name, config.model.model_name)
     options: dict[str, Any] = {}
     if spec.kind == "llamacpp":
         options = {"n_ctx": config.model.n_ctx, "n_seq_max": config.model.n_seq_max}
         if config.model.threads:
             options["n_threads"] = config.model.threads
-    elif spec.kind == "hf" and config.model.threads:
-        options = {"threads": config.model.threads}
+    elif spec.kind == "hf":
+        options = {"threads": config.model.threads} if config.model.threads else {}
+        if device:
+            options["device"] = device
     elif spec.kind == "openai":
         options = {"timeout": config.model.timeout, "chat_template": config.model.chat_template}
     return load_backend(spec, **options)

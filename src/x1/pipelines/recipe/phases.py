@@ -91,7 +91,7 @@ class Recipe(RunState):
     ) -> list[dict[str, Any]]:
         """Run a strategy over ``tasks`` with the current policy; resumable like ``x1 eval --resume``."""
         return run_search(folder, tasks, self.policy, strategy_name, params, budget, seed, value, self._device(),
-                          on_problem=self._problem_log(str(self._rel(folder))))
+                          on_problem=self._problem_log(str(self._rel(folder))), task_spec=self.cfg.tasks.spec)
 
     def _problem_log(self, label: str) -> Callable[[int, int, int], None]:
         """A log line per finished problem: how many of how many, how many right, and when the search will end."""
