@@ -7,24 +7,10 @@ with ``to_dict()``; ``write_jsonl`` stores them in the JSONL layout that
 
 from __future__ import annotations
 
-from x1.data.extract import (
-    PreferencePair,
-    ProcessLabel,
-    RewardedPath,
-    SFTExample,
-    ValueTarget,
-    journey_chains,
-    load_records,
-    outcome_rewards,
-    preference_pairs,
-    process_labels,
-    read_jsonl,
-    rewarded_paths,
-    sft_examples,
-    trace_samples,
-    value_targets,
-    write_jsonl,
-)
+from x1.data.extract import preference_pairs, process_labels, rewarded_paths, sft_examples, value_targets
+from x1.data.rows import PreferencePair, ProcessLabel, RewardedPath, SFTExample, ValueTarget, read_jsonl, write_jsonl
+from x1.data.runs import load_records, outcome_rewards
+from x1.data.trace_based import journey_chains, trace_samples
 from x1.markers import EOIS
 
 __all__ = [

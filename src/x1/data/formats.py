@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from x1.data import EOIS
-from x1.data.extract import PreferencePair, ProcessLabel, SFTExample, ValueTarget
+from x1.data.rows import PreferencePair, ProcessLabel, SFTExample, ValueTarget
 
 Kind = Literal["SFTExample", "PreferencePair", "ProcessLabel", "ValueTarget"]
 FORMATS = ("trl", "x1")

@@ -215,7 +215,7 @@ class MCTS(Strategy):
                 steps = max(1, c.text.count(problem.task.step_format.delimiter or "\n\n") + 1)
                 returns.append(self.gamma**steps * (2.0 * verdict.score - 1.0))
                 # Kept in meta, not as child thoughts: a rollout is not a step the search chose, and
-                # the training extractors (x1.data.extract) read children as search steps.
+                # the training extractors (x1.data) read children as search steps.
                 kept.append(
                     {"text": c.text, "finish_reason": c.finish_reason, "steps": steps, "reward": verdict.score, "return": returns[-1]}
                 )
