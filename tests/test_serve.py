@@ -571,7 +571,7 @@ def test_continuous_batcher_admits_mid_decode_and_contains_failures() -> None:
 
     from x1.models.base import BackendError, GenerationRequest
     from x1.models.fake import FakeBackend, FakeStream
-    from x1.serve.batcher import ContinuousBatcher
+    from x1.serve.continuous import ContinuousBatcher
 
     fake = FakeBackend(responder=lambda prompt, i: ("boom " if "boom" in prompt else "word ") * int(prompt.split()[-1]),
                        continuous=True)
@@ -616,7 +616,8 @@ def test_continuous_batcher_admits_mid_decode_and_contains_failures() -> None:
 
 def test_the_policy_server_batches_continuously_on_a_streaming_backend_unless_told_to_gather() -> None:
     from x1.models.fake import FakeBackend
-    from x1.serve.batcher import ContinuousBatcher, DynamicBatcher
+    from x1.serve.batcher import DynamicBatcher
+    from x1.serve.continuous import ContinuousBatcher
     from x1.serve.metrics import ServerMetrics
     from x1.serve.policy import policy_batcher
 

@@ -11,10 +11,7 @@ Failure is contained: when a batch raises, its requests are retried one at a tim
 request that is really bad fails (its waiter gets the exception); the worker never dies, and a
 waiter that gave up (client disconnected) is simply skipped.
 
-``ContinuousBatcher`` is the policy server's choice for a backend with a decode stream
-(llama.cpp): requests join the running decode at its next step and leave it when they finish,
-so a request that arrives mid-batch does not wait for the whole batch, and a short one does not
-wait for the longest.
+``ContinuousBatcher`` (``serve/continuous.py``) builds on the same base for decode streams.
 """
 
 from __future__ import annotations
@@ -29,7 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from x1.models.base import Completion, DecodeStream, GenerationRequest
 from x1.serve.metrics import ServerMetrics
 
 T = TypeVar("T")
@@ -42,7 +38,9 @@ class BatcherClosed(RuntimeError):
 
 
 @dataclass
-class _Pending(Generic[T, R]):
+class Pending(Generic[T, R]):
+    """A queued item, its size in sequences, and the future its waiter awaits."""
+
     item: T
     size: int
     future: asyncio.Future[R]
@@ -75,7 +73,7 @@ class Batcher(Generic[T, R]):
         self.size = size or (lambda _item: 1)
         self.metrics = metrics or ServerMetrics()
         self.name = name
-        self._queue: deque[_Pending[T, R]] = deque()
+        self._queue: deque[Pending[T, R]] = deque()
         self._queued_size = 0
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -126,7 +124,7 @@ class Batcher(Generic[T, R]):
             raise BatcherClosed(f"the {self.name} is not running")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         size = max(1, int(self.size(item)))
-        self._queue.append(_Pending(item, size, future))
+        self._queue.append(Pending(item, size, future))
         self._queued_size += size
         self.metrics.queue_depth.set(len(self._queue))
         self._wakeup.set()
@@ -140,10 +138,10 @@ class Batcher(Generic[T, R]):
                 raise r
         return list(results)  # type: ignore[arg-type]
 
-    def _take(self, in_flight: int = 0) -> list[_Pending[T, R]]:
+    def _take(self, in_flight: int = 0) -> list[Pending[T, R]]:
         """Queued items, oldest first, that fit in ``max_batch`` beside ``in_flight`` sequences
         (one item always goes when nothing else does); items whose waiter gave up are dropped."""
-        batch: list[_Pending[T, R]] = []
+        batch: list[Pending[T, R]] = []
         total = in_flight
         while self._queue:
             head = self._queue[0]
@@ -160,12 +158,12 @@ class Batcher(Generic[T, R]):
         self.metrics.queue_depth.set(len(self._queue))
         return batch
 
-    def _succeed(self, pending: _Pending[T, R], result: R) -> None:
+    def _succeed(self, pending: Pending[T, R], result: R) -> None:
         self.metrics.items.inc(outcome="ok")
         if not pending.future.done():
             pending.future.set_result(result)
 
-    def _fail(self, pending: _Pending[T, R], err: BaseException) -> None:
+    def _fail(self, pending: Pending[T, R], err: BaseException) -> None:
         self.metrics.items.inc(outcome="error")
         if not pending.future.done():
             pending.future.set_exception(err)
@@ -233,7 +231,7 @@ class DynamicBatcher(Batcher[T, R]):
             raise RuntimeError(f"the model returned {len(results)} results for {len(items)} requests")
         return results
 
-    async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[T, R]]) -> None:
+    async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[Pending[T, R]]) -> None:
         now = time.perf_counter()
         sequences = sum(p.size for p in batch)
         for p in batch:
@@ -288,126 +286,3 @@ def describe(batcher: Batcher[Any, Any]) -> dict[str, Any]:
         "batches": batcher.batches,
         "mean_batch_size": round(batcher.metrics.batch_size.mean(), 3),
     }
-
-
-class ContinuousBatcher(Batcher[T, R]):
-    """Continuous batching: every decode step admits what queued since the last one.
-
-    ``open_stream()`` gives the backend's ``DecodeStream``; ``request(item)`` is the item's
-    generation request and ``finish(item, completions)`` its result, built in the worker thread.
-    At most ``max_batch`` sequences are in flight; a request the stream refuses at submission
-    fails alone, and a step that raises fails only the requests then in flight (the stream is
-    reopened). Every step runs under ``lock``, so another server sharing the model takes turns.
-    """
-
-    def __init__(
-        self,
-        open_stream: Callable[[], DecodeStream],
-        request: Callable[[T], GenerationRequest],
-        finish: Callable[[T, list[Completion]], R],
-        *,
-        max_batch: int = 32,
-        metrics: ServerMetrics | None = None,
-        name: str = "batcher",
-        lock: Any = None,
-    ) -> None:
-        super().__init__(max_batch=max_batch, size=lambda item: request(item).n, metrics=metrics, name=name)
-        self.open_stream = open_stream
-        self.request = request
-        self.finish = finish
-        self.lock = lock or contextlib.nullcontext()
-        self._stream: DecodeStream | None = None
-        self._tickets: dict[int, _Pending[T, R]] = {}
-        self._in_flight = 0  # sequences submitted and not back
-
-    async def stop(self) -> None:
-        await super().stop()
-        for pending in self._tickets.values():
-            if not pending.future.done():
-                pending.future.set_exception(BatcherClosed("the server is shutting down"))
-        self._tickets.clear()
-        self._in_flight = 0
-        if self._stream is not None:
-            with self.lock:
-                self._stream.close()
-            self._stream = None
-
-    async def _worker(self) -> None:
-        assert self._wakeup is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                while not self._queue and not self._tickets:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                new = self._take(self._in_flight)  # what fits beside the sequences in flight
-                now = time.perf_counter()
-                for p in new:
-                    self.metrics.queue_wait.observe(now - p.arrived)
-                self.batches += 1
-                self.call_started = time.perf_counter()
-                try:
-                    outcomes = await loop.run_in_executor(self._executor, self._advance, new)
-                finally:
-                    self.call_started = None
-                for pending, ok, value in outcomes:
-                    if ok:
-                        self._succeed(pending, value)
-                    else:
-                        self._fail(pending, value)
-                self.metrics.in_flight.set(self._in_flight)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # never let the worker die: log and carry on
-                log.exception("%s worker error", self.name)
-                await asyncio.sleep(0.01)
-
-    def _advance(self, new: list[_Pending[T, R]]) -> list[tuple[_Pending[T, R], bool, Any]]:
-        """In the worker thread: submit the newcomers, decode one step, build the finished results."""
-        outcomes: list[tuple[_Pending[T, R], bool, Any]] = []
-        with self.lock:
-            if self._stream is None:
-                self._stream = self.open_stream()
-            stream = self._stream
-            self._drop_abandoned(stream)
-            for p in new:
-                try:
-                    ticket = stream.submit(self.request(p.item))
-                except Exception as err:  # this request alone is bad
-                    outcomes.append((p, False, err))
-                    continue
-                self._tickets[ticket] = p
-                self._in_flight += p.size
-            if not stream.busy:
-                return outcomes
-            self.metrics.batch_size.observe(self._in_flight)
-            try:
-                finished = stream.step()
-            except Exception as err:  # the model failed mid-step: fail what was in flight, start afresh
-                log.warning("%s: a decode step failed (%s); failing %d requests in flight", self.name, err, len(self._tickets))
-                outcomes.extend((p, False, err) for p in self._tickets.values())
-                self._tickets.clear()
-                self._in_flight = 0
-                stream.close()
-                self._stream = None
-                return outcomes
-        for ticket, completions in finished:
-            if ticket not in self._tickets:
-                continue
-            p = self._tickets.pop(ticket)
-            self._in_flight -= p.size
-            try:
-                outcomes.append((p, True, self.finish(p.item, completions)))
-            except Exception as err:
-                outcomes.append((p, False, err))
-        return outcomes
-
-    def _drop_abandoned(self, stream: DecodeStream) -> None:
-        """Requests whose waiter gave up (client gone, timed out) leave the decode and free their slots."""
-        cancel = getattr(stream, "cancel", None)
-        for ticket, pending in list(self._tickets.items()):
-            if pending.future.done() and cancel is not None:
-                cancel(ticket)
-                del self._tickets[ticket]
-                self._in_flight -= pending.size
-                self.metrics.items.inc(outcome="cancelled")

@@ -41,8 +41,9 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from x1.models.base import Backend, BackendError, Completion, GenerationRequest
-from x1.serve.batcher import Batcher, BatcherClosed, ContinuousBatcher, DynamicBatcher
+from x1.serve.batcher import Batcher, BatcherClosed, DynamicBatcher
 from x1.serve.common import DEFAULT_MAX_BODY_BYTES, APIError, check_model, make_app, model_lock
+from x1.serve.continuous import ContinuousBatcher
 from x1.serve.metrics import ServerMetrics
 
 MAX_TOP_LOGPROBS = 20
