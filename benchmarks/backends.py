@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from x1.models.base import GenerationRequest
-from x1.models.llamacpp import LlamaCppBackend
+from x1.models.llama_cpp import LlamaCppBackend
 from x1.models.registry import resolve_model
 
 console = Console()
@@ -49,7 +49,7 @@ def llama_cpp_own_throughput(backend: LlamaCppBackend, prompts: list[str], max_t
     import llama_cpp as L
 
     backend.clear_cache()
-    ctx, mem, vocab = backend._ctx, backend._mem, backend._vocab
+    ctx, mem, vocab = backend._ctx, backend._mem, backend.vocab.handle
     sampler = L.llama_sampler_init_greedy()
     start = time.perf_counter()
     tokenized = [backend.tokenize(p) for p in prompts]

@@ -288,7 +288,7 @@ def main() -> int:
         return 0
 
     from x1.config import ModelConfig
-    from x1.models.llamacpp import LlamaCppBackend
+    from x1.models.llama_cpp import LlamaCppBackend
     from x1.models.registry import resolve_model
     from x1.tasks.registry import load_tasks
 

@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 def smollm2_llama():
     """The bundled SmolLM2-135M through in-process llama.cpp, shared by the session."""
     pytest.importorskip("llama_cpp")
-    from x1.models.llamacpp import LlamaCppBackend
+    from x1.models.llama_cpp import LlamaCppBackend
     from x1.models.registry import smollm2_path
 
     backend = LlamaCppBackend(smollm2_path(), n_ctx=8192, n_seq_max=32)

@@ -138,7 +138,7 @@ def test_unknown_and_unfit_adapters_are_refused_clearly(shared, tiny: str, tmp_p
 
 def test_backends_without_adapters_refuse_an_adapter_request() -> None:
     from x1.models.fake import FakeBackend
-    from x1.models.llamacpp import LlamaCppBackend
+    from x1.models.llama_cpp import LlamaCppBackend
 
     fake = FakeBackend()
     assert not fake.capabilities.adapters

@@ -44,7 +44,7 @@ def test_batching_keeps_sequences_apart(smollm2_llama):
     texts may drift after a near-tie; the first token and its logprob must agree, and
     batching with and without prefix reuse must agree exactly.
     """
-    from x1.models.llamacpp import LlamaCppBackend
+    from x1.models.llama_cpp import LlamaCppBackend
     from x1.models.registry import smollm2_path
 
     prompts = [chat(smollm2_llama, "Name a colour."), chat(smollm2_llama, "Name an animal.")]
@@ -89,7 +89,7 @@ def test_children_reuse_their_parents_prefix(smollm2_llama):
 def test_lock_step_chains_near_the_slot_limit_are_not_re_prefilled():
     """6 chains on 8 slots, 3 steps: each step extends its chain's slot in place, so a later step
     prefills only its boundary token, never the prompt (LRU eviction used to evict the sources)."""
-    from x1.models.llamacpp import LlamaCppBackend
+    from x1.models.llama_cpp import LlamaCppBackend
     from x1.models.registry import smollm2_path
 
     b = LlamaCppBackend(smollm2_path(), n_ctx=4096, n_seq_max=8)
@@ -141,7 +141,7 @@ def test_overlong_prompt_names_the_fix(smollm2_llama):
 def test_stream_admits_requests_while_others_run_and_score_runs_between_steps():
     """Continuous batching: a request submitted mid-decode joins at once and finishes before a long
     one; a request that needs more slots than are free waits in the queue, then runs."""
-    from x1.models.llamacpp import LlamaCppBackend
+    from x1.models.llama_cpp import LlamaCppBackend
     from x1.models.registry import smollm2_path
 
     backend = LlamaCppBackend(smollm2_path(), n_ctx=4096, n_seq_max=4)
@@ -177,7 +177,8 @@ def test_a_prompt_that_extends_a_running_sequence_reads_only_its_decoded_cells()
     """The newest token of a running sequence is decoded one step later: a prompt that continues
     it copies the decoded cells only and prefills the rest, so it continues exactly as the
     running sequence does."""
-    from x1.models.llamacpp import LlamaCppBackend, _common_prefix
+    from x1.models.llama_cpp import LlamaCppBackend
+    from x1.models.llama_cpp.slots import common_prefix as _common_prefix
     from x1.models.registry import smollm2_path
 
     backend = LlamaCppBackend(smollm2_path(), n_ctx=4096, n_seq_max=4)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from x1.models import llamacpp_build as build
 from x1.models.base import BackendError
-from x1.models.llamacpp_check import run_in_child
+from x1.models.llama_cpp import build
+from x1.models.llama_cpp.check import run_in_child
 
 EVERYTHING = {f for g in build.GROUPS for f in g.cpu_flags}
 
@@ -131,7 +131,7 @@ def test_a_build_for_features_this_cpu_lacks_is_named(monkeypatch: pytest.Monkey
 
 def test_the_backend_refuses_a_build_this_cpu_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("llama_cpp")
-    from x1.models import llamacpp
+    from x1.models.llama_cpp import backend as llamacpp
     from x1.models.registry import smollm2_path
 
     monkeypatch.setattr(llamacpp, "unsupported_build_features", lambda: ["amx_int8"])
@@ -159,7 +159,7 @@ def test_self_check_decodes_the_bundled_model_in_a_child() -> None:
     pytest.importorskip("llama_cpp")
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no compiler")
-    from x1.models.llamacpp_check import self_check
+    from x1.models.llama_cpp.check import self_check
 
     line = self_check("smollm2", tokens=4)
     assert line.startswith("llama.cpp self-check ok: smollm2 decoded")

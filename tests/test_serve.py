@@ -34,7 +34,7 @@ KEY = "test-key"
 @pytest.fixture(scope="module")
 def backend():
     pytest.importorskip("llama_cpp")
-    from x1.models.llamacpp import LlamaCppBackend
+    from x1.models.llama_cpp import LlamaCppBackend
     from x1.models.registry import smollm2_path
 
     try:
@@ -481,7 +481,7 @@ def test_mcts_through_the_servers_matches_in_process(backend) -> None:
     the graphs must agree exactly. Batching itself is tested above.
     """
     from x1.evaluators.remote import RemoteValueEvaluator
-    from x1.models.llamacpp import LlamaCppBackend
+    from x1.models.llama_cpp import LlamaCppBackend
     from x1.models.openai_backend import OpenAIBackend
     from x1.serve.common import free_port
     from x1.serve.value import ScorerEvaluator

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.server
 def small_ctx():
     """SmolLM2 with a 1024-token cache: two ~600-token prompts fit one at a time, not together."""
     pytest.importorskip("llama_cpp")
-    from x1.models.llamacpp import LlamaCppBackend
+    from x1.models.llama_cpp import LlamaCppBackend
     from x1.models.registry import smollm2_path
 
     try:

@@ -271,8 +271,8 @@ def doctor(
     model: Annotated[str, typer.Option("--model", "-m", help="the model to decode with in the child process")] = "smollm2",
 ) -> None:
     """Check that llama.cpp runs on this machine: a short decode in a child process, so a crash is reported, not fatal."""
-    from x1.models.llamacpp_build import choose_features, read_build_record, unsupported_build_features
-    from x1.models.llamacpp_check import REBUILD_HINT, self_check
+    from x1.models.llama_cpp.build import choose_features, read_build_record, unsupported_build_features
+    from x1.models.llama_cpp.check import REBUILD_HINT, self_check
 
     record = read_build_record()
     console.print(f"this CPU: {choose_features('auto').describe()}")

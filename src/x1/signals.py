@@ -24,6 +24,16 @@ def gini(probs: np.ndarray) -> float:
     return float((2.0 * (index * p).sum()) / (n * total) - (n + 1.0) / n)
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities along the last axis, in float32: what a backend's teacher-forced scoring reads.
+
+    Shifted by each row's maximum first, so ``exp`` cannot overflow on large logits.
+    """
+    x = logits.astype(np.float32, copy=False)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
 def token_signals(logprobs_row: np.ndarray) -> dict[str, float]:
     """Entropy, varentropy, Gini, top-1 probability and top-1/top-2 margin of one distribution."""
     lp = np.asarray(logprobs_row, dtype=np.float64)

@@ -11,7 +11,6 @@ which positions are read.
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,22 +103,14 @@ class HeadedLM(nn.Module):
         """A fresh head on the base model of a causal LM (transformers folder, .gguf path, bundled name)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from x1.models.hf import _dtype_kwarg, pick_dtype
+        from x1.models.hf_loading import dtype_kwarg, load_errors, pick_dtype
 
         location, gguf = _locate(path_or_name, gguf_file)
         target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         load: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
-        try:
+        with load_errors(path_or_name):
             tokenizer = AutoTokenizer.from_pretrained(location, **load)
-            lm = AutoModelForCausalLM.from_pretrained(location, **{_dtype_kwarg(): pick_dtype(dtype, target)}, **load)
-        except pickle.UnpicklingError as err:  # torch.load(weights_only=True) refused a pickle that is not plain tensors
-            raise BackendError(f"{path_or_name} holds pickled weights that are not plain tensors (they could run code), so they are "
-                               "not loaded; fix: use a folder with model.safetensors") from err
-        except (OSError, ValueError, ImportError) as err:
-            raise BackendError(
-                f"transformers could not load {path_or_name}: {(str(err).splitlines() or [type(err).__name__])[0]}; "
-                "fix: pass a transformers folder (config.json + weights) or a GGUF file of a supported architecture"
-            ) from err
+            lm = AutoModelForCausalLM.from_pretrained(location, **{dtype_kwarg(): pick_dtype(dtype, target)}, **load)
         backbone = lm.base_model.to(target)  # drops the LM head: only hidden states are needed
         return cls(backbone, tokenizer, **options)
 
@@ -154,7 +145,7 @@ class HeadedLM(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
 
-        from x1.models.hf import _dtype_kwarg, pick_dtype
+        from x1.models.hf_loading import dtype_kwarg, pick_dtype
 
         directory = Path(directory)
         config_path = directory / HEAD_CONFIG
@@ -165,7 +156,7 @@ class HeadedLM(nn.Module):
             raise BackendError(f"{directory} holds a {config.get('kind')!r} model, not a {cls.kind!r} one; load it with its own class")
         target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        backbone = AutoModel.from_pretrained(str(directory), **{_dtype_kwarg(): pick_dtype(dtype, target)}).to(target)
+        backbone = AutoModel.from_pretrained(str(directory), **{dtype_kwarg(): pick_dtype(dtype, target)}).to(target)
         head = nn.Linear(int(config["hidden_size"]), 1)
         head.load_state_dict(load_file(str(directory / HEAD_FILE)))
         options = {k: v for k, v in config.items() if k not in ("kind", "hidden_size")}

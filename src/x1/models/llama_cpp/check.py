@@ -16,12 +16,12 @@ import time
 
 from x1.models.base import BackendError
 
-REBUILD_HINT = "X1_LLAMA_FEATURES=safe scripts/setup.sh  (or =baseline; see python -m x1.models.llamacpp_build --help)"
+REBUILD_HINT = "X1_LLAMA_FEATURES=safe scripts/setup.sh  (or =baseline; see python -m x1.models.llama_cpp.build --help)"
 
 _DECODE = """
 import json, time
 from x1.models.base import GenerationRequest
-from x1.models.llamacpp import LlamaCppBackend
+from x1.models.llama_cpp import LlamaCppBackend
 from x1.models.registry import resolve_model
 spec = resolve_model({model!r})
 start = time.perf_counter()
@@ -53,7 +53,7 @@ def run_in_child(code: str, *, what: str, timeout: float = 300.0) -> str:
 
 def self_check(model: str = "smollm2", tokens: int = 8, timeout: float = 300.0) -> str:
     """Load ``model`` and greedily decode a few tokens of two prompts in one batch, in a child process."""
-    from x1.models.llamacpp_build import read_build_record
+    from x1.models.llama_cpp.build import read_build_record
 
     start = time.perf_counter()
     out = run_in_child(_DECODE.format(model=model, tokens=tokens), what=f"a {tokens}-token decode of {model}", timeout=timeout)

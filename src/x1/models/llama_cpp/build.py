@@ -8,8 +8,8 @@ process. The chosen set names a wheel cache (``~/.cache/x1/wheels/<set>``), so a
 on the machine installs in seconds, and a wheel built for one set is never reused for another
 (pip's own wheel cache keys on the sdist alone, not on ``CMAKE_ARGS``).
 
-    python -m x1.models.llamacpp_build install [--features auto|safe|baseline|avx2,fma,...]
-    python -m x1.models.llamacpp_build check [--fallback]
+    python -m x1.models.llama_cpp.build install [--features auto|safe|baseline|avx2,fma,...]
+    python -m x1.models.llama_cpp.build check [--fallback]
 
 ``X1_CPU_FLAGS`` (a comma list) stands in for the flags the CPU reports, to test the choice.
 """
@@ -315,7 +315,7 @@ def _next_rung(features: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m x1.models.llamacpp_build", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m x1.models.llama_cpp.build", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     inst = sub.add_parser("install", help="choose the CPU features, build (or reuse) and install the wheel")
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from x1.models.base import BackendError
-    from x1.models.llamacpp_check import self_check
+    from x1.models.llama_cpp.check import self_check
 
     while True:
         try:

@@ -1,0 +1,144 @@
+"""The prefix cache: which tokens each of llama.cpp's sequence slots holds, and which slot to reuse or evict.
+
+Each of ``n_seq_max`` slots remembers the tokens its KV cells hold. A new prompt is matched
+against every slot by longest common token prefix (``best_prefix``); a free slot is taken empty
+first, else the least recently used cached one is evicted (``take``). The bookkeeping is pure
+Python over a ``KVMemory``, the three cell operations it needs, so it does not import llama.cpp.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from x1.models.base import BackendError
+
+
+class KVMemory(Protocol):
+    """The KV-cache cell operations the bookkeeping needs (llama.cpp's ``llama_memory_*``); -1 means "to the end"."""
+
+    def remove(self, slot: int, start: int = -1, end: int = -1) -> None:
+        """Drop ``slot``'s cells in positions [start, end)."""
+
+    def copy(self, src: int, dst: int, start: int = -1, end: int = -1) -> None:
+        """Tag ``src``'s cells in [start, end) as ``dst``'s too (llama.cpp shares cells, it copies nothing)."""
+
+    def clear(self) -> None:
+        """Drop every cell of every slot."""
+
+
+@dataclass
+class Slot:
+    """One sequence slot of the llama.cpp context."""
+
+    tokens: list[int] = field(default_factory=list)  # what this sequence's KV cells hold, in order
+    last_used: int = 0
+    busy: bool = False
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class SlotCache:
+    """The slots of one context, with an LRU clock that counts turns on the context."""
+
+    def __init__(self, memory: KVMemory, n_slots: int, prefix_reuse: bool = True) -> None:
+        self.memory = memory
+        self.prefix_reuse = prefix_reuse
+        self.slots = [Slot() for _ in range(n_slots)]
+        self.clock = 0
+
+    def tick(self) -> None:
+        """Start a new turn: what is used from now on is more recent than anything before."""
+        self.clock += 1
+
+    def free_count(self) -> int:
+        return sum(not s.busy for s in self.slots)
+
+    def cached(self) -> set[int]:
+        """Slots whose cells hold tokens (busy or not)."""
+        return {i for i, s in enumerate(self.slots) if s.tokens}
+
+    def take(self, protect: int = -1, keep: set[int] | frozenset[int] = frozenset()) -> int:
+        """A free slot, evicting the least recently used cached one: never ``protect`` (a copy is
+        about to read it), and slots in ``keep`` (later prompts of this batch read them) only when
+        nothing else is free."""
+        free = [i for i, s in enumerate(self.slots) if not s.busy and i != protect]
+        if not free:
+            raise BackendError(f"all {len(self.slots)} sequence slots are busy; fix: raise n_seq_max or send smaller batches")
+        empty = [i for i in free if not self.slots[i].tokens]
+        spare = [i for i in free if i not in keep] or free
+        slot = empty[0] if empty else min(spare, key=lambda i: self.slots[i].last_used)
+        self.memory.remove(slot)
+        self.slots[slot] = Slot(busy=True, last_used=self.clock)
+        return slot
+
+    def reclaim(self, slot: int, keep_cells: int) -> None:
+        """Take the free cached ``slot`` itself, keeping its first ``keep_cells`` cells (a prompt that extends it)."""
+        self.memory.remove(slot, keep_cells, -1)
+        self.slots[slot] = Slot(busy=True, last_used=self.clock)
+
+    def fork(self, src: int, tokens: list[int]) -> int:
+        """A fresh slot sharing all of ``src``'s cells, which hold ``tokens``."""
+        slot = self.take()
+        self.memory.copy(src, slot, -1, -1)
+        self.slots[slot].tokens = list(tokens)
+        return slot
+
+    def best_prefix(self, tokens: list[int], among: set[int] | None = None) -> tuple[int, int]:
+        """(slot, length) of the longest cached prefix of ``tokens``; (-1, 0) if none."""
+        if not self.prefix_reuse:
+            return -1, 0
+        best, best_len = -1, 0
+        for i, s in enumerate(self.slots):
+            if s.tokens and (among is None or i in among):
+                n = common_prefix(s.tokens, tokens)
+                if n > best_len:
+                    best, best_len = i, n
+        return best, best_len
+
+    def evict_idle(self) -> bool:
+        """Free the least recently used idle cached slot (a full KV cache); False if there is none."""
+        idle = [i for i, s in enumerate(self.slots) if not s.busy and s.tokens]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda i: self.slots[i].last_used)
+        self.memory.remove(victim)
+        self.slots[victim] = Slot()
+        return True
+
+    def release(self, slot: int) -> None:
+        """Done with ``slot``: its cells stay cached for a later prompt to reuse."""
+        s = self.slots[slot]
+        s.busy = False
+        s.last_used = self.clock
+
+    def drop(self, slot: int) -> None:
+        """Abandon ``slot``: its cells go (its newest token may not be decoded, so they are not worth keeping)."""
+        self.memory.remove(slot)
+        self.slots[slot] = Slot()
+
+    def clear(self) -> None:
+        """Forget every cached prefix."""
+        self.memory.clear()
+        self.slots = [Slot() for _ in range(len(self.slots))]
+
+    @contextlib.contextmanager
+    def freeing_on_error(self) -> Iterator[None]:
+        """Slots a failed call took (a full KV cache mid-prefill) are emptied, so the failure does not keep their cells forever."""
+        before = {i for i, s in enumerate(self.slots) if s.busy}
+        try:
+            yield
+        except Exception:
+            for i, slot in enumerate(self.slots):
+                if slot.busy and i not in before:
+                    self.drop(i)
+            raise
