@@ -15,13 +15,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from x1.cli_fit import fit_app
-from x1.cli_scale import scale_command
+from x1.cli.fit import fit_app
+from x1.cli.scale import scale_command
+from x1.cli.view import report_command, view_command
 from x1.config import DEFAULT_MODEL, DEFAULT_STRATEGY, STEP_KINDS, ConfigError, RunConfig, parse_params
 from x1.engine import Outcome
 from x1.models.base import BackendError
 from x1.strategies import STRATEGIES
-from x1.view.cli import report_command, view_command
 
 console = Console()
 err_console = Console(stderr=True)
