@@ -1,6 +1,6 @@
 """Options that several commands take, each defined once, and the run config the search options build.
 
-Options one group alone uses (serve's, data's) stay in that group's module.
+Options one group alone uses (serve's, data's, the on-policy fit commands' --task and --n) stay in that group's module.
 """
 
 from __future__ import annotations
@@ -40,6 +40,38 @@ ModelNameOpt = Annotated[str | None, typer.Option(help="model id for an openai: 
 
 # -- tasks: x1 eval and the on-policy x1 fit commands ---------------------------------------------------
 TaskOptionOpt = Annotated[list[str] | None, typer.Option("--task-option", help="task config key=value (e.g. difficulty=0.5)")]
+
+# -- training: every x1 fit command ----------------------------------------------------------------------
+# --model, --out, --config, --seed and --threads mean other things here than in the search (the policy to start
+# from, where the trained model goes, the trainer's YAML, a training seed), so they are types of their own.
+TrainModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="policy to start from: bundled name, .gguf or transformers folder "
+                             "(default: default, as for every command; smollm2 trains fastest on a CPU)")
+]
+TrainOutOpt = Annotated[
+    Path | None, typer.Option("--out", help="where the trained model goes (default: the YAML's output_dir, else runs/fit-KIND)")
+]
+LoraOpt = Annotated[bool, typer.Option("--lora", help="train LoRA adapters; --out gets the adapter alone unless --merge")]
+MergeOpt = Annotated[bool, typer.Option(
+    "--merge", help="with --lora: also a merged copy in the base's dtype (--out; the adapter goes to --out/adapter) for x1 solve -m")]
+EpochsOpt = Annotated[float | None, typer.Option("--epochs", help="passes over the data (default: 1)")]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="learning rate (default: the trainer's own)")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="examples per optimiser step (default: 4)")]
+MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", help="stop after this many optimiser steps (overrides --epochs)")]
+TrainConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML of the trainer's config (x1.training.config); flags override it")
+]
+TrainSeedOpt = Annotated[int | None, typer.Option("--seed", help="random seed (default: 0)")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (default: auto)")]
+ReportToOpt = Annotated[
+    str | None, typer.Option("--report-to", help="send per-step metrics to tensorboard, wandb or trackio (default: none)")
+]
+SaveStepsOpt = Annotated[float | None, typer.Option(
+    "--save-steps", help="checkpoint every N optimiser steps (PPO, grpo --prm: iterations), or a fraction below 1 of the run "
+                         "(default: 0.1); re-running the same command resumes from the newest checkpoint")]
+TrainThreadsOpt = Annotated[
+    int | None, typer.Option(min=1, help="CPU threads for training (default: all); split the cores between processes")
+]
 
 
 def build_config(
