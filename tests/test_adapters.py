@@ -190,7 +190,8 @@ def test_policy_server_selects_adapters_by_model(shared) -> None:
 def test_cli_adapter_option_is_checked() -> None:
     from typer.testing import CliRunner
 
-    from x1.cli import _parse_adapters, app
+    from x1.cli import app
+    from x1.cli.serve import _parse_adapters
 
     assert _parse_adapters(["math=runs/sft", "code = runs/sft2"]) == {"math": "runs/sft", "code": "runs/sft2"}
     for bad in (["math"], ["=runs/sft"], ["a=x", "a=y"]):

@@ -112,24 +112,24 @@ def test_missing_file_and_bad_flag_and_bad_yaml_are_one_line_errors(tmp_path: Pa
 
 
 def test_a_missing_train_extra_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import x1.cli_fit
+    import x1.cli.fit_base
 
     def no_trl(name: str) -> None:
         raise ModuleNotFoundError("No module named 'trl'", name="trl")
 
-    monkeypatch.setattr(x1.cli_fit, "import_module", no_trl)
+    monkeypatch.setattr(x1.cli.fit_base, "import_module", no_trl)
     code, output = fit("sft", "--data", str(sft_file(tmp_path / "sft.jsonl")))
     assert code == 2 and "pip install 'x1[train]'" in output and "trl" in output
 
 
 def test_the_x1_command_does_not_import_torch() -> None:
     """`x1 --help` must stay fast and work without the train extra: trainers load inside the fit commands."""
-    code = "import sys, x1.cli, x1.cli_fit; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, x1.cli, x1.cli.fit; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_flags_override_the_yaml(tmp_path: Path) -> None:
-    from x1.cli_fit import build_config
+    from x1.cli.fit_base import build_config
     from x1.training.config import SFTTrainConfig
 
     config = tmp_path / "fit.yaml"

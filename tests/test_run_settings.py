@@ -10,7 +10,8 @@ import pytest
 from helpers import trace_record
 from typer.testing import CliRunner
 
-from x1.cli import app, build_config
+from x1.cli import app
+from x1.cli.options import build_config
 from x1.config import DEFAULT_MODEL, DEFAULT_STRATEGY, ConfigError, RunConfig
 from x1.models.registry import ModelSpec
 from x1.strategies import STRATEGIES

@@ -1,4 +1,4 @@
-"""`x1 view` and `x1 report`: registered on the main app by x1.cli, kept here so the CLI module stays thin."""
+"""`x1 view` and `x1 report`: HTML pages of traces and eval runs (x1.view); ``x1.cli`` registers them on the app."""
 
 from __future__ import annotations
 
@@ -6,15 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-err_console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # one line, however long
-    raise typer.Exit(2)
+from x1.cli.root import err_console, fail
 
 
 def view_command(
@@ -29,8 +22,7 @@ def view_command(
     try:
         n = write_view(source, out, problem)
     except ViewError as err:
-        _fail(str(err))
-        return
+        fail(str(err))
     err_console.print(f"wrote {out} ({n} problem{'s' if n != 1 else ''}); open it in a browser: file://{out.resolve()}", soft_wrap=True)
 
 
@@ -45,7 +37,6 @@ def report_command(
     try:
         written = write_report(runs, out)
     except ViewError as err:
-        _fail(str(err))
-        return
+        fail(str(err))
     err_console.print(f"wrote {out} with {written.plots} plot(s) and {written.views} viewer page(s); open file://{out.resolve()}",
                       soft_wrap=True)

@@ -1,4 +1,4 @@
-"""`x1 scale`: the test-time-compute scaling study, registered on the main app by x1.cli."""
+"""`x1 scale`: the test-time-compute scaling study (x1.pipelines.scale); ``x1.cli`` registers it on the app."""
 
 from __future__ import annotations
 
@@ -6,17 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(2)
+from x1.cli.root import console, err_console, fail
 
 
 def scale_command(
@@ -43,13 +35,13 @@ def scale_command(
             try:
                 study.budgets = sorted({int(b) for b in budgets.split(",") if b.strip()})
             except ValueError:
-                _fail(f"--budgets {budgets!r} must be integers separated by commas, e.g. 1,4,16")
+                fail(f"--budgets {budgets!r} must be integers separated by commas, e.g. 1,4,16")
         full = study.model_copy(deep=True)
         if arms:
             wanted = [a.strip() for a in arms.split(",") if a.strip()]
             unknown = sorted(set(wanted) - {a.name for a in study.arms})
             if unknown:
-                _fail(f"--arms names unknown arm(s) {unknown}; the study has: {', '.join(a.name for a in study.arms)}")
+                fail(f"--arms names unknown arm(s) {unknown}; the study has: {', '.join(a.name for a in study.arms)}")
             study.arms = [a for a in study.arms if a.name in wanted]
             if study.baseline not in wanted:
                 study.baseline = study.arms[0].name
@@ -59,7 +51,7 @@ def scale_command(
         out_dir = out or Path("runs") / f"scale-{config.stem}"
         tasks, dropped = load_study_tasks(study)
         if not tasks:
-            _fail(f"task {study.task!r} gave no problems; fix: check the task spec and its options")
+            fail(f"task {study.task!r} gave no problems; fix: check the task spec and its options")
         if dropped:
             err_console.print(f"{dropped} problem(s) left out: the evaluators' training traces hold them (exclude_traces)")
         if report_only:
@@ -82,7 +74,6 @@ def scale_command(
                 run_study(study, out_dir, tasks, on_cell=on_cell, on_done=on_done)
             write_report(full, out_dir, tasks)  # every arm of the YAML, also those this call did not run
     except (BackendError, ConfigError, EvalError, TaskError, ValueError) as err:
-        _fail(str(err))
-        return
+        fail(str(err))
     console.print((out_dir / "scaling.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     console.print(f"study: {out_dir} (results.json, scaling.md, scaling.png, runs/)")
