@@ -50,9 +50,10 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 class SlotCache:
     """The slots of one context, with an LRU clock that counts turns on the context."""
 
-    def __init__(self, memory: KVMemory, n_slots: int, prefix_reuse: bool = True) -> None:
+    def __init__(self, memory: KVMemory, n_slots: int, prefix_reuse: bool = True, evict_covered_first: bool = True) -> None:
         self.memory = memory
         self.prefix_reuse = prefix_reuse
+        self.evict_covered_first = evict_covered_first  # False: plain LRU (the benchmark's "before")
         self.slots = [Slot() for _ in range(n_slots)]
         self.clock = 0
 
@@ -76,10 +77,32 @@ class SlotCache:
             raise BackendError(f"all {len(self.slots)} sequence slots are busy; fix: raise n_seq_max or send smaller batches")
         empty = [i for i in free if not self.slots[i].tokens]
         spare = [i for i in free if i not in keep] or free
-        slot = empty[0] if empty else min(spare, key=lambda i: self.slots[i].last_used)
+        slot = empty[0] if empty else self.victim(spare)
         self.memory.remove(slot)
         self.slots[slot] = Slot(busy=True, last_used=self.clock)
         return slot
+
+    def victim(self, candidates: list[int]) -> int:
+        """The cached slot to evict: one whose tokens another slot also holds (nothing is lost), else the least recently used."""
+        covered = self.covered() if self.evict_covered_first else set()
+        pool = [i for i in candidates if i in covered] or candidates
+        return min(pool, key=lambda i: self.slots[i].last_used)
+
+    def covered(self) -> set[int]:
+        """Slots whose whole token list is a prefix of another slot's: any prompt they serve, that slot serves too.
+
+        In sorted order, the lists that start with a given list follow it directly, so one pass over
+        neighbours finds them all. Of identical lists, all but the last are covered. A running slot's
+        newest token may not be decoded yet, so it covers only strictly shorter lists.
+        """
+        order = sorted((i for i, s in enumerate(self.slots) if s.tokens), key=lambda i: self.slots[i].tokens)
+        out: set[int] = set()
+        for a, b in zip(order, order[1:], strict=False):
+            short, long = self.slots[a], self.slots[b]
+            n = len(short.tokens)
+            if (len(long.tokens) > n or (len(long.tokens) == n and not long.busy)) and long.tokens[:n] == short.tokens:
+                out.add(a)
+        return out
 
     def reclaim(self, slot: int, keep_cells: int) -> None:
         """Take the free cached ``slot`` itself, keeping its first ``keep_cells`` cells (a prompt that extends it)."""
