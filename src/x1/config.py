@@ -28,8 +28,8 @@ class ModelConfig(BaseModel):
     name: str = DEFAULT_MODEL  # bundled name, .gguf path, transformers folder, openai:URL
     model_name: str | None = None  # the model id an OpenAI-compatible server expects
     n_ctx: int = Field(32768, gt=0)
-    # llama.cpp sequence slots: half run (the engine's live target), half keep paths cached for the next round
-    n_seq_max: int = Field(128, gt=0, le=256)
+    # llama.cpp sequence slots (its maximum): a quarter run (the engine's live target), the rest keep paths cached
+    n_seq_max: int = Field(256, gt=0, le=256)
     timeout: float = Field(60.0, gt=0)
     chat_template: str | None = None  # openai: models: chatml, a Jinja file, or a model folder with tokenizer_config.json
     threads: int | None = Field(None, gt=0)  # CPU threads for a local model (None: all); split the cores between processes

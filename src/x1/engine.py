@@ -248,12 +248,16 @@ class Engine:
         return [outcomes[i] for i in range(len(problems))]
 
     def live_target(self) -> int:
-        """Live sequences at which admission pauses: ``max_live``, or half a continuous backend's slots."""
+        """Live sequences at which admission pauses: ``max_live``, or a quarter of a continuous backend's slots.
+
+        The other three quarters keep recently generated paths cached for each problem's next round:
+        with half, MCTS on 32 problems re-prefilled 0.21 tokens per generated token; with a quarter, 0.07.
+        """
         if self.max_live is not None:
             return self.max_live
         caps = self.policy.capabilities
         if caps.continuous and caps.max_batch > 1:
-            return max(1, caps.max_batch // 2)
+            return max(1, caps.max_batch // 4)
         return 1 << 62
 
     # -- internals ------------------------------------------------------------------------
