@@ -149,3 +149,29 @@ def test_checkpoint_of_another_strategy_is_refused(tmp_path):
     Engine(FakeBackend(), checkpoint_path=checkpoint).run(tasks(1), BestOfN(n=2))
     with pytest.raises(ValueError, match="delete the checkpoint"):
         Engine(FakeBackend(), {"confidence": ConfidenceEvaluator()}, checkpoint_path=checkpoint).run(tasks(1), build_strategy("mcts"))
+
+
+def test_admission_counts_what_the_stream_says_is_live(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream that reports its live sequences is believed; without it, whole requests count until they are back."""
+    from x1.models import fake
+
+    most: list[int] = []
+    original_submit = fake.FakeStream.submit
+
+    def submit(self, request):  # type: ignore[no-untyped-def]
+        ticket = original_submit(self, request)
+        most.append(len(self._running))
+        return ticket
+
+    monkeypatch.setattr(fake.FakeStream, "submit", submit)
+
+    def peak(**options) -> int:  # type: ignore[no-untyped-def]
+        most.clear()
+        Engine(FakeBackend(continuous=True), max_live=2, **options).run(tasks(6), BestOfN(n=2))
+        return max(most)
+
+    # requests in flight at once (best-of-2 asks for two chains of one sequence each)
+    assert peak() == 2  # no live_sequences: one problem's requests hold the target of 2 until they are back
+    monkeypatch.setattr(fake.FakeStream, "live_sequences", lambda self: 0, raising=False)
+    assert peak() == 12  # the stream says nothing decodes: every problem is admitted at once
+    assert peak(live_from_stream=False) == 2

@@ -19,14 +19,14 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from x1.evaluators.base import EvalItem, Evaluator
-from x1.graph import ReasoningGraph, Thought
+from x1.graph import ReasoningGraph
 from x1.models.base import Backend, BackendError, Completion, DecodeStream, GenerationRequest, LockStepStream, open_stream
 from x1.operators.generate import attach_children
+from x1.outcome import Outcome
 from x1.strategies.base import Evaluate, Expand, Problem, Reply, Request, Strategy
-from x1.tasks.base import GROUP_KEYS, Task
+from x1.tasks.base import Task
 
 
 @dataclass
@@ -59,48 +59,6 @@ class Sampling:
 
     temperature: float = 0.7
     top_p: float = 1.0
-
-
-@dataclass
-class Outcome:
-    """The end of one problem: answer, verdict, compute, and the whole graph."""
-
-    task: Task
-    graph: ReasoningGraph
-    answer_thought: Thought | None
-    answer: str | None
-    score: float
-    reason: str
-    stop_reason: str
-    wall_s: float
-
-    @property
-    def correct(self) -> bool:
-        return self.score >= 1.0 - 1e-9
-
-    def to_record(self) -> dict[str, Any]:
-        compute = self.graph.total_compute()
-        return {
-            "task_id": self.task.id,
-            "source": self.task.source,
-            "question": self.task.question,
-            "gold": self.task.gold if isinstance(self.task.gold, str | int | float) else str(self.task.gold),
-            "answer": self.answer,
-            "answer_thought": self.answer_thought.id if self.answer_thought else None,
-            "score": self.score,
-            "correct": self.correct,
-            "reason": self.reason,
-            "stop_reason": self.stop_reason,
-            "wall_s": round(self.wall_s, 3),
-            "compute": {
-                "prompt_tokens": compute.prompt_tokens,
-                "generated_tokens": compute.generated_tokens,
-                "policy_calls": compute.policy_calls,
-                "evaluator_calls": compute.evaluator_calls,
-            },
-            "graph": self.graph.to_dict(),
-            **{key: self.task.meta[key] for key in GROUP_KEYS if key in self.task.meta},
-        }
 
 
 def request_seed(base_seed: int, task_id: str, thought_id: int, counter: int) -> int:
@@ -140,11 +98,15 @@ class Engine:
     # At most this many problems in flight; the next starts as soon as one finishes. Keeps the
     # live sequences within the backend's cache slots (e.g. 32 problems × best-of-8 = 256).
     max_active: int | None = None
-    # Live sequences (generations submitted, not back yet) at which no new problem is admitted;
-    # problems already in flight always ask their next round. None: half the sequence slots of a
-    # continuous backend (the other half keeps the paths just generated cached for the next
-    # round: a live sequence's slot is not a prefix cache), unlimited on lock-step backends.
+    # Live sequences (generations submitted, not finished) at which no new problem is admitted;
+    # problems already in flight always ask their next round. None: a quarter of the sequence slots
+    # of a continuous backend (the rest keep the paths just generated cached for the next round:
+    # a live sequence's slot is not a prefix cache), unlimited on lock-step backends.
     max_live: int | None = None
+    # Count live sequences as the stream does (``live_sequences``: a request's finished children
+    # no longer count while its slowest one decodes) when it can say; False counts every sequence
+    # of a request until the whole request is back (the benchmark's "before").
+    live_from_stream: bool = True
     # False: lock-step ticks (one generate call for every problem's round) even on a backend that
     # streams; for comparisons, since a batch's composition shifts llama.cpp's float sums.
     continuous: bool = True
@@ -174,6 +136,7 @@ class Engine:
         owner: dict[int, tuple[int, int]] = {}  # stream ticket -> (problem, index of its Expand in the round)
         live = 0  # sequences submitted and not back yet
         stream = open_stream(self.policy) if self.continuous else LockStepStream(self.policy)
+        counted = getattr(stream, "live_sequences", None) if self.live_from_stream else None
         last_checkpoint = time.perf_counter()
         # Graphs are long-lived and reference thoughts by id (no cycles): each tick moves what exists
         # into the collector's permanent generation, so its passes do not rescan every tree and an
@@ -210,7 +173,7 @@ class Engine:
                 # live sequences are under the target: the batch stays full as problems finish.
                 in_flight = sum(serve(i) for i in unfinished if i in admitted)
                 for i in unfinished:
-                    if in_flight >= limit or live >= target:
+                    if in_flight >= limit or (live if counted is None else counted()) >= target:
                         break
                     if i not in admitted:
                         admitted.add(i)

@@ -111,6 +111,8 @@ class DecodeStream(Protocol):
     else) and returns its ticket; each ``step`` advances every running sequence by one token,
     admitting queued requests as sequence slots free up, and returns the requests that
     finished, so a caller refills the batch instead of waiting for its longest member.
+    A stream may also offer ``live_sequences()`` (queued plus decoding), which the engine's
+    admission then counts instead of whole requests.
     """
 
     def submit(self, request: GenerationRequest) -> int: ...

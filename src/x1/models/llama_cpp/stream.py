@@ -90,6 +90,11 @@ class LlamaStream:
     def busy(self) -> bool:
         return bool(self._open)
 
+    def live_sequences(self) -> int:
+        """Sequences queued or decoding: a request's finished children stop counting at once, so the
+        engine admits the next problem while a slow sibling still decodes."""
+        return len(self._running) + sum(t.request.n for t in self._queue)
+
     def step(self) -> list[tuple[int, list[Completion]]]:
         b = self.backend
         finished: list[_Ticket] = []
