@@ -211,3 +211,15 @@ def test_champ_gold_variants() -> None:
     assert champ_gold_variants("100 (i.e., all values)")[-1] == "100"
     assert champ_gold_variants("0 is the only possible value")[-1] == "0"
     assert champ_gold_variants("The limit exists and is equal to 2/3")[-1] == "2/3"
+
+
+def test_reasoning_gym_seeds_give_disjoint_problem_streams() -> None:
+    """reasoning-gym seeds item i with seed + i, so its seeds 0 and 1 overlap; x1's do not (a train/test split by seed is clean)."""
+    pytest.importorskip("reasoning_gym")
+    import reasoning_gym as rg
+
+    raw = [[rg.create_dataset("basic_arithmetic", seed=s, size=50)[i]["question"] for i in range(50)] for s in (0, 1)]
+    assert raw[0][1:] == raw[1][:-1]  # the pitfall: one stream shifted by one
+    ours = [[t.question for t in load_tasks("rg:basic_arithmetic", n=50, seed=s)] for s in (0, 1)]
+    assert ours[0] == raw[0]  # seed 0 keeps the problems it always had
+    assert len(set(ours[0]) & set(ours[1])) <= 2  # short arithmetic repeats by chance, not by construction

@@ -25,6 +25,8 @@ from x1.tasks.x1paper import load_x1paper
 
 DEFAULT_N = 100  # tasks drawn from a generated source (rg:, synthetic:) when n is not given
 DEFAULT_DIFFICULTY = 0.3
+# reasoning-gym draws item i of seed s from s + i (seeds 0 and 1 overlap, shifted by one): x1's seed k starts at k * stride
+RG_SEED_STRIDE = 1 << 20  # disjoint streams below a million problems; seed 0 keeps the problems it always had
 PREFIXES = ("rg:NAME", "jsonl:PATH", "x1paper:PATH", "synthetic:{sat,knapsack,zebra,prontoqa}", "champ", "samples")
 
 SAMPLES: tuple[tuple[str, str], ...] = (
@@ -162,7 +164,7 @@ def _load_rg(spec: str, name: str, n: int | None, seed: int, config: dict[str, A
     if size == 0:
         return []
     try:
-        dataset = rg.create_dataset(name, seed=seed, size=size, **config)
+        dataset = rg.create_dataset(name, seed=seed * RG_SEED_STRIDE, size=size, **config)
     except (TypeError, ValueError, AssertionError) as err:
         _, config_cls = rg.factory.DATASETS[name]
         import dataclasses
