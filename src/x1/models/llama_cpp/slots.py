@@ -2,7 +2,8 @@
 
 Each of ``n_seq_max`` slots remembers the tokens its KV cells hold. A new prompt is matched
 against every slot by longest common token prefix (``best_prefix``); a free slot is taken empty
-first, else the least recently used cached one is evicted (``take``). The bookkeeping is pure
+first, else a cached one is evicted (``take``): one whose tokens another slot also holds, so
+nothing is lost, before the least recently used (``victim``). The bookkeeping is pure
 Python over a ``KVMemory``, the three cell operations it needs, so it does not import llama.cpp.
 """
 
@@ -69,7 +70,7 @@ class SlotCache:
         return {i for i, s in enumerate(self.slots) if s.tokens}
 
     def take(self, protect: int = -1, keep: set[int] | frozenset[int] = frozenset()) -> int:
-        """A free slot, evicting the least recently used cached one: never ``protect`` (a copy is
+        """A free slot, evicting a cached one (``victim``) when none is empty: never ``protect`` (a copy is
         about to read it), and slots in ``keep`` (later prompts of this batch read them) only when
         nothing else is free."""
         free = [i for i, s in enumerate(self.slots) if not s.busy and i != protect]
