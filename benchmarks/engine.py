@@ -52,14 +52,26 @@ def endless_tasks(n: int) -> list[Task]:
     return [Task(f"t{i}", f"question {i}", "1", lambda a, g: Verification(0.0), step_format=StepFormat(max_steps=10**6)) for i in range(n)]
 
 
-def engine_overhead(iterations: int, problems: int = 4) -> tuple[int, float]:
-    """New thoughts and wall seconds for ``problems`` trees of ``iterations`` each: every step is
-    a fresh line, never an answer, so each iteration expands a leaf into 3 children."""
+def engine_overhead(iterations: int, problems: int = 4) -> tuple[int, float, float]:
+    """New thoughts, wall seconds, and the seconds the fake backend itself took, for ``problems``
+    trees of ``iterations`` each: every step is a fresh line, never an answer, so each iteration
+    expands a leaf into 3 children. The fake's own time (building prompts' hashes and completions)
+    is the harness, not the engine: the table shows the rate with and without it."""
     fake = FakeBackend(responder=lambda prompt, i: f"Step {i}: go on.\n\n")
+    generate, in_fake = fake.generate, [0.0]
+
+    def timed_generate(requests):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        try:
+            return generate(requests)
+        finally:
+            in_fake[0] += time.perf_counter() - start
+
+    fake.generate = timed_generate  # type: ignore[method-assign]
     engine = Engine(fake, {"confidence": ConfidenceEvaluator()})
     start = time.perf_counter()
     outcomes = engine.run(endless_tasks(problems), MCTS(iterations=iterations, expand=3, parallel=4))
-    return sum(len(o.graph) - 1 for o in outcomes), time.perf_counter() - start
+    return sum(len(o.graph) - 1 for o in outcomes), time.perf_counter() - start, in_fake[0]
 
 
 # -- (b) the search on the bundled model ------------------------------------------------------
@@ -258,14 +270,18 @@ def sampler_ms(rows: int, vocab: int) -> tuple[float, float, float]:
 
 # -- the report -------------------------------------------------------------------------------
 def overhead_table(iterations: list[int]) -> None:
-    table = Table("iterations per tree", "expansions", "wall s", "expansions / s", "target", title="(a) engine overhead, fake backend")
-    rates = []
+    table = Table("iterations per tree", "expansions", "wall s", "of it in the fake", "expansions / s",
+                  "expansions / s without the fake", "target", title="(a) engine overhead, fake backend (best of 3)")
+    rates, engine_rates = [], []
     for n in iterations:
-        expansions, wall = engine_overhead(n)
+        expansions, wall, in_fake = min((engine_overhead(n) for _ in range(3)), key=lambda r: r[1])
         rates.append(expansions / wall)
-        table.add_row(f"{n:,}", f"{expansions:,}", f"{wall:.2f}", f"{rates[-1]:,.0f}", "≥ 40,000")
+        engine_rates.append(expansions / (wall - in_fake))
+        table.add_row(f"{n:,}", f"{expansions:,}", f"{wall:.2f}", f"{in_fake / wall:.0%}", f"{rates[-1]:,.0f}",
+                      f"{engine_rates[-1]:,.0f}", "≥ 40,000")
     if len(rates) == 2:
-        table.add_row("spread", "", "", f"{abs(rates[0] - rates[1]) / max(rates):.0%}", "≤ 15%")
+        spread = [f"{abs(r[0] - r[1]) / max(r):.0%}" for r in (rates, engine_rates)]
+        table.add_row("spread", "", "", "", spread[0], spread[1], "≤ 15%")
     console.print(table)
 
 

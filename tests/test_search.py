@@ -306,3 +306,6 @@ def test_inlined_puct_selection_picks_what_the_reference_score_picks():
                     pv = node.visits + sum(vl.get(c.id, 0) for c in kids) if vl else node.visits
                     node = max(kids, key=lambda c, pv=pv: (mcts._score(c, pv, vl.get(c.id, 0) if vl else 0), -c.id))
                 assert mcts.select_leaf(graph, vl).id == want.id
+                # _plan's running count of selections through each thought gives the same descent
+                through = {t.id: sum(vl.get(c, 0) for c in t.children) for t in graph}
+                assert mcts.select_leaf(graph, vl, through).id == want.id

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from x1.evaluators.base import EvalItem
+from x1.graph import Thought
 from x1.models.base import Backend
 
 
@@ -38,15 +39,34 @@ class ConfidenceEvaluator:
     model_calls: int = 0
 
     def evaluate(self, items: list[EvalItem]) -> list[float]:
+        # Siblings share their parent's path: its sum is taken once per call. Tokens are still
+        # added one by one in path order, so every score is the same float as a walk per item.
+        parent_sums: dict[tuple[int, int], tuple[float, int]] = {}
         out = []
         for item in items:
-            total, count = 0.0, 0
-            for t in item.graph.path(item.thought_id):  # no list of every token on the path; token order, so the same float sum
-                for lp in t.logprobs:
-                    total += lp
-                count += len(t.logprobs)
+            thought = item.graph[item.thought_id]
+            if not thought.parents:  # the root: an empty path
+                out.append(0.5)
+                continue
+            key = (id(item.graph), thought.parents[0])
+            if key not in parent_sums:
+                parent_sums[key] = _logprob_sum(item.graph.path(thought.parents[0]))
+            total, count = parent_sums[key]
+            for lp in thought.logprobs:
+                total += lp
+            count += len(thought.logprobs)
             out.append(math.exp(total / count) if count else 0.5)
         return out
+
+
+def _logprob_sum(thoughts: list[Thought]) -> tuple[float, int]:
+    """The left fold of token logprobs over ``thoughts``, in token order, and the token count."""
+    total, count = 0.0, 0
+    for t in thoughts:
+        for lp in t.logprobs:
+            total += lp
+        count += len(t.logprobs)
+    return total, count
 
 
 JUDGE_QUESTION = (

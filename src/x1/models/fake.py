@@ -67,6 +67,7 @@ class FakeBackend:
         self.decode_steps = 0  # model time in decode steps: a word is a token, sequences of a step decode together
         self._asked: dict[str, int] = defaultdict(int)
         self._keys_by_length = sorted(responses or {}, key=len, reverse=True)
+        self._ids_by_text: dict[str, tuple[int, ...]] = {}
 
     @classmethod
     def preset(cls, kind: str = "arithmetic", **options: object) -> FakeBackend:
@@ -130,7 +131,7 @@ class FakeBackend:
             group.append(
                 Completion(
                     text=text,
-                    token_ids=[zlib.crc32(w.encode()) % 50000 for w in words],
+                    token_ids=list(self._token_ids(text, words)),
                     logprobs=logprobs,
                     finish_reason=finish,  # type: ignore[arg-type]
                     stop=stop,
@@ -143,6 +144,15 @@ class FakeBackend:
         if self.token_latency_s:
             time.sleep(self.token_latency_s * max((len(c.token_ids) for c in group), default=0))
         return group
+
+    def _token_ids(self, text: str, words: list[str]) -> tuple[int, ...]:
+        """A word's id is its CRC; a step's ids are kept, since the same steps recur (what a tokenizer's cache does)."""
+        ids = self._ids_by_text.get(text)
+        if ids is None:
+            if len(self._ids_by_text) >= 1 << 16:
+                self._ids_by_text.clear()
+            ids = self._ids_by_text[text] = tuple(zlib.crc32(w.encode()) % 50000 for w in words)
+        return ids
 
     def score(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
         result = []

@@ -13,11 +13,12 @@ def backpropagate(graph: ReasoningGraph, thought_id: int, gamma: float = 0.96, l
     Children without a value, without visits, or pruned do not count; a thought with no such
     child (a terminal, or an expansion that yielded nothing) keeps its q: no 0/0.
     """
-    node = graph[thought_id]
+    thoughts = graph.thoughts
+    node = thoughts[thought_id]
     while True:
         weighted, total = 0.0, 0
         for cid in node.children:
-            child = graph[cid]
+            child = thoughts[cid]
             if child.value is None or child.visits == 0 or child.pruned:
                 continue
             weighted += child.visits * child.value
@@ -28,4 +29,4 @@ def backpropagate(graph: ReasoningGraph, thought_id: int, gamma: float = 0.96, l
         node.visits += 1
         if not node.parents:
             return
-        node = graph[node.parents[0]]
+        node = thoughts[node.parents[0]]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from x1.graph import ReasoningGraph, Thought
@@ -112,7 +112,8 @@ def read_state(problem: Problem, cls: type[StateT]) -> StateT:
 
 def save_state(problem: Problem, state: Any) -> None:
     """Store the state in ``graph.meta``, one key per field, so checkpoints and traces carry it as JSON."""
-    problem.graph.meta.update(asdict(state))
+    # JSON-shaped fields only (every strategy's state is), so a plain copy is what asdict would give, cheaper
+    problem.graph.meta.update({name: _plain_copy(getattr(state, name)) for name in _state_fields(type(state))})
 
 
 class Strategy(ABC):

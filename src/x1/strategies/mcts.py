@@ -93,7 +93,7 @@ class MCTS(Strategy):
         shadow = _Shadow((q * child.visits - vl) / (child.visits + vl), child.visits + vl)
         return puct_score(shadow, parent_visits, self.c1, self.c2, self.puct_form)  # type: ignore[arg-type]
 
-    def select_leaf(self, graph: ReasoningGraph, virtual: dict[int, int]) -> Thought:
+    def select_leaf(self, graph: ReasoningGraph, virtual: dict[int, int], through: dict[int, int] | None = None) -> Thought:
         """Descend by PUCT to a leaf; ties go to the lowest id (the hot loop of the engine benchmark).
 
         With pending selections (``virtual``: thought id → virtual visits) the parent's count is
@@ -101,6 +101,8 @@ class MCTS(Strategy):
         depth times its branching, never the tree's size: the score is ``puct_score`` (and
         ``_score`` under virtual loss) inlined, with the parent's factor computed once per level,
         in the same float operations so that ties break exactly as they would there.
+        ``through`` (thought id → pending selections that passed it into a child) is that Σ vl(c),
+        kept by ``_plan`` so a level does not sum over its children; without it, it is summed.
         """
         thoughts = graph.thoughts
         node = graph.root
@@ -109,7 +111,9 @@ class MCTS(Strategy):
             raise ValueError(f"unknown PUCT form {self.puct_form!r}; use 'muzero' or 'paper'")
         while not node.terminal:
             parent_visits = node.visits
-            if virtual:
+            if through is not None:
+                parent_visits += through.get(node.id, 0)
+            elif virtual:
                 parent_visits += sum(virtual.get(cid, 0) for cid in node.children)
             if paper:
                 root, factor = math.sqrt(max(parent_visits - 1, 0)), c1 + math.log((parent_visits + c2) / c2)
@@ -117,17 +121,18 @@ class MCTS(Strategy):
                 root, factor = math.sqrt(parent_visits), c1 + math.log((parent_visits + c2 + 1) / c2)
             best: Thought | None = None
             best_score = -math.inf
+            # puct_score's terms: (q + 1)/2 + c·√N(s)/(1 + N(c))·factor; its "1.0 *" is exact, so it is left out
             for cid in node.children:
                 child = thoughts[cid]
                 if child.pruned:
                     continue
-                vl = virtual.get(cid, 0) if virtual else 0
                 visits, value = child.visits, child.value
+                vl = virtual.get(cid) if virtual else None
                 if vl:
                     q = value if value is not None else 0.0
                     value, visits = (q * visits - vl) / (visits + vl), visits + vl
-                score = (0.5 if value is None else (value + 1.0) / 2.0) + 1.0 * (root / (1 + visits) * factor)
-                if best is None or score > best_score or (score == best_score and cid < best.id):
+                score = (0.5 if value is None else (value + 1.0) / 2.0) + root / (1 + visits) * factor
+                if score > best_score or best is None or (score == best_score and cid < best.id):
                     best, best_score = child, score
             if best is None:
                 return node
@@ -145,12 +150,13 @@ class MCTS(Strategy):
     def _plan(self, problem: Problem, state: MCTSState) -> None:
         """Select the next tick's leaves, with virtual loss between selections; a selected terminal is backed up."""
         graph = problem.graph
-        virtual: dict[int, int] = {}
+        virtual: dict[int, int] = {}  # thought id → pending selections ending at or below it
+        through: dict[int, int] = {}  # thought id → pending selections that went on into one of its children
         planned: list[int] = []
         guard = 0
         while len(planned) < self.parallel and not self._finished(problem, state) and guard < 4 * self.parallel + 8:
             guard += 1
-            leaf = self.select_leaf(graph, virtual)
+            leaf = self.select_leaf(graph, virtual, through)
             if leaf.terminal:
                 # A terminal cannot grow: count the visit, back its value up, and go again.
                 backpropagate(graph, leaf.id, self.gamma, self.lam)
@@ -159,8 +165,11 @@ class MCTS(Strategy):
             if leaf.id in planned:
                 break
             planned.append(leaf.id)
-            for t in [leaf, *graph.path(leaf.id)[:-1]]:
-                virtual[t.id] = virtual.get(t.id, 0) + 1
+            node = leaf
+            while node.parents:  # the leaf and its ancestors below the root, along first parents
+                virtual[node.id] = virtual.get(node.id, 0) + 1
+                node = graph.thoughts[node.parents[0]]
+                through[node.id] = through.get(node.id, 0) + 1
         state.planned = planned
 
     def ask(self, problem: Problem) -> list[Request]:
