@@ -11,12 +11,21 @@ the problems' own prompts (their token trie), i.e. paths the cache had lost.
 
 Measured 2026-12-03 (SmolLM2, 32 gsm_symbolic problems, 1 thread, shared machine):
 128 slots LRU 0.260, 128 covered-first 0.211, 256 covered-first 0.066 (the default since).
+
+The first table (``--held``) is what the cached cells cost: every decode step attends over the
+occupied cells of the unified KV cache, other sequences' included. SmolLM2, 2 threads, 32 live
+one-token sequences: 0.136 s per step with nothing else held, 0.209 s with 4,096 cells held,
+0.228 s with 8,192, 0.3-0.43 s with 16-30k (1.5-3.1x). A cell budget that evicted idle slots
+above 8,192 held cells was tried against this (4th session of 2026-12-03, same 32 problems, 2
+threads, nothing else running): re-prefilled per generated token 0.080 -> 0.211 and wall 314 ->
+339 s, so it was not kept: what the search re-reads is worth more than the attention it costs.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -32,6 +41,44 @@ from x1.models.registry import resolve_model  # noqa: E402
 from x1.tasks.registry import load_tasks  # noqa: E402
 
 
+def held_cells_cost(backend, held: list[int], live: int = 32, steps: int = 8) -> dict[int, float]:  # type: ignore[no-untyped-def]
+    """Seconds per decode step of ``live`` one-token sequences while other sequences hold ``h`` cells, for each h.
+
+    One context (n_ctx 32768, unified cache, as x1's); the other sequences' cells are never read
+    by the live ones, so any growth is what the prefix cache's idle cells cost every step.
+    """
+    import llama_cpp as L
+    from engine import _decode
+
+    params = L.llama_context_default_params()
+    params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = 32768, 512, 512, live + 8
+    params.kv_unified = True
+    params.n_threads = params.n_threads_batch = backend.n_threads
+    ctx = L.llama_init_from_model(backend._model, params)
+    batch = L.llama_batch_init(512, 0, 1)
+    mem = L.llama_get_memory(ctx)
+    out: dict[int, float] = {}
+    filled = 0
+    try:
+        for target in sorted(held):
+            while filled < target:  # sequences live..live+7 hold the cells, 4,096 positions each
+                n = min(512, target - filled)
+                seq, base = live + (filled // 4096) % 8, filled % 4096
+                _decode(L, ctx, batch, [(100 + j % 50, base + j, seq, False) for j in range(n)])
+                filled += n
+            for s in range(live):
+                L.llama_memory_seq_rm(mem, s, -1, -1)
+            _decode(L, ctx, batch, [(200, 0, s, True) for s in range(live)])  # warm-up
+            start = time.perf_counter()
+            for k in range(1, steps + 1):
+                _decode(L, ctx, batch, [(200, k, s, True) for s in range(live)])
+            out[target] = (time.perf_counter() - start) / steps
+    finally:
+        L.llama_batch_free(batch)
+        L.llama_free(ctx)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2")
@@ -41,6 +88,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--variants", default="128:lru:requests,128:covered:requests,256:covered:requests,256:covered:stream",
                         help="SLOTS:lru|covered:requests|stream, comma-separated (the last part: how admission counts live sequences)")
+    parser.add_argument("--held", default="0,4096,8192,16384,30000",
+                        help="cells other sequences hold in the cost table (empty: skip it)")
     args = parser.parse_args()
     variants = [tuple(v.split(":")) for v in args.variants.split(",")]
     if any(len(v) != 3 or not v[0].isdigit() or v[1] not in ("lru", "covered") or v[2] not in ("requests", "stream") for v in variants):
@@ -51,6 +100,17 @@ def main() -> int:
         t.step_format = StepConfig(delimiter="newline").apply(t.step_format)
 
     import engine as bench  # the run builds its Engine through this module's name
+
+    if args.held:
+        backend = LlamaCppBackend(spec.location, n_ctx=1024, n_seq_max=1, n_threads=args.threads)
+        cost = held_cells_cost(backend, [int(h) for h in args.held.split(",")])
+        backend.close()
+        base = cost[min(cost)]
+        held_table = Table("cells other sequences hold", "s / step (32 live)", "tok/s", "vs none held",
+                           title=f"What idle cached cells cost every decode step ({spec.name}, unified KV cache of 32,768)")
+        for h, t in sorted(cost.items()):
+            held_table.add_row(f"{h:,}", f"{t:.3f}", f"{32 / t:.1f}", f"{t / base:.2f}×")
+        Console().print(held_table)
 
     table = Table("slots", "eviction", "live counted by", "generated", "prefilled", "re-prefilled / generated", "mean live", "wall s",
                   title=f"MCTS (iterations {args.iterations}, expand 3) on {spec.name}, {args.problems} gsm_symbolic problems, "
