@@ -144,7 +144,12 @@ class ReasoningGraph:
         return "".join(t.text for t in self.path(thought_id))
 
     def depth(self, thought_id: int) -> int:
-        return len(self.path(thought_id))
+        """``len(path(thought_id))``, counted without building the path (attach_children asks it per expansion)."""
+        depth, current = 0, self.thoughts[thought_id]
+        while current.parents:
+            depth += 1
+            current = self.thoughts[current.parents[0]]
+        return depth
 
     def leaves(self) -> list[Thought]:
         """Thoughts without children (the root counts only while it is alone)."""

@@ -38,11 +38,7 @@ def attach_children(
     """
     parent_ids = [parents] if isinstance(parents, int) else list(parents)
     children = []
-    depth = 1  # the new thoughts' depth, along first parents (graph.depth without building the path)
-    node = graph.thoughts[parent_ids[0]]
-    while node.parents:
-        depth += 1
-        node = graph.thoughts[node.parents[0]]
+    depth = graph.depth(parent_ids[0]) + 1  # depth follows first parents
     for i, c in enumerate(completions):
         text = c.text + (c.stop or "")
         terminal = c.finish_reason == "eos" or is_final_step(c.text) or depth >= task.step_format.max_steps
