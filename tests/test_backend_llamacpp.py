@@ -86,6 +86,70 @@ def test_children_reuse_their_parents_prefix(smollm2_llama):
         assert prefilled <= sum(len(b.tokenize(p)) - root_tokens for p in parents) + 3 * 2
 
 
+def test_kv_streams_reuse_a_prefix_by_copying_the_stream():
+    """One KV stream per slot: a child's prefix is its parent's whole stream copied, its tail dropped.
+
+    With reuse, a level prefills only the new text, and greedy continuations equal those of the
+    same backend without reuse (the copied cells hold the very values prefilling would write).
+    A prompt longer than one stream is refused before it runs, naming the per-stream size.
+    """
+    from x1.models.llama_cpp import LlamaCppBackend
+    from x1.models.registry import smollm2_path
+
+    def tree(b):  # type: ignore[no-untyped-def]
+        root = chat(b, "Think step by step: what is 12 times 3?")
+        level = b.generate([GenerationRequest(root, n=3, max_tokens=10, temperature=0.8, seed=1, stop=["\n"])])[0]
+        parents = [root + c.text + (c.stop or "") for c in level]
+        before = b.stats.prompt_tokens
+        leaves = [g[0] for g in b.generate([GenerationRequest(p, max_tokens=8, temperature=0) for p in parents])]
+        return leaves, b.stats.prompt_tokens - before, len(b.tokenize(root))
+
+    streams = LlamaCppBackend(smollm2_path(), n_ctx=8 * 512, n_seq_max=8, kv_streams=True)
+    plain = LlamaCppBackend(smollm2_path(), n_ctx=8 * 512, n_seq_max=8, kv_streams=True, prefix_reuse=False)
+    unified = LlamaCppBackend(smollm2_path(), n_ctx=4096, n_seq_max=8)
+    try:
+        assert streams.n_ctx_seq == 512
+        reused, prefilled, root_tokens = tree(streams)
+        fresh, prefilled_fresh, _ = tree(plain)
+        assert [c.token_ids for c in reused] == [c.token_ids for c in fresh]
+        assert prefilled < prefilled_fresh - 2 * root_tokens  # the shared prompt was copied, not prefilled again
+        # each leaf's row came back to its own request: its first token is what the unified cache gives it
+        one_cache, _, _ = tree(unified)
+        assert len({c.text for c in one_cache}) > 1
+        for a, b in zip(reused, one_cache, strict=True):
+            assert a.token_ids[:1] == b.token_ids[:1]  # a leaf may end at once (eos)
+            assert a.logprobs[:1] == pytest.approx(b.logprobs[:1], abs=0.1)
+        with pytest.raises(BackendError, match="exceeds the 512 KV cells one sequence may fill"):
+            streams.generate([GenerationRequest(chat(streams, "word " * 600), max_tokens=8)])
+    finally:
+        streams.close()
+        plain.close()
+        unified.close()
+
+
+def test_kv_streams_decode_returns_rows_in_the_callers_order():
+    """Entries are sent to llama.cpp in slot order; the logits rows still come back in the caller's."""
+    from x1.models.llama_cpp import LlamaCppBackend
+    from x1.models.registry import smollm2_path
+
+    b = LlamaCppBackend(smollm2_path(), n_ctx=8 * 256, n_seq_max=8, kv_streams=True)
+    try:
+        prompts = [b.tokenize(chat(b, "Reply with one word: yes")), b.tokenize(chat(b, "Count: 1, 2, 3,"))]
+
+        def entries(tokens, slot):  # type: ignore[no-untyped-def]
+            return [(t, pos, slot, pos == len(tokens) - 1) for pos, t in enumerate(tokens)]
+
+        alone = []
+        for tokens in prompts:  # each alone in slot 0
+            b.kv.memory.remove(0)
+            alone.append(int(b.decode(entries(tokens, 0))[0].argmax()))
+        assert alone[0] != alone[1]
+        together = b.decode(entries(prompts[0], 5) + entries(prompts[1], 2))  # slot 5's row first, as asked
+        assert [int(row.argmax()) for row in together] == alone
+    finally:
+        b.close()
+
+
 def test_lock_step_chains_near_the_slot_limit_are_not_re_prefilled():
     """6 chains on 8 slots, 3 steps: each step extends its chain's slot in place, so a later step
     prefills only its boundary token, never the prompt (LRU eviction used to evict the sources)."""

@@ -73,6 +73,25 @@ def test_threads_reach_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 2
 
 
+def test_kv_stream_cells_reach_the_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``model.kv_stream_cells``: one KV stream per slot, n_seq_max x cells in all; absent, one unified cache."""
+    import x1.pipelines.solve as solve_mod
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(solve_mod, "resolve_model", lambda name, model_name=None: ModelSpec("llamacpp", "m.gguf", "m"))
+    monkeypatch.setattr(solve_mod, "load_backend", lambda spec, **options: seen.update(options))
+    config = tmp_path / "run.yaml"
+    config.write_text("model: {name: default, n_seq_max: 128, kv_stream_cells: 2048}\n")
+    solve_mod.open_policy(build_config(None, "cot", None, None, None, config))
+    assert seen["kv_streams"] is True and seen["n_ctx"] == 128 * 2048
+    seen.clear()
+    solve_mod.open_policy(build_config("default", "cot", None, None, None, None))
+    assert "kv_streams" not in seen and seen["n_ctx"] == 32768
+    config.write_text("model: {kv_stream_cells: 0}\n")
+    with pytest.raises(ConfigError, match="kv_stream_cells"):
+        build_config(None, "cot", None, None, None, config)
+
+
 def test_the_rule_survives_a_config_round_trip() -> None:
     """Ray workers and results.json get the config as a dict: an unset temperature must stay unset there."""
     from x1.pipelines.solve import check_search

@@ -55,3 +55,31 @@ def test_with_nothing_covered_eviction_is_least_recently_used() -> None:
     cache = cache_with([[1], [2], [3]])
     cache.slots[0].last_used = 5
     assert cache.take() == 1
+
+
+def test_a_compact_cache_takes_the_lowest_free_slot_and_moves_what_it_held_up() -> None:
+    """One KV stream per slot: running sequences stay in the lowest slots; the tokens the taken slot
+    held are copied to the highest empty slot, or over an older victim, never over newer tokens."""
+    memory = RecordedMemory()
+    cache = SlotCache(memory, 5, compact=True)
+    cache.slots[0].busy = True
+    cache.slots[1].tokens, cache.slots[1].last_used = [1, 2, 3], 7
+    cache.slots[2].tokens, cache.slots[2].last_used = [4], 1
+    assert cache.take() == 1
+    assert ("copy", 1, 4, -1, -1) in memory.calls  # moved to the highest empty slot
+    assert cache.slots[4].tokens == [1, 2, 3] and cache.slots[4].last_used == 7
+    assert cache.best_prefix([1, 2, 3, 9]) == (4, 3)
+    # no empty slot left: slot 2 goes next, and its [4] (used at 1) is older than what slots 3 and 4 hold
+    cache.slots[3].tokens, cache.slots[3].last_used = [5, 5], 9
+    memory.calls.clear()
+    assert cache.take() == 2
+    assert not any(c[0] == "copy" for c in memory.calls)  # [4] is older than every possible destination: it is dropped
+    assert cache.slots[3].tokens == [5, 5] and cache.slots[4].tokens == [1, 2, 3]
+
+
+def test_a_compact_cache_does_not_move_a_covered_slot() -> None:
+    memory = RecordedMemory()
+    cache = SlotCache(memory, 4, compact=True)
+    cache.slots[0].tokens, cache.slots[1].tokens = [1, 2], [1, 2, 3]
+    assert cache.take() == 0
+    assert not any(c[0] == "copy" for c in memory.calls)  # slot 1 still holds [1, 2]

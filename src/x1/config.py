@@ -30,6 +30,9 @@ class ModelConfig(BaseModel):
     n_ctx: int = Field(32768, gt=0)
     # llama.cpp sequence slots (its maximum): a quarter run (the engine's live target), the rest keep paths cached
     n_seq_max: int = Field(256, gt=0, le=256)
+    # llama.cpp: one KV stream of this many cells per slot (n_seq_max x it in all) instead of one unified cache of
+    # n_ctx; a decode step then attends over its own sequence's cells, not every cached one (benchmarks/prefix_cache.py)
+    kv_stream_cells: int | None = Field(None, gt=0)
     timeout: float = Field(60.0, gt=0)
     chat_template: str | None = None  # openai: models: chatml, a Jinja file, or a model folder with tokenizer_config.json
     threads: int | None = Field(None, gt=0)  # CPU threads for a local model (None: all); split the cores between processes

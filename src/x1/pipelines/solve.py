@@ -40,6 +40,8 @@ def open_policy(config: RunConfig, device: str | None = None) -> Backend:
     options: dict[str, Any] = {}
     if spec.kind == "llamacpp":
         options = {"n_ctx": config.model.n_ctx, "n_seq_max": config.model.n_seq_max}
+        if config.model.kv_stream_cells:
+            options.update(n_ctx=config.model.n_seq_max * config.model.kv_stream_cells, kv_streams=True)
         if config.model.threads:
             options["n_threads"] = config.model.threads
     elif spec.kind == "hf":

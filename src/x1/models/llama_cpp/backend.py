@@ -40,16 +40,28 @@ from x1.signals import log_softmax
 
 
 class _LlamaKV:
-    """``slots.KVMemory`` over a llama.cpp context's memory."""
+    """``slots.KVMemory`` over a llama.cpp context's memory.
 
-    def __init__(self, handle: object) -> None:
+    In a unified cache a copy tags cells; with one stream per sequence (``streams``) llama.cpp
+    can only copy a whole stream's buffer, so a prefix is copied whole and its tail dropped.
+    """
+
+    def __init__(self, handle: object, streams: bool = False) -> None:
         self.handle = handle
+        self.streams = streams
 
     def remove(self, slot: int, start: int = -1, end: int = -1) -> None:
         llama.llama_memory_seq_rm(self.handle, slot, start, end)
 
     def copy(self, src: int, dst: int, start: int = -1, end: int = -1) -> None:
-        llama.llama_memory_seq_cp(self.handle, src, dst, start, end)
+        if not self.streams:
+            llama.llama_memory_seq_cp(self.handle, src, dst, start, end)
+            return
+        if start > 0:
+            raise ValueError("a copy between KV streams starts at position 0")
+        llama.llama_memory_seq_cp(self.handle, src, dst, -1, -1)
+        if end >= 0:
+            llama.llama_memory_seq_rm(self.handle, dst, end, -1)
 
     def clear(self) -> None:
         llama.llama_memory_clear(self.handle, True)
@@ -68,6 +80,7 @@ class LlamaCppBackend:
         n_batch: int = 2048,
         n_threads: int | None = None,
         prefix_reuse: bool = True,
+        kv_streams: bool = False,
         verbose: bool = False,
         **_: object,
     ) -> None:
@@ -101,7 +114,9 @@ class LlamaCppBackend:
         cparams.n_batch = n_batch
         cparams.n_ubatch = min(512, n_batch)
         cparams.n_seq_max = n_seq_max
-        cparams.kv_unified = True  # seq_cp shares cells instead of copying them
+        # Unified: seq_cp shares cells instead of copying them, but every decode step attends over
+        # all occupied cells. Streams: each sequence attends over its own n_ctx / n_seq_max cells only.
+        cparams.kv_unified = not kv_streams
         threads = n_threads or os.cpu_count() or 1
         self.n_threads = threads
         cparams.n_threads = threads
@@ -111,10 +126,12 @@ class LlamaCppBackend:
             raise BackendError(f"llama.cpp could not create a context of {n_ctx} tokens; fix: lower n_ctx")
         self._mem = llama.llama_get_memory(self._ctx)
         self.n_ctx = llama.llama_n_ctx(self._ctx)
+        self.kv_streams = kv_streams
+        self.n_ctx_seq = llama.llama_n_ctx_seq(self._ctx) if kv_streams else self.n_ctx  # cells one sequence may fill
         self.n_batch = min(n_batch, self.n_ctx)  # llama.cpp clamps its n_batch to n_ctx and aborts on a bigger chunk
         self.n_seq_max = n_seq_max
         self._batch = llama.llama_batch_init(n_batch, 0, 1)
-        self.kv = SlotCache(_LlamaKV(self._mem), n_seq_max, prefix_reuse)
+        self.kv = SlotCache(_LlamaKV(self._mem, kv_streams), n_seq_max, prefix_reuse, compact=kv_streams)
         self._sampler = StepSampler()
         self.capabilities = Capabilities(
             batching=True,
@@ -188,7 +205,18 @@ class LlamaCppBackend:
         """Decode (token, pos, slot, want_logits) entries; return logits rows of the flagged ones.
 
         Chunked by n_batch; on a full KV cache, idle cached slots are evicted and it retries.
+        With one KV stream per slot the entries go in slot order (llama.cpp batches only runs of
+        consecutive stream ids together) and the rows come back in the caller's order.
         """
+        if self.kv_streams and len(entries) > 1:
+            order = sorted(range(len(entries)), key=lambda j: (entries[j][2], entries[j][1]))
+            if order != list(range(len(entries))):
+                flagged = [j for j in order if entries[j][3]]
+                sorted_rows = self._decode([entries[j] for j in order])
+                return sorted_rows[np.argsort(flagged)]  # row k of sorted_rows is entry flagged[k]
+        return self._decode(entries)
+
+    def _decode(self, entries: list[Entry]) -> np.ndarray:
         rows: list[np.ndarray] = []
         batch = self._batch
         chunks = (len(entries) + self.n_batch - 1) // self.n_batch
@@ -209,8 +237,13 @@ class LlamaCppBackend:
                 self.stats.decode_s += time.perf_counter() - began
                 if rc == 0:
                     break
-                if rc == 1 and self.kv.evict_idle():
+                if rc == 1 and not self.kv_streams and self.kv.evict_idle():
                     continue
+                if rc == 1 and self.kv_streams:
+                    raise BackendError(
+                        f"llama_decode failed: a sequence outgrew its {self.n_ctx_seq} KV cells (n_ctx {self.n_ctx} / "
+                        f"n_seq_max {self.n_seq_max}); fix: raise n_ctx or lower n_seq_max"
+                    )
                 raise BackendError(
                     f"llama_decode failed (code {rc}): the KV cache of {self.n_ctx} tokens is full; "
                     "fix: raise n_ctx, or lower the batch (fewer problems or children at once)"
@@ -253,7 +286,7 @@ class LlamaCppBackend:
             reuse = min(reuse, len(tokens) - 1)  # the last prompt token is evaluated for its logits
             keep = {j for j in planned[k + 1 :] if j >= 0}
             if (src >= 0 and src not in keep and src not in slots and not kv.slots[src].busy
-                    and reuse >= len(kv.slots[src].tokens) - 1):
+                    and reuse >= len(kv.slots[src].tokens) - 1 and (not kv.compact or src == kv.lowest_free())):
                 # The cached sequence is a prefix of this prompt and nobody else needs it: extend it.
                 slot = src
                 kv.reclaim(slot, reuse)

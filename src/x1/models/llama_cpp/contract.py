@@ -39,6 +39,7 @@ class StreamBackend(Protocol):
     name: str
     n_seq_max: int
     n_ctx: int
+    n_ctx_seq: int  # cells one sequence may fill (n_ctx in a unified cache)
     stats: BackendStats
 
     def tokenize(self, text: str) -> list[int]:

@@ -5,6 +5,11 @@ against every slot by longest common token prefix (``best_prefix``); a free slot
 first, else a cached one is evicted (``take``): one whose tokens another slot also holds, so
 nothing is lost, before the least recently used (``victim``). The bookkeeping is pure
 Python over a ``KVMemory``, the three cell operations it needs, so it does not import llama.cpp.
+
+With one KV stream per slot (``compact``), llama.cpp splits a batch wherever the running
+sequences' ids stop being consecutive, and every piece reads the weights again. So a compact
+cache always takes the lowest free slot, first copying what that slot held to a slot higher up
+when it is worth more than what the copy overwrites (``_demote``).
 """
 
 from __future__ import annotations
@@ -51,10 +56,12 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 class SlotCache:
     """The slots of one context, with an LRU clock that counts turns on the context."""
 
-    def __init__(self, memory: KVMemory, n_slots: int, prefix_reuse: bool = True, evict_covered_first: bool = True) -> None:
+    def __init__(self, memory: KVMemory, n_slots: int, prefix_reuse: bool = True, evict_covered_first: bool = True,
+                 compact: bool = False) -> None:
         self.memory = memory
         self.prefix_reuse = prefix_reuse
         self.evict_covered_first = evict_covered_first  # False: plain LRU (the benchmark's "before")
+        self.compact = compact  # running sequences in the lowest slots (one KV stream per slot)
         self.slots = [Slot() for _ in range(n_slots)]
         self.clock = 0
 
@@ -76,12 +83,34 @@ class SlotCache:
         free = [i for i, s in enumerate(self.slots) if not s.busy and i != protect]
         if not free:
             raise BackendError(f"all {len(self.slots)} sequence slots are busy; fix: raise n_seq_max or send smaller batches")
-        empty = [i for i in free if not self.slots[i].tokens]
-        spare = [i for i in free if i not in keep] or free
-        slot = empty[0] if empty else self.victim(spare)
+        if self.compact:
+            slot = free[0]
+            self._demote(slot, [i for i in free[1:] if i not in keep])
+        else:
+            empty = [i for i in free if not self.slots[i].tokens]
+            spare = [i for i in free if i not in keep] or free
+            slot = empty[0] if empty else self.victim(spare)
         self.memory.remove(slot)
         self.slots[slot] = Slot(busy=True, last_used=self.clock)
         return slot
+
+    def lowest_free(self) -> int:
+        """The slot ``take`` would choose in a compact cache (-1 if all are busy)."""
+        return next((i for i, s in enumerate(self.slots) if not s.busy), -1)
+
+    def _demote(self, slot: int, candidates: list[int]) -> None:
+        """Copy the cached tokens of ``slot`` (about to be taken) to a free slot among ``candidates``: an
+        empty one, highest first, else the victim, if its tokens were used less recently."""
+        held = self.slots[slot]
+        if not held.tokens or not candidates or slot in self.covered():
+            return  # nothing held, nowhere to go, or another slot holds it too
+        empty = [i for i in candidates if not self.slots[i].tokens]
+        dst = empty[-1] if empty else self.victim(candidates)
+        if self.slots[dst].tokens and self.slots[dst].last_used >= held.last_used:
+            return
+        self.memory.remove(dst)
+        self.memory.copy(slot, dst, -1, -1)
+        self.slots[dst] = Slot(tokens=held.tokens, last_used=held.last_used)
 
     def victim(self, candidates: list[int]) -> int:
         """The cached slot to evict: one whose tokens another slot also holds (nothing is lost), else the least recently used."""

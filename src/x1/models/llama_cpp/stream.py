@@ -51,8 +51,8 @@ def _raise_for(n_seq_max: int, n_ctx: int, request: GenerationRequest, prompt_to
         raise BackendError(f"n={request.n} exceeds the {n_seq_max} parallel sequences; fix: raise n_seq_max")
     if prompt_tokens + request.max_tokens > n_ctx:
         raise BackendError(
-            f"prompt of {prompt_tokens} tokens + max_tokens {request.max_tokens} exceeds n_ctx {n_ctx}; "
-            "fix: raise n_ctx or shorten the prompt"
+            f"prompt of {prompt_tokens} tokens + max_tokens {request.max_tokens} exceeds the {n_ctx} KV cells one sequence may fill; "
+            "fix: raise n_ctx (with one KV stream per sequence, model.kv_stream_cells) or shorten the prompt"
         )
 
 
@@ -79,7 +79,7 @@ class LlamaStream:
         b = self.backend
         refuse_adapters(b.name, [request])
         prompt = b.tokenize(request.prompt)
-        _raise_for(b.n_seq_max, b.n_ctx, request, len(prompt))
+        _raise_for(b.n_seq_max, b.n_ctx_seq, request, len(prompt))
         ticket = _Ticket(self._next, request, prompt, left=request.n)
         self._next += 1
         self._queue.append(ticket)
