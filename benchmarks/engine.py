@@ -296,6 +296,8 @@ def main() -> int:
     parser.add_argument("--ceiling-steps", type=int, default=8, help="timed llama_decode calls per batch size in (c)")
     parser.add_argument("--threads", type=int, default=None,
                         help="llama.cpp threads for the search and the ceiling alike (default: every core, as x1 eval)")
+    parser.add_argument("--kv-stream-cells", type=int, default=None,
+                        help="search with one KV stream of this many cells per slot (model.kv_stream_cells); default: unified")
     args = parser.parse_args()
 
     note("engine overhead")
@@ -310,8 +312,11 @@ def main() -> int:
 
     spec = resolve_model(args.model)
     defaults = ModelConfig()
-    backend = LlamaCppBackend(spec.location, n_ctx=defaults.n_ctx, n_seq_max=defaults.n_seq_max, n_threads=args.threads)  # as x1 eval
-    note(f"llama.cpp with {backend.n_threads} threads, {backend.n_seq_max} slots")
+    cells = args.kv_stream_cells
+    backend = LlamaCppBackend(spec.location, n_ctx=defaults.n_seq_max * cells if cells else defaults.n_ctx,  # as x1 eval
+                              n_seq_max=defaults.n_seq_max, n_threads=args.threads, kv_streams=bool(cells))
+    note(f"llama.cpp with {backend.n_threads} threads, {backend.n_seq_max} slots"
+         + (f", one KV stream of {backend.n_ctx_seq:,} cells each" if cells else f", one KV cache of {backend.n_ctx:,} cells"))
     tasks = load_tasks("rg:gsm_symbolic", n=args.problems, seed=0)
     for t in tasks:
         t.step_format = StepConfig(delimiter="newline").apply(t.step_format)

@@ -51,19 +51,21 @@ from x1.tasks.registry import load_tasks  # noqa: E402
 
 
 def held_cells_cost(backend, held: list[int], live: int = 32, steps: int = 8,  # type: ignore[no-untyped-def]
-                    streams: bool = False) -> dict[int, float]:
+                    streams: bool = False, spacing: int = 1) -> dict[int, float]:
     """Seconds per decode step of ``live`` one-token sequences while other sequences hold ``h`` cells, for each h.
 
     One context: a unified cache of 32,768 cells (x1's default), or with ``streams`` one stream
     of 4,096 cells per sequence. The other sequences' cells are never read by the live ones, so
-    any growth is what the prefix cache's idle cells cost every step.
+    any growth is what the prefix cache's idle cells cost every step. ``spacing`` 2 puts the live
+    sequences in every other slot (0, 2, 4, ...), as a scattered slot choice would.
     """
     import llama_cpp as L
     from engine import _decode
 
     params = L.llama_context_default_params()
-    params.n_ctx = (live + 8) * 4096 if streams else 32768
-    params.n_batch, params.n_ubatch, params.n_seq_max = 512, 512, live + 8
+    first_held = live * spacing
+    params.n_ctx = (first_held + 8) * 4096 if streams else 32768
+    params.n_batch, params.n_ubatch, params.n_seq_max = 512, 512, first_held + 8
     params.kv_unified = not streams
     params.n_threads = params.n_threads_batch = backend.n_threads
     ctx = L.llama_init_from_model(backend._model, params)
@@ -73,17 +75,18 @@ def held_cells_cost(backend, held: list[int], live: int = 32, steps: int = 8,  #
     filled = 0
     try:
         for target in sorted(held):
-            while filled < target:  # sequences live..live+7 hold the cells, 4,096 positions each
+            while filled < target:  # the 8 sequences after the live ones hold the cells, 4,096 positions each
                 n = min(512, target - filled)
-                seq, base = live + (filled // 4096) % 8, filled % 4096
+                seq, base = first_held + (filled // 4096) % 8, filled % 4096
                 _decode(L, ctx, batch, [(100 + j % 50, base + j, seq, False) for j in range(n)])
                 filled += n
-            for s in range(live):
+            live_ids = range(0, first_held, spacing)
+            for s in live_ids:
                 L.llama_memory_seq_rm(mem, s, -1, -1)
-            _decode(L, ctx, batch, [(200, 0, s, True) for s in range(live)])  # warm-up
+            _decode(L, ctx, batch, [(200, 0, s, True) for s in live_ids])  # warm-up
             start = time.perf_counter()
             for k in range(1, steps + 1):
-                _decode(L, ctx, batch, [(200, k, s, True) for s in range(live)])
+                _decode(L, ctx, batch, [(200, k, s, True) for s in live_ids])
             out[target] = (time.perf_counter() - start) / steps
     finally:
         L.llama_batch_free(batch)
@@ -120,6 +123,8 @@ def main() -> int:
         backend = LlamaCppBackend(spec.location, n_ctx=1024, n_seq_max=1, n_threads=args.threads)
         held = [int(h) for h in args.held.split(",")]
         cost = {layout: held_cells_cost(backend, held, streams=layout == "streams") for layout in ("unified", "streams")}
+        # why x1 keeps running sequences in the lowest slots: llama.cpp batches only consecutive stream ids together
+        spaced = {layout: held_cells_cost(backend, [0], streams=layout == "streams", spacing=2)[0] for layout in ("unified", "streams")}
         backend.close()
         held_table = Table("cells other sequences hold", "unified: s / step (32 live)", "vs none held",
                            "streams: s / step", "vs none held", "streams / unified",
@@ -130,6 +135,9 @@ def main() -> int:
             held_table.add_row(f"{h:,}", f"{u[h]:.3f}", f"{u[h] / u[min(u)]:.2f}×", f"{st[h]:.3f}", f"{st[h] / st[min(st)]:.2f}×",
                                f"{st[h] / u[h]:.2f}")
         Console().print(held_table)
+        for layout, t in spaced.items():
+            together = f"{cost[layout][0]:.3f}" if 0 in cost[layout] else "not measured"
+            Console().print(f"{layout}, nothing held: 32 live in slots 0-31 {together} s / step, in every other slot {t:.3f}")
 
     table = Table("slots", "KV cache", "eviction", "live counted by", "generated", "prefilled", "re-prefilled / generated",
                   "mean live", "processed tok/s", "wall s",
