@@ -21,6 +21,7 @@ import contextlib
 import importlib
 import inspect
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -152,6 +153,9 @@ def start_ray(ray: Any, address: str | None, num_cpus: int) -> bool:
             return connect(ray, address, num_cpus)  # ships this x1 to the cluster, with its API keys
         except EvalError as err:
             raise RayServeError(str(err)) from err
+    # Serve kills an HTTP proxy that is not ready within 5 s, which a loaded 2-core machine can miss
+    # (seen once in CI beside a background study); the local cluster's processes inherit this.
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     for attempt in range(2):
         try:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)

@@ -241,8 +241,8 @@ class LlamaCppBackend:
                     continue
                 if rc == 1 and self.kv_streams:
                     raise BackendError(
-                        f"llama_decode failed: a sequence outgrew its {self.n_ctx_seq} KV cells (n_ctx {self.n_ctx} / "
-                        f"n_seq_max {self.n_seq_max}); fix: raise n_ctx or lower n_seq_max"
+                        f"llama_decode failed: a sequence outgrew its KV stream of {self.n_ctx_seq} cells; "
+                        "fix: raise model.kv_stream_cells (or, with the backend itself, n_ctx / n_seq_max)"
                     )
                 raise BackendError(
                     f"llama_decode failed (code {rc}): the KV cache of {self.n_ctx} tokens is full; "
