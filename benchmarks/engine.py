@@ -305,18 +305,21 @@ def main() -> int:
     if args.skip_model:
         return 0
 
-    from x1.config import ModelConfig
-    from x1.models.llama_cpp import LlamaCppBackend
+    from x1.config import RunConfig
     from x1.models.registry import resolve_model
+    from x1.pipelines.solve import open_policy
     from x1.tasks.registry import load_tasks
 
     spec = resolve_model(args.model)
-    defaults = ModelConfig()
-    cells = args.kv_stream_cells
-    backend = LlamaCppBackend(spec.location, n_ctx=defaults.n_seq_max * cells if cells else defaults.n_ctx,  # as x1 eval
-                              n_seq_max=defaults.n_seq_max, n_threads=args.threads, kv_streams=bool(cells))
-    note(f"llama.cpp with {backend.n_threads} threads, {backend.n_seq_max} slots"
-         + (f", one KV stream of {backend.n_ctx_seq:,} cells each" if cells else f", one KV cache of {backend.n_ctx:,} cells"))
+    run_config = RunConfig()
+    run_config.model.name, run_config.model.threads = args.model, args.threads
+    run_config.model.kv_stream_cells = args.kv_stream_cells
+    if spec.kind != "llamacpp":
+        parser.error(f"--model {args.model}: the ceiling is llama.cpp's, so the model must be a GGUF one")
+    backend = open_policy(run_config)  # the backend x1 eval opens, with its defaults
+    note(f"llama.cpp with {backend.n_threads} threads, {backend.n_seq_max} slots"  # type: ignore[attr-defined]
+         + (f", one KV stream of {backend.n_ctx_seq:,} cells each" if args.kv_stream_cells  # type: ignore[attr-defined]
+            else f", one KV cache of {backend.n_ctx:,} cells"))  # type: ignore[attr-defined]
     tasks = load_tasks("rg:gsm_symbolic", n=args.problems, seed=0)
     for t in tasks:
         t.step_format = StepConfig(delimiter="newline").apply(t.step_format)

@@ -237,13 +237,13 @@ class LlamaCppBackend:
                 self.stats.decode_s += time.perf_counter() - began
                 if rc == 0:
                     break
-                if rc == 1 and not self.kv_streams and self.kv.evict_idle():
-                    continue
-                if rc == 1 and self.kv_streams:
+                if rc == 1 and self.kv_streams:  # a stream holds one sequence: evicting others frees nothing for it
                     raise BackendError(
                         f"llama_decode failed: a sequence outgrew its KV stream of {self.n_ctx_seq} cells; "
                         "fix: raise model.kv_stream_cells (or, with the backend itself, n_ctx / n_seq_max)"
                     )
+                if rc == 1 and self.kv.evict_idle():
+                    continue
                 raise BackendError(
                     f"llama_decode failed (code {rc}): the KV cache of {self.n_ctx} tokens is full; "
                     "fix: raise n_ctx, or lower the batch (fewer problems or children at once)"

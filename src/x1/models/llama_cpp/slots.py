@@ -102,19 +102,26 @@ class SlotCache:
         """Copy the cached tokens of ``slot`` (about to be taken) to a free slot among ``candidates``: an
         empty one, highest first, else the victim, if its tokens were used less recently."""
         held = self.slots[slot]
-        if not held.tokens or not candidates or slot in self.covered():
-            return  # nothing held, nowhere to go, or another slot holds it too
+        if not held.tokens or not candidates:
+            return
+        covered = self.covered()
+        if slot in covered:
+            return  # another slot holds these tokens too
         empty = [i for i in candidates if not self.slots[i].tokens]
-        dst = empty[-1] if empty else self.victim(candidates)
+        dst = empty[-1] if empty else self.victim(candidates, covered)
         if self.slots[dst].tokens and self.slots[dst].last_used >= held.last_used:
             return
         self.memory.remove(dst)
         self.memory.copy(slot, dst, -1, -1)
         self.slots[dst] = Slot(tokens=held.tokens, last_used=held.last_used)
 
-    def victim(self, candidates: list[int]) -> int:
-        """The cached slot to evict: one whose tokens another slot also holds (nothing is lost), else the least recently used."""
-        covered = self.covered() if self.evict_covered_first else set()
+    def victim(self, candidates: list[int], covered: set[int] | None = None) -> int:
+        """The cached slot to evict: one whose tokens another slot also holds (nothing is lost), else the least recently used.
+        ``covered``: ``self.covered()`` when the caller has it already."""
+        if not self.evict_covered_first:
+            covered = set()
+        elif covered is None:
+            covered = self.covered()
         pool = [i for i in candidates if i in covered] or candidates
         return min(pool, key=lambda i: self.slots[i].last_used)
 
