@@ -268,3 +268,16 @@ def test_a_prompt_that_extends_a_running_sequence_reads_only_its_decoded_cells()
         assert done[follow_longer][0].prompt_tokens == len(backend.tokenize(longer)) - min(shared, decoded)
     finally:
         backend.close()
+
+
+def test_stats_count_the_positions_that_decode_steps_attend_over(smollm2_llama):
+    """The engine benchmark's matched ceiling reads the mean decode position from these counters."""
+    prompt = chat(smollm2_llama)
+    n_prompt = len(smollm2_llama.tokenize(prompt))
+    stats = smollm2_llama.stats
+    stats.decoded_tokens = stats.decoded_positions = 0
+    (c,) = smollm2_llama.generate([GenerationRequest(prompt, n=1, max_tokens=5, temperature=0)])[0]
+    # the first token comes from the prompt's prefill; each later one is decoded at the next position
+    later = c.generated_tokens - (1 if c.finish_reason == "length" else 0)
+    assert stats.decoded_tokens == later
+    assert stats.decoded_positions == sum(range(n_prompt, n_prompt + later))

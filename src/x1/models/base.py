@@ -79,6 +79,10 @@ class BackendStats:
     sample_s: float = 0.0  # choosing next tokens
     signals_s: float = 0.0  # entropy and varentropy on top of sampling
     batch_sizes: dict[int, int] = field(default_factory=dict)  # sequences sampled in a step -> how many steps
+    # Σ position of every running sequence's decoded token: over ``decoded_tokens``, the mean context a decode
+    # step attends over (the engine benchmark matches its ceiling to it).
+    decoded_positions: int = 0
+    decoded_tokens: int = 0
 
 
 @runtime_checkable

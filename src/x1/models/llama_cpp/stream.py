@@ -114,6 +114,8 @@ class LlamaStream:
                     seqs, first_logits, running_logits = self._start(admitted, self._entries)
             elif self._running:
                 running_logits = b.decode(self._entries)
+            b.stats.decoded_tokens += len(self._entries)
+            b.stats.decoded_positions += sum(entry[1] for entry in self._entries)
             entries: list[Entry] = []
             running: list[_Seq] = []
             width = len(self._running) + (len(seqs) if admitted else 0)
