@@ -14,6 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 X1=.venv/bin/x1
+# torch's CPU kernels pinned to AVX2 (ATen, MKL, oneDNN): a refit gives the same weights on a machine
+# with AVX-512 as on one without (checked: deterministic run to run, and different from the AVX-512 kernels).
+export ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 STUDY=${STUDY:-examples/scale-arithmetic.yaml}
 OUT=${OUT:-docs/results/scaling-study}
 N_TRAIN=${N_TRAIN:-200}
