@@ -10,12 +10,13 @@
 # mixing two evaluators in one grid.
 #
 #   scripts/scaling_study.sh            # the whole study (hours on a 2-core CPU)
-#   N_TRAIN=40 N_EVAL=30 scripts/scaling_study.sh   # a pilot
+#   OUT=runs/pilot N_TRAIN=40 N_EVAL=30 scripts/scaling_study.sh   # a pilot, outside the tracked study
 set -euo pipefail
 cd "$(dirname "$0")/.."
 X1=.venv/bin/x1
-# torch's CPU kernels pinned to AVX2 (ATen, MKL, oneDNN): a refit gives the same weights on a machine
-# with AVX-512 as on one without (checked: deterministic run to run, and different from the AVX-512 kernels).
+# torch's CPU kernels pinned to AVX2 (ATen, MKL, oneDNN), so that a refit on a machine with AVX-512 should
+# give the same weights as one without (checked on one machine: deterministic run to run, and different
+# from its AVX-512 kernels; evaluators.sha256 checks it across machines).
 export ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 STUDY=${STUDY:-examples/scale-arithmetic.yaml}
 OUT=${OUT:-docs/results/scaling-study}
