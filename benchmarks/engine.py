@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -209,20 +210,29 @@ def _decode(L, ctx, batch, entries: list[tuple[int, int, int, bool]]) -> None:  
         raise RuntimeError(f"llama_decode failed on {len(entries)} tokens")
 
 
-def _step_seconds(backend, tokens: list[int], b: int, steps: int, streams: bool = False) -> float:  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def fresh_context(backend, n_ctx: int, n_seq_max: int, streams: bool = False, n_batch: int = 512):  # type: ignore[no-untyped-def]
+    """A new llama.cpp context on ``backend``'s weights and threads (one KV stream per sequence, or
+    one unified cache), with a batch of ``n_batch`` tokens; freed on exit. Yields (llama_cpp, ctx, batch)."""
     import llama_cpp as L
 
     params = L.llama_context_default_params()
-    # streams: each of the b streams holds the prompt and its own steps (llama.cpp pads a stream to 256 cells)
-    params.n_ctx = b * (len(tokens) + steps + 258) if streams else len(tokens) + b * (steps + 2) + 256
-    params.n_batch = max(512, len(tokens), b)
-    params.n_ubatch = min(512, params.n_batch)
-    params.n_seq_max = b
-    params.kv_unified = not streams
+    params.n_ctx, params.n_seq_max, params.kv_unified = n_ctx, n_seq_max, not streams
+    params.n_batch, params.n_ubatch = n_batch, min(512, n_batch)
     params.n_threads = params.n_threads_batch = backend.n_threads
     ctx = L.llama_init_from_model(backend._model, params)
-    batch = L.llama_batch_init(params.n_batch, 0, 1)
+    batch = L.llama_batch_init(n_batch, 0, 1)
     try:
+        yield L, ctx, batch
+    finally:
+        L.llama_batch_free(batch)
+        L.llama_free(ctx)
+
+
+def _step_seconds(backend, tokens: list[int], b: int, steps: int, streams: bool = False) -> float:  # type: ignore[no-untyped-def]
+    # streams: each of the b streams holds the prompt and its own steps (llama.cpp pads a stream to 256 cells)
+    n_ctx = b * (len(tokens) + steps + 258) if streams else len(tokens) + b * (steps + 2) + 256
+    with fresh_context(backend, n_ctx, b, streams, n_batch=max(512, len(tokens), b)) as (L, ctx, batch):
         _decode(L, ctx, batch, [(t, p, 0, p == len(tokens) - 1) for p, t in enumerate(tokens)])
         mem = L.llama_get_memory(ctx)
         for s in range(1, b):
@@ -233,9 +243,6 @@ def _step_seconds(backend, tokens: list[int], b: int, steps: int, streams: bool 
         for k in range(1, steps + 1):
             _decode(L, ctx, batch, [(tokens[(s + k) % len(tokens)], pos + k, s, True) for s in range(b)])
         return (time.perf_counter() - start) / steps
-    finally:
-        L.llama_batch_free(batch)
-        L.llama_free(ctx)
 
 
 def ceiling_rate(histogram: dict[int, int], step_s: dict[int, float]) -> float:

@@ -32,33 +32,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from engine import _decode  # noqa: E402  (the engine benchmark's raw llama_decode helper)
+from engine import _decode, fresh_context  # noqa: E402  (the engine benchmark's raw llama_decode helpers)
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from x1.models.llama_cpp import LlamaCppBackend  # noqa: E402
+from x1.models.llama_cpp.contract import Entry  # noqa: E402
 from x1.models.registry import resolve_model  # noqa: E402
-
-Entry = tuple[int, int, int, bool]
 
 
 def step_costs(backend: LlamaCppBackend, live: int, context: int, tails: list[list[int]], streams: bool,
                reps: int) -> dict[str, float]:
     """Seconds per step for each shape. Sequences ``live`` and up hold only the shared prompt between
     timed steps (what a step added to them is removed), so every repetition is the same step."""
-    import llama_cpp as L
-
     n_seq = live + max(sum(lengths) for lengths in tails)
-    params = L.llama_context_default_params()
     grown = (1 + 3 * len(tails)) * (reps + 1)  # positions a running sequence gains over all the timed steps
-    params.n_ctx = n_seq * (context + grown + 300) if streams else context + n_seq * (grown + 8) + 1024
-    params.n_batch, params.n_ubatch, params.n_seq_max = 512, 512, n_seq
-    params.kv_unified = not streams
-    params.n_threads = params.n_threads_batch = backend.n_threads
-    ctx = L.llama_init_from_model(backend._model, params)
-    batch = L.llama_batch_init(512, 0, 1)
-    mem = L.llama_get_memory(ctx)
-    try:
+    n_ctx = n_seq * (context + grown + 300) if streams else context + n_seq * (grown + 8) + 1024
+    with fresh_context(backend, n_ctx, n_seq, streams) as (L, ctx, batch):
+        mem = L.llama_get_memory(ctx)
         _decode(L, ctx, batch, [(100 + p % 50, p, 0, p == context - 1) for p in range(context)])
         for seq in range(1, n_seq):
             L.llama_memory_seq_cp(mem, 0, seq, -1, -1)
@@ -70,7 +61,7 @@ def step_costs(backend: LlamaCppBackend, live: int, context: int, tails: list[li
         def tail_entries(lengths: list[int]) -> list[Entry]:
             return [(300 + i % 20, context + i, live + j, i == n - 1) for j, n in enumerate(lengths) for i in range(n)]
 
-        def timed(calls: list[Callable[[], list[Entry]]], width: int) -> float:
+        def timed(calls: list[Callable[[], list[Entry]]]) -> float:
             """Mean seconds of ``calls`` (each builds its entries at the current positions) over ``reps`` repetitions after a warm-up."""
             times = []
             for _ in range(reps + 1):
@@ -80,13 +71,13 @@ def step_costs(backend: LlamaCppBackend, live: int, context: int, tails: list[li
                     _decode(L, ctx, batch, entries)
                 times.append(time.perf_counter() - start)
                 for seq in range(live):
-                    pos[seq] += 1 if seq < width else 0
+                    pos[seq] += 1
                 for seq in range(live, n_seq):  # back to the shared prompt
                     L.llama_memory_seq_rm(mem, seq, context, -1)
                     pos[seq] = context
             return sum(times[1:]) / reps
 
-        out = {"running alone": timed([lambda: one_token_each(live)], live)}
+        out = {"running alone": timed([lambda: one_token_each(live)])}
         for lengths in tails:
             label, same = "+".join(str(n) for n in lengths), live + sum(lengths)
 
@@ -99,13 +90,10 @@ def step_costs(backend: LlamaCppBackend, live: int, context: int, tails: list[li
             def ideal(same: int = same) -> list[Entry]:
                 return one_token_each(same)
 
-            out[f"running + tails {label}, one call"] = timed([mixed], live)
-            out[f"running, then tails {label} in a call of their own"] = timed([lambda: one_token_each(live), tails_alone], live)
-            out[f"ideal for that many tokens: {same} sequences × 1 token"] = timed([ideal], live)
+            out[f"running + tails {label}, one call"] = timed([mixed])
+            out[f"running, then tails {label} in a call of their own"] = timed([lambda: one_token_each(live), tails_alone])
+            out[f"ideal for that many tokens: {same} sequences × 1 token"] = timed([ideal])
         return out
-    finally:
-        L.llama_batch_free(batch)
-        L.llama_free(ctx)
 
 
 def main() -> int:

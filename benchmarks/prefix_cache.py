@@ -59,21 +59,14 @@ def held_cells_cost(backend, held: list[int], live: int = 32, steps: int = 8,  #
     any growth is what the prefix cache's idle cells cost every step. ``spacing`` 2 puts the live
     sequences in every other slot (0, 2, 4, ...), as a scattered slot choice would.
     """
-    import llama_cpp as L
-    from engine import _decode
+    from engine import _decode, fresh_context
 
-    params = L.llama_context_default_params()
     first_held = live * spacing
-    params.n_ctx = (first_held + 8) * 4096 if streams else 32768
-    params.n_batch, params.n_ubatch, params.n_seq_max = 512, 512, first_held + 8
-    params.kv_unified = not streams
-    params.n_threads = params.n_threads_batch = backend.n_threads
-    ctx = L.llama_init_from_model(backend._model, params)
-    batch = L.llama_batch_init(512, 0, 1)
-    mem = L.llama_get_memory(ctx)
+    n_ctx = (first_held + 8) * 4096 if streams else 32768
     out: dict[int, float] = {}
     filled = 0
-    try:
+    with fresh_context(backend, n_ctx, first_held + 8, streams) as (L, ctx, batch):
+        mem = L.llama_get_memory(ctx)
         for target in sorted(held):
             while filled < target:  # the 8 sequences after the live ones hold the cells, 4,096 positions each
                 n = min(512, target - filled)
@@ -88,9 +81,6 @@ def held_cells_cost(backend, held: list[int], live: int = 32, steps: int = 8,  #
             for k in range(1, steps + 1):
                 _decode(L, ctx, batch, [(200, k, s, True) for s in live_ids])
             out[target] = (time.perf_counter() - start) / steps
-    finally:
-        L.llama_batch_free(batch)
-        L.llama_free(ctx)
     return out
 
 
