@@ -108,12 +108,15 @@ def test_sft_stopped_after_step_3_resumes_from_checkpoint_2_and_ends_equal(
     assert_same_weights(tmp_path / "whole", out)
 
 
-def test_value_stopped_after_step_3_resumes_and_ends_equal(tiny: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from x1.training.checkpoint import LoopCheckpoints
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_value_stopped_after_step_3_resumes_and_ends_equal(
+    tiny: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lora: bool
+) -> None:
+    from x1.training.checkpoint import LOOP_STATE, LoopCheckpoints
 
     data = value_data(tmp_path / "values.jsonl")  # 5 rows, batch 2: 3 batches an epoch, so step 4 opens epoch 2
     args = ["--data", str(data), "--model", tiny, "--batch-size", "2", "--max-steps", "5", "--save-steps", "2",
-            "--lr", "1e-3", "--device", "cpu"]  # fmt: skip
+            "--lr", "1e-3", "--device", "cpu", *(["--lora"] if lora else [])]  # fmt: skip
     whole = fit("value", *args, "--out", str(tmp_path / "whole"))
     assert whole.exit_code == 0, whole.output
 
@@ -131,6 +134,11 @@ def test_value_stopped_after_step_3_resumes_and_ends_equal(tiny: str, tmp_path: 
     cut = fit("value", *args, "--out", str(out))
     assert isinstance(cut.exception, Stop)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    if lora:  # the checkpoint holds the adapter, the head and the optimiser, not the frozen base
+        import torch
+
+        saved = torch.load(out / "checkpoint-2" / LOOP_STATE, weights_only=False)["modules"]["model"]
+        assert saved and all("lora_" in name or name.startswith("head.") for name in saved)
     resumed = fit("value", *args, "--out", str(out))
     assert resumed.exit_code == 0, resumed.output
     assert ran == [1, 2, 3, 3, 4, 5]  # resumed after checkpoint-2

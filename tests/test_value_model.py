@@ -126,6 +126,60 @@ def test_gradients_reach_head_and_backbone(value_model):
     value_model.zero_grad()
 
 
+def test_a_lora_evaluator_saves_only_its_adapter_and_loads_merged_with_the_same_outputs(tiny_lm, tmp_path):
+    import json
+
+    pytest.importorskip("peft")
+    model = ValueModel.from_pretrained_lm(tiny_lm, device="cpu", seed=1, head_std=1.0)
+    model.add_lora(r=4, alpha=8)
+    assert model.is_lora
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name or name.startswith("head.") for name in trainable)
+    with torch.no_grad():  # LoRA's B starts at zero; a nonzero one makes the adapter change the outputs
+        for name, param in model.backbone.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    model.save(tmp_path / "vm")
+    assert (tmp_path / "vm" / "adapter_model.safetensors").exists()
+    assert not (tmp_path / "vm" / "model.safetensors").exists()  # the base is not copied
+    assert json.loads((tmp_path / "vm" / "x1_head.json").read_text())["lora_base"]["model"] == str(tiny_lm.resolve())
+
+    merged = ValueModel.load(tmp_path / "vm", device="cpu")
+    assert not merged.is_lora  # merged on load: inference pays nothing for the adapter
+    ids, mask = model.pad([model.encode(t) for t in TEXTS])
+    with torch.no_grad():
+        expected = model(ids, mask)
+        assert torch.allclose(merged(ids, mask), expected, atol=1e-5)
+        base_only = ValueModel.from_pretrained_lm(tiny_lm, device="cpu", seed=1, head_std=1.0)
+        assert not torch.allclose(base_only(ids, mask), expected, atol=1e-3)  # the adapter did change them
+    again = ValueModel.load(tmp_path / "vm", device="cpu", trainable=True)
+    assert again.is_lora and any(p.requires_grad for n, p in again.backbone.named_parameters() if "lora_" in n)
+
+
+def test_a_lora_evaluator_whose_base_is_gone_says_which_base_it_needs(tiny_lm, tmp_path):
+    import json
+
+    pytest.importorskip("peft")
+    model = ValueModel.from_pretrained_lm(tiny_lm, device="cpu", seed=1)
+    model.add_lora(r=2, alpha=4)
+    model.save(tmp_path / "vm")
+    config_path = tmp_path / "vm" / "x1_head.json"
+    config = json.loads(config_path.read_text())
+    config["lora_base"]["model"] = str(tmp_path / "moved-away")
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(BackendError, match="moved-away.*cannot be loaded here"):
+        ValueModel.load(tmp_path / "vm", device="cpu")
+
+
+def test_a_lora_evaluator_refuses_a_new_step_token():
+    from pydantic import ValidationError
+
+    from x1.training.config import ValueTrainConfig
+
+    with pytest.raises(ValidationError, match="embeddings frozen"):
+        ValueTrainConfig(lora={"enabled": True}, eois_token=True)
+
+
 def items_for(paths: list[list[str]], prefix: str = "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n") -> list[EvalItem]:
     task = number_task()
     out = []

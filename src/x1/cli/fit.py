@@ -18,6 +18,7 @@ from x1.cli.options import (
     BatchOpt,
     DeviceOpt,
     EpochsOpt,
+    EvaluatorLoraOpt,
     LoraOpt,
     LrOpt,
     MaxStepsOpt,
@@ -85,6 +86,7 @@ def fit_value(
     data: Annotated[Path, typer.Option("--data", help="value targets in [-1, 1] written by `x1 data values`; " + FILES)],
     model: TrainModelOpt = None,
     out: TrainOutOpt = None,
+    lora: EvaluatorLoraOpt = False,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
     batch_size: BatchOpt = None,
@@ -100,7 +102,7 @@ def fit_value(
     """Fit a value model (a head on the policy's backbone) for `-p evaluator=value` and `x1 serve value`."""
     flags = {**common_flags(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to, save_steps), "loss": loss}
     run("value", threads, lambda: fit_on_file("value", "ValueTrainConfig", "ValueTarget", ("value", "train_value"), data,
-                                     {"config": config, **flags}))  # fmt: skip
+                                     {"config": config, "lora": lora, **flags}))  # fmt: skip
 
 
 def fit_prm(
@@ -108,6 +110,7 @@ def fit_prm(
                                                         "or TRL prompt/completions/labels; " + FILES)],
     model: TrainModelOpt = None,
     out: TrainOutOpt = None,
+    lora: EvaluatorLoraOpt = False,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
     batch_size: BatchOpt = None,
@@ -122,7 +125,7 @@ def fit_prm(
     """Fit a process reward model on Monte-Carlo step labels (for `x1 fit grpo --prm`)."""
     flags = common_flags(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to, save_steps)
     run("prm", threads, lambda: fit_on_file("prm", "ValueTrainConfig", "ProcessLabel", ("value", "train_prm"), data,
-                                   {"config": config, **flags}))  # fmt: skip
+                                   {"config": config, "lora": lora, **flags}))  # fmt: skip
 
 
 def fit_orm(
@@ -131,6 +134,7 @@ def fit_orm(
         "--traces", help="or trace files of `x1 eval`: correct vs incorrect solutions of each task become the pairs")] = None,
     model: TrainModelOpt = None,
     out: TrainOutOpt = None,
+    lora: EvaluatorLoraOpt = False,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
     batch_size: BatchOpt = None,
@@ -151,7 +155,8 @@ def fit_orm(
             raise FitError("give either --data PAIRS.jsonl (from `x1 data pairs`) or --traces TRACES.jsonl, not both or neither")
         common = common_flags(model, out, epochs, lr, batch_size, max_steps, seed, device, report_to, save_steps)
         if data is not None:
-            fit_on_file("orm", "ValueTrainConfig", "PreferencePair", ("value", "train_orm"), data, {"config": config, **common})
+            fit_on_file("orm", "ValueTrainConfig", "PreferencePair", ("value", "train_orm"), data,
+                        {"config": config, "lora": lora, **common})
             return
         from x1.data import load_records, preference_pairs
 
@@ -162,7 +167,7 @@ def fit_orm(
         if not pairs:
             raise FitError("the traces hold no task with both a correct and an incorrect solution, so there is no pair to learn "
                            "from; fix: sample more per task (e.g. -s best_of_n -p n=8) or use -p training=true")
-        cfg = build_config(configs.ValueTrainConfig, config, "orm", **common)
+        cfg = build_config(configs.ValueTrainConfig, config, "orm", lora=lora, **common)
         train = trainer("value", "train_orm")
         from x1.training.checkpoint import file_sha256
 

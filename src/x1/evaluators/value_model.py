@@ -6,6 +6,10 @@ GGUF file, encode and pad texts (left or right: the last *real* token is found f
 mask, and position ids come from the mask, so padding never changes a prediction), and save or
 load backbone + tokenizer + head with safetensors. Subclasses only choose the activation and
 which positions are read.
+
+A backbone may carry LoRA adapters (``add_lora``): then ``save`` writes only the adapter, the head and
+the name of the base, so a trained evaluator is megabytes (small enough for git) and ``load`` rebuilds
+it on the base, merged, so inference pays nothing for the adapter.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from x1.evaluators.spec import HEAD_CONFIG
 from x1.models.base import BackendError
 
 HEAD_FILE = "x1_head.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"  # PEFT's; its presence marks a folder whose backbone is an adapter
 
 
 def _locate(path_or_name: str | Path, gguf_file: str | None) -> tuple[str, str | None]:
@@ -42,6 +47,30 @@ def _locate(path_or_name: str | Path, gguf_file: str | None) -> tuple[str, str |
     if spec.kind in ("hf", "llamacpp") and Path(spec.location).exists():
         return _locate(spec.location, gguf_file)
     raise BackendError(f"{path_or_name!r} is not a local model; a value model needs a transformers folder or a GGUF file")
+
+
+def _base_reference(path_or_name: str | Path, gguf_file: str | None) -> dict[str, str | None]:
+    """How a saved adapter names its base: a bundled name as it is (it resolves on any machine), else an absolute path."""
+    location = Path(path_or_name).expanduser()
+    if location.exists():
+        return {"model": str(location.resolve()), "gguf_file": gguf_file}
+    return {"model": str(path_or_name), "gguf_file": gguf_file}
+
+
+def _load_backbone(path_or_name: str | Path, gguf_file: str | None, target: torch.device, dtype: Any) -> tuple[Any, nn.Module]:
+    """(tokenizer, base model without its LM head) of a causal LM: transformers folder, .gguf path or bundled name."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    from x1.models.hf_loading import dtype_kwarg, load_errors, pick_dtype
+
+    location, gguf = _locate(path_or_name, gguf_file)
+    load: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
+    with load_errors(path_or_name):
+        tokenizer = AutoTokenizer.from_pretrained(location, **load)
+        if (Path(location) / HEAD_CONFIG).exists():  # a saved evaluator's own (full) backbone
+            return tokenizer, AutoModel.from_pretrained(location, **{dtype_kwarg(): pick_dtype(dtype, target)}).to(target)
+        lm = AutoModelForCausalLM.from_pretrained(location, **{dtype_kwarg(): pick_dtype(dtype, target)}, **load)
+    return tokenizer, lm.base_model.to(target)  # drops the LM head: only hidden states are needed
 
 
 class HeadedLM(nn.Module):
@@ -82,6 +111,7 @@ class HeadedLM(nn.Module):
         pad = getattr(tokenizer, "pad_token_id", None)
         eos = getattr(tokenizer, "eos_token_id", None)
         self.pad_id = int(pad if pad is not None else eos if eos is not None else 0)  # never read: the mask decides
+        self.base: dict[str, str | None] | None = None  # where the backbone's weights came from; an adapter needs it
 
     def _backbone_device(self) -> torch.device:
         return next(self.backbone.parameters()).device
@@ -101,18 +131,29 @@ class HeadedLM(nn.Module):
         **options: Any,
     ) -> Any:
         """A fresh head on the base model of a causal LM (transformers folder, .gguf path, bundled name)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from x1.models.hf_loading import dtype_kwarg, load_errors, pick_dtype
-
-        location, gguf = _locate(path_or_name, gguf_file)
         target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        load: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
-        with load_errors(path_or_name):
-            tokenizer = AutoTokenizer.from_pretrained(location, **load)
-            lm = AutoModelForCausalLM.from_pretrained(location, **{dtype_kwarg(): pick_dtype(dtype, target)}, **load)
-        backbone = lm.base_model.to(target)  # drops the LM head: only hidden states are needed
-        return cls(backbone, tokenizer, **options)
+        tokenizer, backbone = _load_backbone(path_or_name, gguf_file, target, dtype)
+        model = cls(backbone, tokenizer, **options)
+        model.base = _base_reference(path_or_name, gguf_file)
+        return model
+
+    def add_lora(self, r: int, alpha: int, dropout: float = 0.0, target_modules: list[str] | str = "all-linear") -> None:
+        """Freeze the backbone and give it LoRA adapters; the head stays fully trainable."""
+        from peft import LoraConfig, get_peft_model
+
+        if self.is_lora:
+            return  # a loaded adapter keeps training as it is
+        if self.base is None:
+            raise BackendError("this model does not know its base weights, so its adapter could not be loaded back; "
+                               "fix: build it with from_pretrained_lm or load")
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules)
+        self.backbone = get_peft_model(self.backbone, config)
+
+    @property
+    def is_lora(self) -> bool:
+        from x1.training.model_io import is_peft
+
+        return is_peft(self.backbone)
 
     def _extra_config(self) -> dict[str, Any]:
         """What a subclass adds to the saved head config (and takes back as __init__ keywords)."""
@@ -124,7 +165,7 @@ class HeadedLM(nn.Module):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(str(directory))
+        self.backbone.save_pretrained(str(directory))  # the adapter alone when the backbone has one
         self.tokenizer.save_pretrained(str(directory))
         weights = {name: value.detach().to("cpu").contiguous() for name, value in self.head.state_dict().items()}
         save_file(weights, str(directory / HEAD_FILE))
@@ -136,12 +177,20 @@ class HeadedLM(nn.Module):
             "batch_size": self.batch_size,
             **self._extra_config(),
         }
+        if self.is_lora:
+            config["lora_base"] = self.base
         (directory / HEAD_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | None = None, dtype: Any = None, **overrides: Any) -> Any:
-        """Read back what ``save`` wrote; refuses a folder that holds another kind of model."""
+    def load(
+        cls, directory: str | Path, device: str | None = None, dtype: Any = None, trainable: bool = False, **overrides: Any
+    ) -> Any:
+        """Read back what ``save`` wrote; refuses a folder that holds another kind of model.
+
+        An adapter folder is rebuilt on its base: merged into it for inference, or kept as a trainable
+        adapter (``trainable``) to continue fitting.
+        """
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
 
@@ -156,11 +205,32 @@ class HeadedLM(nn.Module):
             raise BackendError(f"{directory} holds a {config.get('kind')!r} model, not a {cls.kind!r} one; load it with its own class")
         target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        backbone = AutoModel.from_pretrained(str(directory), **{dtype_kwarg(): pick_dtype(dtype, target)}).to(target)
+        base = config.pop("lora_base", None)
+        if (directory / ADAPTER_CONFIG).exists():
+            backbone = cls._adapter_backbone(directory, base, target, dtype, trainable)
+        else:
+            backbone = AutoModel.from_pretrained(str(directory), **{dtype_kwarg(): pick_dtype(dtype, target)}).to(target)
         head = nn.Linear(int(config["hidden_size"]), 1)
         head.load_state_dict(load_file(str(directory / HEAD_FILE)))
         options = {k: v for k, v in config.items() if k not in ("kind", "hidden_size")}
-        return cls(backbone, tokenizer, head=head.to(target), **{**options, **overrides})
+        model = cls(backbone, tokenizer, head=head.to(target), **{**options, **overrides})
+        model.base = base or _base_reference(directory, None)  # a full backbone is its own base
+        return model
+
+    @staticmethod
+    def _adapter_backbone(directory: Path, base: dict[str, Any] | None, target: torch.device, dtype: Any, trainable: bool) -> Any:
+        from peft import PeftModel
+
+        if not base or not base.get("model"):
+            raise BackendError(f"{directory} holds a LoRA adapter but {HEAD_CONFIG} names no base model (lora_base); "
+                               "fix: refit it with this version of x1")
+        try:
+            _, backbone = _load_backbone(str(base["model"]), base.get("gguf_file"), target, dtype)
+        except (BackendError, OSError) as err:
+            raise BackendError(f"{directory} is a LoRA adapter on {base['model']!r}, which cannot be loaded here ({err}); "
+                               "fix: install that model (a bundled name) or put it back at that path") from err
+        adapted = PeftModel.from_pretrained(backbone, str(directory), is_trainable=trainable).to(target)
+        return adapted if trainable else adapted.merge_and_unload()
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:

@@ -160,6 +160,23 @@ def _fsync_tree(root: Path) -> None:
 
 
 # -- checkpoints -------------------------------------------------------------------------------------
+def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state a resume needs: all but frozen parameters (a LoRA run's base weights, rebuilt from the base
+    on resume), so a LoRA checkpoint is megabytes rather than the whole model."""
+    frozen = {name for name, param in module.named_parameters() if not param.requires_grad}
+    return {name: value for name, value in module.state_dict().items() if name not in frozen}
+
+
+def load_trainable_state(module: torch.nn.Module, state: dict[str, torch.Tensor], folder: Path) -> None:
+    """Load what :func:`trainable_state` saved; any other missing weight means the checkpoint is of another model."""
+    frozen = {name for name, param in module.named_parameters() if not param.requires_grad}
+    result = module.load_state_dict(state, strict=False)
+    missing = [name for name in result.missing_keys if name not in frozen]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{folder} was written by another model setup (missing {missing[:3]}, unexpected "
+                         f"{result.unexpected_keys[:3]}); fix: resume with the same model and flags, or use a new --out")
+
+
 def save_every(save_steps: float, total: int) -> int:
     """``save_steps`` as a whole number of steps: itself when >= 1, else that fraction of ``total`` (at least 1)."""
     return int(save_steps) if save_steps >= 1 else max(1, -(-int(save_steps * total * 1000) // 1000))
@@ -254,7 +271,7 @@ class LoopCheckpoints:
         step, folder = found[-1]
         state = torch.load(folder / LOOP_STATE, map_location="cpu", weights_only=False)  # x1's own file
         for name, module in self.modules.items():
-            module.load_state_dict(state["modules"][name])
+            load_trainable_state(module, state["modules"][name], folder)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -272,7 +289,7 @@ class LoopCheckpoints:
         tmp.mkdir(parents=True)
         state = {
             "step": step,
-            "modules": {name: module.state_dict() for name, module in self.modules.items()},
+            "modules": {name: trainable_state(module) for name, module in self.modules.items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": _rng_state(),

@@ -153,7 +153,10 @@ class ValueTrainConfig(TrainConfig):
     loss: Literal["mse", "bce"] = "mse"
 
     @model_validator(mode="after")
-    def _full_training_only(self) -> Self:
-        if self.lora.enabled:
-            raise ValueError("LoRA is not supported for value and reward models (x1's HeadedLM); train the backbone fully")
+    def _lora_keeps_embeddings(self) -> Self:
+        if self.lora.enabled and self.eois_token:
+            raise ValueError("a LoRA evaluator keeps the base's embeddings frozen, so a new <eois> row would never be "
+                             "trained; fix: drop eois_token or train the backbone fully (no --lora)")
+        if self.lora.enabled and self.lora.merge_on_save:
+            raise ValueError("an evaluator's adapter is merged when it is loaded, not when it is saved; fix: drop --merge")
         return self

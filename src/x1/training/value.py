@@ -43,20 +43,27 @@ def _head_config(path: str | Path) -> Path:
 def load_value_model(cfg: ValueTrainConfig, kind: str = "value") -> Any:
     """A saved value/PRM folder to keep training (phase-2 refits), or a fresh head on ``cfg.model``.
 
-    Weights load in float32 (the master copy); ``precision`` decides autocast during training.
+    Weights load in float32 (the master copy); ``precision`` decides autocast during training. With
+    ``lora`` the backbone is frozen under adapters: about 4x faster per step on a CPU (no gradients or
+    optimiser state for its 135M+ weights), and the saved evaluator is megabytes, not the whole backbone.
     """
+    from transformers import set_seed
+
     from x1.evaluators.reward_model import OutcomeRewardModel, ProcessRewardModel
     from x1.evaluators.value_model import ValueModel
 
+    set_seed(cfg.seed)  # LoRA's initial A matrices come from torch's global generator
     cls = {"value": ValueModel, "prm": ProcessRewardModel, "orm": OutcomeRewardModel}[kind]
     device = str(pick_device(cfg.device))
     if Path(cfg.model).is_dir() and _head_config(cfg.model).exists():
-        model = cls.load(cfg.model, device=device, dtype="float32")
+        model = cls.load(cfg.model, device=device, dtype="float32", trainable=True)
     else:
         model = cls.from_pretrained_lm(cfg.model, cfg.gguf_file, device=device, dtype="float32", max_length=cfg.max_length, seed=cfg.seed)
         forget_gguf_quantizer(model.backbone)  # float weights already; keeps the saved config clean
     if cfg.eois_token:
         add_eois(model.tokenizer, model.backbone, init_from=cfg.step_delimiter)
+    if cfg.lora.enabled:
+        model.add_lora(cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
     return model
 
 
