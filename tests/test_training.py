@@ -194,8 +194,9 @@ def test_configs_load_from_yaml_and_name_bad_fields(tmp_path: Path) -> None:
     bad.write_text("learning_rat: 0.1\n")
     with pytest.raises(ConfigError, match="learning_rat"):
         SFTTrainConfig.from_yaml(bad)
-    with pytest.raises(ValueError, match="LoRA"):
-        ValueTrainConfig(lora=LoRAConfig(enabled=True))
+    assert ValueTrainConfig(lora=LoRAConfig(enabled=True)).lora.enabled  # evaluators train LoRA adapters too
+    with pytest.raises(ValueError, match="merged when it is loaded"):
+        ValueTrainConfig(lora=LoRAConfig(enabled=True, merge_on_save=True))
 
 
 # -- model io -----------------------------------------------------------------------------------------
