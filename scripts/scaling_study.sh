@@ -4,20 +4,16 @@
 #
 # The study folder is tracked by git (docs/results/scaling-study): the study runs for longer than
 # one machine lives, so finished and partly finished cells are committed and the next machine
-# resumes them. The evaluators (540 MB each) are not committed: they are refitted from the
-# committed labels with a fixed seed on 2 threads, and evaluators.sha256 records their weights, so a
-# refit that differs from the one that scored the committed cells stops the study instead of
-# mixing two evaluators in one grid.
+# resumes them. The evaluators are LoRA adapters plus heads (about 10 MB each, fit-evaluators.yaml),
+# committed too, so no machine refits them; evaluators.sha256 records their weights, so a refit that
+# differs from the one that scored the committed cells stops the study instead of mixing two
+# evaluators in one grid.
 #
 #   scripts/scaling_study.sh            # the whole study (hours on a 2-core CPU)
 #   OUT=runs/pilot N_TRAIN=40 N_EVAL=30 scripts/scaling_study.sh   # a pilot, outside the tracked study
 set -euo pipefail
 cd "$(dirname "$0")/.."
 X1=.venv/bin/x1
-# torch's CPU kernels pinned to AVX2 (ATen, MKL, oneDNN), so that a refit on a machine with AVX-512 should
-# give the same weights as one without (checked on one machine: deterministic run to run, and different
-# from its AVX-512 kernels; evaluators.sha256 checks it across machines).
-export ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 STUDY=${STUDY:-examples/scale-arithmetic.yaml}
 OUT=${OUT:-docs/results/scaling-study}
 N_TRAIN=${N_TRAIN:-200}
@@ -41,9 +37,10 @@ $X1 eval -t "$TASK" "${OPTS[@]}" --seed 1 --n "$N_TRAIN" -s mcts -p training=tru
 [ -s "$OUT/process.jsonl" ] || $X1 data process --traces "$OUT/train/traces.jsonl" --out "$OUT/process.jsonl"
 [ -s "$OUT/values.jsonl" ] || $X1 data values --traces "$OUT/train/traces.jsonl" --out "$OUT/values.jsonl" --source mc
 
-# 3. The evaluators, on SmolLM2-135M's backbone (a small model guiding the larger policy).
-[ -d "$OUT/prm" ] || $X1 fit prm --data "$OUT/process.jsonl" -m smollm2 --out "$OUT/prm" --epochs 2 --seed 0 --threads 2
-[ -d "$OUT/value" ] || $X1 fit value --data "$OUT/values.jsonl" -m smollm2 --out "$OUT/value" --epochs 2 --seed 0 --threads 2
+# 3. The evaluators: LoRA adapters and heads on SmolLM2-135M's backbone (a small model guiding the larger policy).
+FIT=docs/results/scaling-study/fit-evaluators.yaml
+[ -s "$OUT/prm/x1_head.json" ] || $X1 fit prm --data "$OUT/process.jsonl" -m smollm2 --out "$OUT/prm" --config "$FIT" --threads 2
+[ -s "$OUT/value/x1_head.json" ] || $X1 fit value --data "$OUT/values.jsonl" -m smollm2 --out "$OUT/value" --config "$FIT" --threads 2
 weights() { (cd "$OUT" && sha256sum prm/*.safetensors value/*.safetensors); }
 if [ -s "$OUT/evaluators.sha256" ]; then
   if ! weights | cmp -s - "$OUT/evaluators.sha256"; then
