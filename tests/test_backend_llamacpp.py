@@ -2,7 +2,7 @@
 
 import pytest
 
-from x1.models.base import BackendError, GenerationRequest
+from x1.models.base import BackendError, ContextFull, GenerationRequest
 
 pytestmark = pytest.mark.model
 
@@ -119,8 +119,15 @@ def test_kv_streams_reuse_a_prefix_by_copying_the_stream():
         for a, b in zip(reused, one_cache, strict=True):
             assert a.token_ids[:1] == b.token_ids[:1]  # a leaf may end at once (eos)
             assert a.logprobs[:1] == pytest.approx(b.logprobs[:1], abs=0.1)
-        with pytest.raises(BackendError, match="exceeds the 512 KV cells one sequence may fill"):
+        with pytest.raises(ContextFull, match="leaves no room in the 512 KV cells one sequence may fill"):
             streams.generate([GenerationRequest(chat(streams, "word " * 600), max_tokens=8)])
+        # a prompt that fits, with more max_tokens than its stream has cells left: cut to the cells, not refused
+        long_prompt = chat(streams, "Count on from 1, one number per line, forever. " + "go " * 440)
+        room = 512 - len(streams.tokenize(long_prompt))
+        assert 0 < room < 40
+        [cut] = streams.generate([GenerationRequest(long_prompt, max_tokens=room + 50, temperature=0)])[0:1]
+        assert len(cut[0].token_ids) <= room
+        assert cut[0].finish_reason in ("length", "eos", "stop")
     finally:
         streams.close()
         plain.close()

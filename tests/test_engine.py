@@ -175,3 +175,18 @@ def test_admission_counts_what_the_stream_says_is_live(monkeypatch: pytest.Monke
     monkeypatch.setattr(fake.FakeStream, "live_sequences", lambda self: 0, raising=False)
     assert peak() == 12  # the stream says nothing decodes: every problem is admitted at once
     assert peak(live_from_stream=False) == 2
+
+
+@pytest.mark.parametrize("strategy, params", [("cot", {}), ("mcts", {"iterations": 40, "expand": 3, "parallel": 2})])
+def test_a_path_that_outgrows_its_sequence_ends_its_problem_not_the_run(strategy, params):
+    """A prompt with no room left in a sequence's cells (llama.cpp's KV streams) raises ContextFull at submission:
+    the engine ends that problem ("context full", its best answer so far) and the other problems run on."""
+    long_question = number_task("long", question="many words " * 30)
+    fake = FakeBackend(continuous=True, steps_to_answer=40, context_chars=300)
+    outcomes = Engine(fake, {"confidence": ConfidenceEvaluator()}).run([*tasks(2), long_question], build_strategy(strategy, **params))
+    by_id = {o.task.id: o for o in outcomes}
+    assert by_id["long"].stop_reason == "context full" and len(by_id["long"].graph) == 1  # its first prompt never fit
+    short = [by_id["t0"], by_id["t1"]]
+    assert all(o.stop_reason == "context full" and len(o.graph) >= 3 for o in short)  # grew until the cells ran out
+    roomy = Engine(FakeBackend(continuous=True, steps_to_answer=3), {"confidence": ConfidenceEvaluator()})
+    assert all(o.stop_reason != "context full" for o in roomy.run(tasks(2), build_strategy(strategy, **params)))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from x1.evaluators.base import EvalItem, Evaluator
 from x1.graph import ReasoningGraph
-from x1.models.base import Backend, BackendError, Completion, DecodeStream, GenerationRequest, LockStepStream, open_stream
+from x1.models.base import Backend, BackendError, Completion, ContextFull, DecodeStream, GenerationRequest, LockStepStream, open_stream
 from x1.operators.generate import attach_children
 from x1.outcome import Outcome
 from x1.strategies.base import Evaluate, Expand, Problem, Reply, Request, Strategy
@@ -157,7 +157,12 @@ class Engine:
                 p.done, p.stop_reason = True, reason or "finished"
                 outcomes[i] = self._finish(p, strategy, time.perf_counter() - started[i])
                 return False
-            rounds[i] = self._submit(stream, p, requests, i, owner)
+            submitted = self._submit(stream, p, requests, i, owner)
+            if submitted is None:
+                p.done, p.stop_reason = True, "context full"
+                outcomes[i] = self._finish(p, strategy, time.perf_counter() - started[i])
+                return False
+            rounds[i] = submitted
             live += sum(r.n for r in requests if isinstance(r, Expand))
             if not rounds[i].waiting:
                 ready.append(i)
@@ -181,6 +186,8 @@ class Engine:
                         in_flight += serve(i)
                 if stream.busy:
                     for ticket, completions in stream.step():
+                        if ticket not in owner:
+                            continue  # a dropped round's request that a stream without cancel still ran
                         i, k = owner.pop(ticket)
                         live -= len(completions)
                         rounds[i].completions[k] = completions
@@ -245,30 +252,48 @@ class Engine:
             return request.prompt
         return problem.graph.meta["prefix"] + problem.graph.path_text(request.thought_id)
 
-    def _submit(self, stream: DecodeStream, p: Problem, requests: list[Request], i: int, owner: dict[int, tuple[int, int]]) -> _Round:
-        """Send a round's generate requests to the stream; its evaluations wait for the round's end."""
+    def _submit(
+        self, stream: DecodeStream, p: Problem, requests: list[Request], i: int, owner: dict[int, tuple[int, int]]
+    ) -> _Round | None:
+        """Send a round's generate requests to the stream; its evaluations wait for the round's end.
+
+        None when a prompt no longer fits in a sequence's cells (``ContextFull``): nothing of the round
+        stays submitted, and the caller ends the problem."""
         current = _Round(requests)
         # The request counter moves on only when the round is told, so a checkpoint taken while
         # the round decodes resumes with the very same seeds.
         counter = p.graph.meta.get("requests", 0)
-        fmt = p.task.step_format
         expands = [(k, r) for k, r in enumerate(requests) if isinstance(r, Expand)]
+        submitted: list[int] = []
         for j, (k, r) in enumerate(expands):
-            ticket = stream.submit(
-                GenerationRequest(
-                    prompt=self._prompt(p, r),
-                    n=r.n,
-                    max_tokens=r.max_tokens or fmt.max_step_tokens,
-                    temperature=self.sampling.temperature if r.temperature is None else r.temperature,
-                    top_p=self.sampling.top_p,
-                    stop=r.stop if r.stop is not None else ([fmt.delimiter] if fmt.delimiter else []),
-                    seed=request_seed(self.seed, p.task.id, r.thought_id, counter + j),
-                    signals=r.signals,
-                )
-            )
+            try:
+                ticket = self._submit_one(stream, p, r, counter + j)
+            except ContextFull:
+                cancel = getattr(stream, "cancel", None)
+                for earlier in submitted:  # the round is dropped whole: the problem ends here
+                    owner.pop(earlier)
+                    if cancel is not None:
+                        cancel(earlier)
+                return None
+            submitted.append(ticket)
             owner[ticket] = (i, k)
         current.waiting = len(expands)
         return current
+
+    def _submit_one(self, stream: DecodeStream, p: Problem, r: Expand, index: int) -> int:
+        fmt = p.task.step_format
+        return stream.submit(
+            GenerationRequest(
+                prompt=self._prompt(p, r),
+                n=r.n,
+                max_tokens=r.max_tokens or fmt.max_step_tokens,
+                temperature=self.sampling.temperature if r.temperature is None else r.temperature,
+                top_p=self.sampling.top_p,
+                stop=r.stop if r.stop is not None else ([fmt.delimiter] if fmt.delimiter else []),
+                seed=request_seed(self.seed, p.task.id, r.thought_id, index),
+                signals=r.signals,
+            )
+        )
 
     def _complete(self, problems: list[Problem], rounds: dict[int, _Round]) -> dict[int, list[Reply]]:
         """Attach what the policy generated, then run every evaluation these rounds asked for:

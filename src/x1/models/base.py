@@ -15,6 +15,14 @@ class BackendError(RuntimeError):
     """A backend could not do what was asked; the message names the fix."""
 
 
+class ContextFull(BackendError):
+    """A prompt leaves no room for even one generated token in the cells one sequence may fill.
+
+    Raised at submission. The engine ends that problem (stop reason "context full") and the run goes
+    on: a path that grew this long is one problem's failure, not the run's.
+    """
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a backend can do, so callers choose a path instead of guessing."""

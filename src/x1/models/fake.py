@@ -16,7 +16,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable
 
-from x1.models.base import BackendStats, Capabilities, Completion, GenerationRequest, refuse_adapters, truncate_at_stop
+from x1.models.base import BackendStats, Capabilities, Completion, ContextFull, GenerationRequest, refuse_adapters, truncate_at_stop
 
 Responder = Callable[[str, int], str]
 EOS = "<eos>"
@@ -54,8 +54,12 @@ class FakeBackend:
         answers: int = 4,
         name: str = "fake",
         continuous: bool = False,
+        context_chars: int | None = None,
     ) -> None:
         self.name = name
+        # what one sequence may hold, in characters: the stream refuses a longer prompt with ContextFull,
+        # as llama.cpp's KV stream per sequence does (engine tests of a path that outgrows its cells)
+        self.context_chars = context_chars
         self.responses = responses
         self.responder = responder
         self.latency_s = latency_s
@@ -180,6 +184,9 @@ class FakeStream:
 
     def submit(self, request: GenerationRequest) -> int:
         refuse_adapters(self.backend.name, [request])
+        limit = self.backend.context_chars
+        if limit is not None and len(request.prompt) >= limit:
+            raise ContextFull(f"prompt of {len(request.prompt)} characters leaves no room in the fake's {limit}")
         group = self.backend._complete(request)
         ticket, self._next = self._next, self._next + 1
         self._running[ticket] = (max(1, max((c.generated_tokens for c in group), default=0)), group)
@@ -203,3 +210,6 @@ class FakeStream:
 
     def close(self) -> None:
         self._running.clear()
+
+    def cancel(self, ticket: int) -> None:
+        self._running.pop(ticket, None)

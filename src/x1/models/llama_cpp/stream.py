@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from x1.models.base import BackendError, Completion, GenerationRequest, refuse_adapters, truncate_at_stop
+from x1.models.base import BackendError, Completion, ContextFull, GenerationRequest, refuse_adapters, truncate_at_stop
 from x1.models.llama_cpp.contract import Entry, StreamBackend
 
 
@@ -45,15 +45,19 @@ class _Seq:
     text: str = ""
 
 
-def _raise_for(n_seq_max: int, n_ctx: int, request: GenerationRequest, prompt_tokens: int) -> None:
-    """Refuse at submission a request that could never run, rather than letting it wait forever."""
+def _fit_request(n_seq_max: int, n_ctx: int, request: GenerationRequest, prompt_tokens: int) -> GenerationRequest:
+    """The request as it can run: refused at submission if it never could (rather than waiting forever),
+    its ``max_tokens`` cut to the cells left after the prompt (it then finishes with "length")."""
     if request.n > n_seq_max:
         raise BackendError(f"n={request.n} exceeds the {n_seq_max} parallel sequences; fix: raise n_seq_max")
-    if prompt_tokens + request.max_tokens > n_ctx:
-        raise BackendError(
-            f"prompt of {prompt_tokens} tokens + max_tokens {request.max_tokens} exceeds the {n_ctx} KV cells one sequence may fill; "
+    if prompt_tokens >= n_ctx:
+        raise ContextFull(
+            f"prompt of {prompt_tokens} tokens leaves no room in the {n_ctx} KV cells one sequence may fill; "
             "fix: raise n_ctx (with one KV stream per sequence, model.kv_stream_cells) or shorten the prompt"
         )
+    if prompt_tokens + request.max_tokens > n_ctx:
+        return replace(request, max_tokens=n_ctx - prompt_tokens)
+    return request
 
 
 class LlamaStream:
@@ -79,7 +83,7 @@ class LlamaStream:
         b = self.backend
         refuse_adapters(b.name, [request])
         prompt = b.tokenize(request.prompt)
-        _raise_for(b.n_seq_max, b.n_ctx_seq, request, len(prompt))
+        request = _fit_request(b.n_seq_max, b.n_ctx_seq, request, len(prompt))
         ticket = _Ticket(self._next, request, prompt, left=request.n)
         self._next += 1
         self._queue.append(ticket)
