@@ -154,6 +154,8 @@ def test_a_lora_evaluator_saves_only_its_adapter_and_loads_merged_with_the_same_
         assert not torch.allclose(base_only(ids, mask), expected, atol=1e-3)  # the adapter did change them
     again = ValueModel.load(tmp_path / "vm", device="cpu", trainable=True)
     assert again.is_lora and any(p.requires_grad for n, p in again.backbone.named_parameters() if "lora_" in n)
+    with pytest.raises(BackendError, match="trainable=True"):  # a second adapter on merged weights could not be loaded back
+        merged.add_lora(r=4, alpha=8)
 
 
 def test_a_lora_evaluator_whose_base_is_gone_says_which_base_it_needs(tiny_lm, tmp_path):

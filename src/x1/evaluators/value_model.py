@@ -145,7 +145,7 @@ class HeadedLM(nn.Module):
             return  # a loaded adapter keeps training as it is
         if self.base is None:
             raise BackendError("this model does not know its base weights, so its adapter could not be loaded back; "
-                               "fix: build it with from_pretrained_lm or load")
+                               "fix: build it with from_pretrained_lm, or load an adapter folder with trainable=True")
         config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules)
         self.backbone = get_peft_model(self.backbone, config)
 
@@ -214,7 +214,11 @@ class HeadedLM(nn.Module):
         head.load_state_dict(load_file(str(directory / HEAD_FILE)))
         options = {k: v for k, v in config.items() if k not in ("kind", "hidden_size")}
         model = cls(backbone, tokenizer, head=head.to(target), **{**options, **overrides})
-        model.base = base or _base_reference(directory, None)  # a full backbone is its own base
+        if not (directory / ADAPTER_CONFIG).exists():
+            model.base = _base_reference(directory, None)  # a full backbone is its own base
+        elif trainable:
+            model.base = base
+        # else merged: neither the base nor this folder holds these weights, so no new adapter may name them
         return model
 
     @staticmethod
