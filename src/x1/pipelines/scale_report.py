@@ -107,10 +107,13 @@ def evaluator_aucs(study: ScaleConfig, out_dir: Path, tasks: list[Task]) -> list
     arm_name = study.auc_arm or study.baseline
     arm = next(a for a in study.arms if a.name == arm_name)
     ids = {t.id for t in tasks}
-    for budget in sorted(study.arm_budgets(arm), reverse=True):
-        records = [r for tid, r in read_cell(out_dir, arm_name, budget).items() if tid in ids]
-        if records:
-            return [cached_auc(out_dir, spec, f"{arm_name}-N{budget}", records, tasks) for spec in study.auc]
+    cells = [(b, [r for tid, r in read_cell(out_dir, arm_name, b).items() if tid in ids])
+             for b in sorted(study.arm_budgets(arm), reverse=True)]
+    # a finished cell first (a cell just started would give an AUC on a handful of problems), else the fullest one
+    whole = [(b, records) for b, records in cells if records and len(records) == len(ids)]
+    started = sorted(((b, records) for b, records in cells if records), key=lambda c: -len(c[1]))
+    for budget, records in (whole or started)[:1]:
+        return [cached_auc(out_dir, spec, f"{arm_name}-N{budget}", records, tasks) for spec in study.auc]
     return []
 
 
