@@ -206,7 +206,8 @@ class HeadedLM(nn.Module):
         target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
         base = config.pop("lora_base", None)
-        if (directory / ADAPTER_CONFIG).exists():
+        adapter = (directory / ADAPTER_CONFIG).exists()
+        if adapter:
             backbone = cls._adapter_backbone(directory, base, target, dtype, trainable)
         else:
             backbone = AutoModel.from_pretrained(str(directory), **{dtype_kwarg(): pick_dtype(dtype, target)}).to(target)
@@ -214,7 +215,7 @@ class HeadedLM(nn.Module):
         head.load_state_dict(load_file(str(directory / HEAD_FILE)))
         options = {k: v for k, v in config.items() if k not in ("kind", "hidden_size")}
         model = cls(backbone, tokenizer, head=head.to(target), **{**options, **overrides})
-        if not (directory / ADAPTER_CONFIG).exists():
+        if not adapter:
             model.base = _base_reference(directory, None)  # a full backbone is its own base
         elif trainable:
             model.base = base
