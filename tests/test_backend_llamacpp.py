@@ -288,3 +288,24 @@ def test_stats_count_the_positions_that_decode_steps_attend_over(smollm2_llama):
     later = c.generated_tokens - (1 if c.finish_reason == "length" else 0)
     assert stats.decoded_tokens == later
     assert stats.decoded_positions == sum(range(n_prompt, n_prompt + later))
+
+
+def test_a_retired_completion_is_evicted_first():
+    """``cache_ref`` names what a finished sequence's slot holds; ranking it None (``rank_cached``) makes
+    it the first to go when every slot is cached, though plain LRU would take another."""
+    from x1.models.llama_cpp import LlamaCppBackend
+    from x1.models.registry import smollm2_path
+
+    b = LlamaCppBackend(smollm2_path(), n_ctx=2048, n_seq_max=3)
+    try:
+        done = [b.generate([GenerationRequest(chat(b, f"Say the number {i}."), max_tokens=3, temperature=0)])[0][0] for i in range(3)]
+        refs = [c.cache_ref for c in done]
+        assert all(isinstance(r, int) for r in refs) and len(set(refs)) == 3
+        b.rank_cached({refs[0]: None})
+        # the prompt shares most with number 2's, so that slot is the copy source, and one of the others must go:
+        # by LRU number 1's (number 0's was read since, as the copy source of the shared system prompt)
+        b.generate([GenerationRequest(chat(b, "Say the number 2 twice."), max_tokens=3, temperature=0)])
+        held = {slot.key for slot in b._slots}
+        assert refs[1] in held and refs[2] in held and refs[0] not in held
+    finally:
+        b.close()

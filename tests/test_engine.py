@@ -190,3 +190,41 @@ def test_a_path_that_outgrows_its_sequence_ends_its_problem_not_the_run(strategy
     assert all(o.stop_reason == "context full" and len(o.graph) >= 3 for o in short)  # grew until the cells ran out
     roomy = Engine(FakeBackend(continuous=True, steps_to_answer=3), {"confidence": ConfidenceEvaluator()})
     assert all(o.stop_reason != "context full" for o in roomy.run(tasks(2), build_strategy(strategy, **params)))
+
+
+class RankedCacheFake(FakeBackend):
+    """A fake with a prefix cache's ``rank_cached``: every completion gets a cache ref, every ranking is kept."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.refs: dict[int, str] = {}  # ref -> the prompt + text it stands for
+        self.ranks: list[dict[int, float | None]] = []
+
+    def _complete(self, req):
+        group = super()._complete(req)
+        for c in group:
+            c.cache_ref = len(self.refs) + 1
+            self.refs[c.cache_ref] = req.prompt + c.text + (c.stop or "")
+        return group
+
+    def rank_cached(self, ranks):
+        self.ranks.append(dict(ranks))
+
+
+def test_the_engine_ranks_cached_paths_and_retires_those_no_prompt_extends():
+    """A leaf the search may still expand is ranked by its value; an expanded or final step, and every
+    path of a finished problem, is retired (None); every ref handed out is retired by the end."""
+    fake = RankedCacheFake(steps_to_answer=3)
+    outcomes = Engine(fake, {"confidence": ConfidenceEvaluator()}).run(tasks(3), build_strategy("mcts", iterations=6, expand=2))
+    last: dict[int, float | None] = {}
+    for ranking in fake.ranks:
+        for ref, rank in ranking.items():
+            assert last.get(ref, 0.0) is not None, "a retired path came back to life"
+            last[ref] = rank
+    assert set(last) == set(fake.refs) and all(rank is None for rank in last.values())
+    ranked = [rank for ranking in fake.ranks for rank in ranking.values() if rank is not None]
+    assert ranked and all(0.0 <= rank <= 1.0 for rank in ranked)
+    # while a problem runs, its expanded steps are retired beside leaves that stay ranked
+    assert any(None in ranking.values() and any(r is not None for r in ranking.values()) for ranking in fake.ranks)
+    expanded = {o.graph.meta["prefix"] + o.graph.path_text(t.id) for o in outcomes for t in o.graph if t.parents and t.children}
+    assert expanded and expanded <= set(fake.refs.values())

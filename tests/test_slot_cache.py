@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from x1.models.llama_cpp.slots import SlotCache
+from x1.models.llama_cpp.slots import RETIRED, SlotCache
 
 
 class RecordedMemory:
@@ -83,3 +83,33 @@ def test_a_compact_cache_does_not_move_a_covered_slot() -> None:
     cache.slots[0].tokens, cache.slots[1].tokens = [1, 2], [1, 2, 3]
     assert cache.take() == 0
     assert not any(c[0] == "copy" for c in memory.calls)  # slot 1 still holds [1, 2]
+
+
+def test_a_retired_slot_goes_before_a_covered_one_and_ranks_order_the_rest() -> None:
+    """The caller's ranks (``rank``): a retired content is evicted first, even before one another slot
+    covers; among live ones the lowest rank goes, and only equal ranks fall back to LRU."""
+    cache = cache_with([[1, 2], [1, 2, 3], [7], [8]])  # slot 0 is covered by slot 1
+    keys = [cache._fresh().key for _ in range(4)]
+    for slot, key in zip(cache.slots, keys, strict=True):
+        slot.key = key
+    cache.rank({keys[3]: RETIRED, 999: RETIRED})  # a key whose content is gone is ignored
+    assert cache.take() == 3
+    assert cache.take() == 0  # then the covered one
+    cache.rank({keys[1]: 0.2, keys[2]: 0.9})
+    assert cache.take() == 1  # the less promising path, though slot 2 is the least recently used
+
+
+def test_a_compact_cache_moves_a_content_with_its_key_and_rank_and_drops_a_retired_one() -> None:
+    memory = RecordedMemory()
+    cache = SlotCache(memory, 4, compact=True)
+    cache.slots[0] = cache._fresh(tokens=[1, 2, 3], last_used=1)
+    moved = cache.slots[0].key
+    cache.rank({moved: 0.8})
+    assert cache.take() == 0
+    assert cache.slots[3].tokens == [1, 2, 3] and cache.slots[3].key == moved and cache.slots[3].rank == 0.8
+    cache.release(0)
+    cache.slots[0].tokens = [5, 6]
+    cache.rank({cache.key(0): RETIRED})
+    memory.calls.clear()
+    assert cache.take() == 0
+    assert not any(c[0] == "copy" for c in memory.calls)  # nobody will read [5, 6] again: not worth a copy

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from x1.evaluators.base import EvalItem, Evaluator
-from x1.graph import ReasoningGraph
+from x1.graph import ReasoningGraph, Thought
 from x1.models.base import Backend, BackendError, Completion, ContextFull, DecodeStream, GenerationRequest, LockStepStream, open_stream
 from x1.operators.generate import attach_children
+from x1.operators.select import to_unit
 from x1.outcome import Outcome
 from x1.strategies.base import Evaluate, Expand, Problem, Reply, Request, Strategy
 from x1.tasks.base import Task
@@ -59,6 +60,15 @@ class Sampling:
 
     temperature: float = 0.7
     top_p: float = 1.0
+
+
+def promise(thought: Thought) -> float:
+    """How likely a search is to extend ``thought``, in [0, 1]: its value, else its best score, else 0.5."""
+    if thought.value is not None:
+        return to_unit(thought.value)
+    if thought.scores:
+        return min(1.0, max(0.0, max(thought.scores.values())))
+    return 0.5
 
 
 def request_seed(base_seed: int, task_id: str, thought_id: int, counter: int) -> int:
@@ -111,6 +121,10 @@ class Engine:
     # streams; for comparisons, since a batch's composition shifts llama.cpp's float sums.
     continuous: bool = True
     ticks: int = 0
+    # Cached completions a prompt may still extend, per problem (thought id -> the backend's cache_ref),
+    # and those no prompt will: ranked for a backend with ``rank_cached``, so its cache evicts the worthless first.
+    _cache_refs: dict[int, dict[int, int]] = field(default_factory=dict, init=False, repr=False)
+    _dead_refs: list[int] = field(default_factory=list, init=False, repr=False)
 
     # -- public ---------------------------------------------------------------------------
     def run(self, tasks: list[Task], strategy: Strategy) -> list[Outcome]:
@@ -127,6 +141,7 @@ class Engine:
         if self.max_live is not None and self.max_live < 1:
             raise ValueError(f"max_live={self.max_live}: at least one sequence must run; fix: pass 1 or more, or None for automatic")
         problems, started = self._start(tasks, strategy)
+        self._cache_refs, self._dead_refs = {}, []  # problem indices are this run's
         outcomes: dict[int, Outcome] = {}
         limit = len(problems) if self.max_active is None else self.max_active
         target = self.live_target()
@@ -156,11 +171,13 @@ class Engine:
             if not requests:
                 p.done, p.stop_reason = True, reason or "finished"
                 outcomes[i] = self._finish(p, strategy, time.perf_counter() - started[i])
+                self._rank_cache(problems, [i])
                 return False
             submitted = self._submit(stream, p, requests, i, owner)
             if submitted is None:
                 p.done, p.stop_reason = True, "context full"
                 outcomes[i] = self._finish(p, strategy, time.perf_counter() - started[i])
+                self._rank_cache(problems, [i])
                 return False
             rounds[i] = submitted
             live += sum(r.n for r in requests if isinstance(r, Expand))
@@ -200,6 +217,7 @@ class Engine:
                 replies = self._complete(problems, {i: rounds.pop(i) for i in ready})
                 for i in ready:
                     strategy.tell(problems[i], replies[i])
+                self._rank_cache(problems, ready)
                 self.ticks += 1
                 if freeze:
                     gc.freeze()
@@ -309,10 +327,15 @@ class Engine:
                 completions = current.completions[k]
                 if r.attach:
                     children = attach_children(p.graph, p.task, r.thought_id, completions, r.tag)
+                    held = self._cache_refs.setdefault(i, {})
+                    for child, c in zip(children, completions, strict=True):
+                        if c.cache_ref is not None:
+                            held[child.id] = c.cache_ref
                     replies[i].append(Reply(r, thought_ids=[c.id for c in children]))
                     if r.evaluator:
                         to_score[r.evaluator].extend((i, c.id) for c in children)
                 else:
+                    self._dead_refs.extend(c.cache_ref for c in completions if c.cache_ref is not None)  # a rollout: never extended
                     p.graph[r.thought_id].compute.policy_calls += 1
                     p.graph[r.thought_id].compute.prompt_tokens += sum(c.prompt_tokens for c in completions)
                     p.graph[r.thought_id].compute.generated_tokens += sum(c.generated_tokens for c in completions)
@@ -330,6 +353,33 @@ class Engine:
             for i, r in owners:
                 replies[i].append(Reply(r, thought_ids=list(r.thought_ids), scores=[scored[(r.evaluator, i, t)] for t in r.thought_ids]))
         return replies
+
+    def _rank_cache(self, problems: list[Problem], indices: list[int]) -> None:
+        """Tell the policy what its cached completions are worth: nothing for a thought that has children,
+        is final or pruned, for every thought of a finished problem and for a rollout (no prompt will
+        extend them); for a leaf the search may still expand, how promising it looks. Its cache evicts
+        the worthless first, then the least promising: under MCTS most paths are never expanded, and
+        least-recently-used, blind to that, evicts the leaves of the problem whose turn comes next."""
+        rank = getattr(self.policy, "rank_cached", None)
+        ranks: dict[int, float | None] = dict.fromkeys(self._dead_refs)
+        self._dead_refs = []
+        for i in indices:
+            held = self._cache_refs.get(i)
+            if not held:
+                continue
+            if problems[i].done:
+                ranks.update(dict.fromkeys(held.values()))
+                del self._cache_refs[i]
+                continue
+            thoughts = problems[i].graph.thoughts
+            for tid in list(held):
+                thought = thoughts.get(tid)
+                if thought is None or thought.children or thought.terminal or thought.pruned:
+                    ranks[held.pop(tid)] = None
+                else:
+                    ranks[held[tid]] = promise(thought)
+        if ranks and rank is not None:
+            rank(ranks)
 
     def _evaluate(self, problems: list[Problem], wanted: dict[str, list[tuple[int, int]]]) -> dict[tuple[str, int, int], float]:
         scored: dict[tuple[str, int, int], float] = {}

@@ -70,6 +70,9 @@ class Completion:
     stop: str | None = None  # the stop string that ended it, if any (not included in text)
     prompt_tokens: int = 0
     generated_tokens: int = 0
+    # The backend's name for the cached KV cells that now hold the prompt and this continuation, or
+    # None. A caller that knows how likely a prompt is to extend them passes it to ``rank_cached``.
+    cache_ref: int | None = None
 
 
 @dataclass
@@ -114,6 +117,10 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    # A backend with a prefix cache may also offer ``rank_cached({cache_ref: rank})``: what keeping each
+    # completion's cached cells is worth, None when no later prompt will extend them (an expanded step,
+    # a final answer, a finished problem), else in [0, 1]; the cache evicts the lowest first.
 
 
 class DecodeStream(Protocol):

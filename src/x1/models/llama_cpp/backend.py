@@ -9,7 +9,8 @@ copy (``llama_memory_seq_cp``) only tags cells, so a prefix costs its cells once
 The prefix cache (``slots.SlotCache``): a new prompt reuses the longest cached token prefix; a
 slot whose whole sequence is a prefix of the prompt, and that no other prompt of the batch reads,
 is extended in place; otherwise the match is copied into a fresh slot. Only the remainder is
-prefilled. Children of one request copy the prefilled prompt. Slots are evicted least-recently-used.
+prefilled. Children of one request copy the prefilled prompt. Slots are evicted least-recently-used,
+after those whose tokens another slot holds, in the order the caller ranks them (``rank_cached``).
 
 Continuous batching (``open_stream``, ``stream.LlamaStream``): requests join the running decode as
 slots free up and leave it as soon as they finish; ``generate`` is that stream run until everything
@@ -32,7 +33,7 @@ from x1.models.gguf import check_gguf
 from x1.models.llama_cpp.build import unsupported_build_features
 from x1.models.llama_cpp.contract import Entry, Prefill
 from x1.models.llama_cpp.runtime import llama, silence_logs
-from x1.models.llama_cpp.slots import Slot, SlotCache, common_prefix
+from x1.models.llama_cpp.slots import RETIRED, Slot, SlotCache, common_prefix
 from x1.models.llama_cpp.stream import LlamaStream
 from x1.models.llama_cpp.vocab import LlamaVocab
 from x1.models.sampling import StepSample, StepSampler
@@ -186,8 +187,17 @@ class LlamaCppBackend:
         tokens.append(token)
         return len(tokens) - 1
 
+    def cache_key(self, slot: int) -> int:
+        return self.kv.key(slot)
+
     def release(self, slot: int) -> None:
         self.kv.release(slot)
+
+    def rank_cached(self, ranks: dict[int, float | None]) -> None:
+        """What keeping each completion's cached cells is worth (by ``cache_ref``): None when no prompt
+        will extend them again (evicted first), else in [0, 1] (the lowest is evicted next)."""
+        with self._lock:
+            self.kv.rank({ref: RETIRED if rank is None else rank for ref, rank in ranks.items()})
 
     def drop(self, slot: int) -> None:
         self.kv.drop(slot)

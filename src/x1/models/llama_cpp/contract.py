@@ -72,6 +72,9 @@ class StreamBackend(Protocol):
     def append(self, slot: int, token: int) -> int:
         """Record ``token`` as ``slot``'s next cell (decoded next step); its position."""
 
+    def cache_key(self, slot: int) -> int:
+        """The name of what ``slot`` holds now (a finished sequence's ``Completion.cache_ref``)."""
+
     def release(self, slot: int) -> None:
         """A sequence finished: its slot is free, its cells stay cached for reuse."""
 

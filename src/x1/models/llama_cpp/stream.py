@@ -43,6 +43,7 @@ class _Seq:
     finish: str = ""
     stop: str | None = None
     text: str = ""
+    cache_ref: int | None = None  # what its slot held when it finished: another request may take the slot before this one's siblings finish
 
 
 def _fit_request(n_seq_max: int, n_ctx: int, request: GenerationRequest, prompt_tokens: int) -> GenerationRequest:
@@ -237,6 +238,7 @@ class LlamaStream:
 
     def _finish(self, seq: _Seq, reason: str, finished: list[_Ticket]) -> None:
         seq.finish = reason
+        seq.cache_ref = self.backend.cache_key(seq.slot)
         self.backend.release(seq.slot)
         seq.ticket.left -= 1
         if seq.ticket.left == 0:
@@ -261,6 +263,7 @@ class LlamaStream:
                     stop=seq.stop,
                     prompt_tokens=ticket.prefilled if seq.child == 0 else 0,
                     generated_tokens=len(seq.tokens),
+                    cache_ref=seq.cache_ref,
                 )
             )
         return out
