@@ -145,7 +145,8 @@ def replay(vocab, eos: int, tasks, max_active: int, args: argparse.Namespace) ->
     def count(tick: int, problems) -> None:  # type: ignore[no-untyped-def]
         in_flight.append(sum(1 for p in problems if len(p.graph) > 1 and not p.done))
 
-    engine = Engine(backend, {"confidence": ConfidenceEvaluator()}, seed=0, max_active=max_active or None, on_tick=count)
+    engine = Engine(backend, {"confidence": ConfidenceEvaluator()}, seed=0, max_active=max_active or None, on_tick=count,
+                    max_live=args.max_live)
     start = time.perf_counter()
     outcomes = engine.run(tasks, MCTS(iterations=args.iterations, expand=3, temperature=0.8))
     seconds = time.perf_counter() - start
@@ -161,6 +162,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", default="32,128", help="gsm_symbolic problem counts, comma-separated")
     parser.add_argument("--max-active", default="0", help="problems in flight (x1 eval --max-active), comma-separated; 0 = all")
+    parser.add_argument("--max-live", type=int, default=None, help="live sequences at which admission pauses (search.max_live)")
     parser.add_argument("--iterations", type=int, default=16)
     parser.add_argument("--slots", type=int, default=256)
     parser.add_argument("--cells", type=int, default=1024, help="cells per KV stream (model.kv_stream_cells)")

@@ -68,9 +68,9 @@ def test_max_live_admits_problems_as_sequences_finish_and_changes_no_result():
         Engine(FakeBackend(), max_live=0).run(tasks(1), BestOfN(n=2))
 
 
-def test_the_default_live_target_is_a_quarter_of_a_continuous_backends_slots():
+def test_the_default_live_target_is_3_16ths_of_a_continuous_backends_slots():
     slots = FakeBackend(continuous=True)
-    assert Engine(slots).live_target() == slots.capabilities.max_batch // 4  # the rest keep paths cached
+    assert Engine(slots).live_target() == slots.capabilities.max_batch * 3 // 16  # the rest keep paths cached
     assert Engine(FakeBackend()).live_target() > 10**9  # lock-step: every problem at once, as before
     assert Engine(slots, max_live=5).live_target() == 5
 

@@ -28,7 +28,7 @@ class ModelConfig(BaseModel):
     name: str = DEFAULT_MODEL  # bundled name, .gguf path, transformers folder, openai:URL
     model_name: str | None = None  # the model id an OpenAI-compatible server expects
     n_ctx: int = Field(32768, gt=0)
-    # llama.cpp sequence slots (its maximum): a quarter run (the engine's live target), the rest keep paths cached
+    # llama.cpp sequence slots (its maximum): 3/16 run (the engine's live target), the rest keep paths cached
     n_seq_max: int = Field(256, gt=0, le=256)
     # llama.cpp: one KV stream of this many cells per slot (n_seq_max x it in all) instead of one unified cache of
     # n_ctx; a decode step then attends over its own sequence's cells, not every cached one (benchmarks/prefix_cache.py)
@@ -94,7 +94,7 @@ class SearchConfig(BaseModel):
     value_url: str | None = None  # an `x1 serve value` server, scoring as the evaluator named "value"
     # problems in flight at once (None: all); keep problems × live chains within the backend's slots
     max_active: int | None = Field(None, ge=1)
-    # live sequences at which no new problem is admitted (None: half the backend's slots); see Engine.max_live
+    # live sequences at which no new problem is admitted (None: 3/16 of the backend's slots); see Engine.max_live
     max_live: int | None = Field(None, ge=1)
     step: StepConfig = Field(default_factory=StepConfig)
 

@@ -109,7 +109,7 @@ class Engine:
     # live sequences within the backend's cache slots (e.g. 32 problems × best-of-8 = 256).
     max_active: int | None = None
     # Live sequences (generations submitted, not finished) at which no new problem is admitted;
-    # problems already in flight always ask their next round. None: a quarter of the sequence slots
+    # problems already in flight always ask their next round. None: 3/16 of the sequence slots
     # of a continuous backend (the rest keep the paths just generated cached for the next round:
     # a live sequence's slot is not a prefix cache), unlimited on lock-step backends.
     max_live: int | None = None
@@ -236,16 +236,19 @@ class Engine:
         return [outcomes[i] for i in range(len(problems))]
 
     def live_target(self) -> int:
-        """Live sequences at which admission pauses: ``max_live``, or a quarter of a continuous backend's slots.
+        """Live sequences at which admission pauses: ``max_live``, or 3/16 of a continuous backend's slots.
 
-        The other three quarters keep recently generated paths cached for each problem's next round:
-        with half, MCTS on 32 problems re-prefilled 0.21 tokens per generated token; with a quarter, 0.07.
+        The other slots keep recently generated paths cached for each problem's next round, and fewer
+        problems in flight share them. MCTS (16 iterations, expand 3) re-prefilled per generated token:
+        on 32 problems 0.21 with half the slots live, 0.07 with a quarter; on 128, 0.14 with a quarter and
+        0.08 with 3/16 (``benchmarks/cache_replay.py --max-live``), while llama.cpp's batched rate on a
+        CPU is flat from 32 to 64 sequences.
         """
         if self.max_live is not None:
             return self.max_live
         caps = self.policy.capabilities
         if caps.continuous and caps.max_batch > 1:
-            return max(1, caps.max_batch // 4)
+            return max(1, caps.max_batch * 3 // 16)
         return 1 << 62
 
     # -- internals ------------------------------------------------------------------------
