@@ -125,6 +125,8 @@ class Replay:
     again: int
     in_flight: float
     live: float
+    runs: float  # runs of consecutive slots per decode step (llama.cpp's pieces with KV streams)
+    packed: float  # running sequences moved down per step to close a gap
     seconds: float
 
 
@@ -155,7 +157,7 @@ def replay(vocab, eos: int, tasks, max_active: int, args: argparse.Namespace) ->
     live = sum(b * n for b, n in stats.batch_sizes.items()) / max(steps, 1)
     again = stats.prompt_tokens - question_tokens(backend, outcomes)
     return Replay(len(tasks), max_active, stats.generated_tokens, stats.prompt_tokens, again,
-                  sum(in_flight) / max(len(in_flight), 1), live, seconds)
+                  sum(in_flight) / max(len(in_flight), 1), live, stats.slot_runs / max(steps, 1), stats.packed / max(steps, 1), seconds)
 
 
 def main() -> int:
@@ -186,7 +188,8 @@ def main() -> int:
     eos = llama.llama_vocab_eos(vocab.handle)
 
     table = Table("problems", "in flight (max-active)", "mean live", "generated", "prefilled", "re-prefilled / generated",
-                  "replay s", title=f"MCTS ({args.iterations} iterations, expand 3) replayed on {args.slots} slots"
+                  "slot runs / step", "moved / step", "replay s",
+                  title=f"MCTS ({args.iterations} iterations, expand 3) replayed on {args.slots} slots"
                   + (", unified cache" if args.unified else f", KV streams of {args.cells}"))
     for n in [int(x) for x in args.problems.split(",")]:
         tasks = load_tasks("rg:gsm_symbolic", n=n, seed=0)
@@ -195,7 +198,7 @@ def main() -> int:
         for cap in [int(x) for x in args.max_active.split(",")]:
             r = replay(vocab, eos, tasks, cap, args)
             table.add_row(str(n), f"{r.in_flight:.1f} ({cap or 'all'})", f"{r.live:.1f}", f"{r.generated:,}", f"{r.prefilled:,}",
-                          f"{r.again / max(r.generated, 1):.3f}", f"{r.seconds:.1f}")
+                          f"{r.again / max(r.generated, 1):.3f}", f"{r.runs:.2f}", f"{r.packed:.2f}", f"{r.seconds:.1f}")
             console.print(f"[dim]{n} problems, max-active {cap or 'all'}: {r.generated / n:.0f} generated tokens per problem[/dim]")
     console.print(table)
     return 0

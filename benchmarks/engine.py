@@ -158,6 +158,8 @@ class Run:
     timed: Timed
     mean_context: float  # mean position of a running sequence's decoded token: what a step attends over
     mean_in_flight: float  # problems started and not finished, averaged over the engine's ticks
+    slot_runs: int = 0  # KV streams: runs of consecutive slots over the decode calls (llama.cpp's pieces)
+    packed: int = 0  # running sequences moved down to close such a gap
 
     @property
     def processed_rate(self) -> float:
@@ -168,7 +170,7 @@ def model_run(backend, tasks: list[Task], batched: bool, iterations: int, max_ac
     """One search over ``tasks``, all in one engine (batched) or one engine per problem."""
     backend.clear_cache()
     stats = backend.stats
-    before = (stats.prompt_tokens, stats.generated_tokens, stats.decode_s, stats.sample_s, stats.signals_s)
+    before = (stats.prompt_tokens, stats.generated_tokens, stats.decode_s, stats.sample_s, stats.signals_s, stats.slot_runs, stats.packed)
     stats.batch_sizes = {}
     stats.decoded_positions = stats.decoded_tokens = 0
     timed = Timed()
@@ -188,7 +190,8 @@ def model_run(backend, tasks: list[Task], batched: bool, iterations: int, max_ac
     first_time = distinct_prefix_tokens([backend.tokenize(o.graph.meta["prefix"]) for o in outcomes])
     return Run(wall, prefilled, prefilled - first_time, stats.generated_tokens - before[1], sum(o.correct for o in outcomes), len(tasks),
                dict(stats.batch_sizes), stats.decode_s - before[2], stats.sample_s - before[3], stats.signals_s - before[4], timed,
-               stats.decoded_positions / max(stats.decoded_tokens, 1), sum(in_flight) / max(len(in_flight), 1))
+               stats.decoded_positions / max(stats.decoded_tokens, 1), sum(in_flight) / max(len(in_flight), 1),
+               stats.slot_runs - before[5], stats.packed - before[6])
 
 
 # -- (c) llama.cpp's own decode rate ----------------------------------------------------------
@@ -425,6 +428,10 @@ def main() -> int:
                       ("evaluator (confidence)", batched.timed.evaluator_s), ("engine, backend bookkeeping, rest", engine_s)):
         table.add_row(name, f"{sec:.1f}", f"{sec / batched.wall:.1%}", f"{1000 * sec / steps:.1f}")
     console.print(table)
+    if streams:
+        console.print(f"KV streams: {batched.slot_runs / steps:.2f} runs of consecutive slots per step (llama.cpp splits a batch "
+                      f"between runs and reads the weights once per piece); {batched.packed / steps:.2f} running sequences "
+                      "moved down per step to keep them consecutive")
     rows = max(1, round(mean_batch))
     before, after, with_signals = sampler_ms(rows, backend.n_vocab)
     llama_ms = 1000 * float(np.interp(rows, sorted(step_s), [step_s[s] for s in sorted(step_s)]))

@@ -309,3 +309,22 @@ def test_a_retired_completion_is_evicted_first():
         assert refs[1] in held and refs[2] in held and refs[0] not in held
     finally:
         b.close()
+
+
+def test_a_running_sequence_moved_into_a_finished_ones_slot_decodes_on():
+    """KV streams: when the sequence in slot 0 finishes, the one in slot 1 moves down (its stream is
+    copied), so the batch stays one run of slots; it decodes on as if nothing happened."""
+    from x1.models.llama_cpp import LlamaCppBackend
+    from x1.models.registry import smollm2_path
+
+    b = LlamaCppBackend(smollm2_path(), n_ctx=4 * 256, n_seq_max=4, kv_streams=True)
+    try:
+        counting = GenerationRequest(chat(b, "Count from 1 to 20, separated by commas."), max_tokens=24, temperature=0)
+        [alone] = b.generate([counting])[0]
+        b.clear_cache()
+        short = GenerationRequest(chat(b, "Reply with one word: yes"), max_tokens=1, temperature=0)
+        _, [moved] = b.generate([short, counting])
+        assert b.stats.packed >= 1
+        assert moved.token_ids == alone.token_ids
+    finally:
+        b.close()

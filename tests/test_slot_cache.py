@@ -113,3 +113,26 @@ def test_a_compact_cache_moves_a_content_with_its_key_and_rank_and_drops_a_retir
     memory.calls.clear()
     assert cache.take() == 0
     assert not any(c[0] == "copy" for c in memory.calls)  # nobody will read [5, 6] again: not worth a copy
+
+
+def test_a_compact_cache_packs_running_sequences_into_the_holes_below_them() -> None:
+    """A finished sequence leaves a hole among the running ones (llama.cpp would split the batch there):
+    the highest running one moves down into it, what the hole cached moves up, and holes the step's
+    incoming prompts will take are left for them."""
+    memory = RecordedMemory()
+    cache = SlotCache(memory, 8, compact=True)
+    for i in (0, 1, 3, 5):
+        cache.slots[i] = cache._fresh(tokens=[10 + i, i], busy=True)
+    cache.slots[2] = cache._fresh(tokens=[9, 9, 9], last_used=4)  # the finished one's path, worth keeping
+    running_key = cache.slots[5].key
+    assert cache.pack([0, 1, 3, 5]) == {5: 2}
+    assert cache.slots[2].tokens == [15, 5] and cache.slots[2].busy and cache.slots[2].key == running_key
+    assert cache.slots[5].tokens == [] and not cache.slots[5].busy
+    assert cache.best_prefix([9, 9, 9, 1]) == (7, 3)  # demoted to the highest empty slot
+    assert memory.calls.index(("copy", 2, 7, -1, -1)) < memory.calls.index(("copy", 5, 2, -1, -1))
+    assert cache.pack([0, 1, 2, 3]) == {}  # already consecutive
+    # one prompt comes in this step: it takes the lowest free slot (4), so nothing needs to move
+    cache.release(3)
+    assert cache.pack([0, 1, 2], incoming=1) == {}
+    assert cache.pack([0, 1, 2], incoming=0) == {}
+    assert SlotCache(RecordedMemory(), 4).pack([0, 3]) == {}  # a unified cache never splits a batch

@@ -94,6 +94,10 @@ class BackendStats:
     # step attends over (the engine benchmark matches its ceiling to it).
     decoded_positions: int = 0
     decoded_tokens: int = 0
+    # KV streams: runs of consecutive slots in the decode calls (llama.cpp splits a batch between them), and
+    # running sequences moved down into a free slot to close such a gap
+    slot_runs: int = 0
+    packed: int = 0
 
 
 @runtime_checkable

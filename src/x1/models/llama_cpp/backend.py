@@ -193,6 +193,11 @@ class LlamaCppBackend:
     def release(self, slot: int) -> None:
         self.kv.release(slot)
 
+    def pack(self, running: list[int], incoming: int) -> dict[int, int]:
+        moves = self.kv.pack(running, incoming)
+        self.stats.packed += len(moves)
+        return moves
+
     def rank_cached(self, ranks: dict[int, float | None]) -> None:
         """What keeping each completion's cached cells is worth (by ``cache_ref``): None when no prompt
         will extend them again (evicted first), else in [0, 1] (the lowest is evicted next)."""
@@ -218,6 +223,9 @@ class LlamaCppBackend:
         With one KV stream per slot the entries go in slot order (llama.cpp batches only runs of
         consecutive stream ids together) and the rows come back in the caller's order.
         """
+        if self.kv_streams and entries:
+            slots = sorted({e[2] for e in entries})
+            self.stats.slot_runs += 1 + sum(1 for a, b in zip(slots, slots[1:], strict=False) if b != a + 1)
         if self.kv_streams and len(entries) > 1:
             order = sorted(range(len(entries)), key=lambda j: (entries[j][2], entries[j][1]))
             if order != list(range(len(entries))):

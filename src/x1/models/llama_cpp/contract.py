@@ -75,6 +75,10 @@ class StreamBackend(Protocol):
     def cache_key(self, slot: int) -> int:
         """The name of what ``slot`` holds now (a finished sequence's ``Completion.cache_ref``)."""
 
+    def pack(self, running: list[int], incoming: int) -> dict[int, int]:
+        """Move running sequences (by slot) into the free slots below them that ``incoming`` new ones
+        leave; {old slot: new slot}."""
+
     def release(self, slot: int) -> None:
         """A sequence finished: its slot is free, its cells stay cached for reuse."""
 

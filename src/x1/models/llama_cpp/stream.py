@@ -113,6 +113,7 @@ class LlamaStream:
                     f"request needs {self._queue[0].request.n} sequence slots but all {b.n_seq_max} are busy elsewhere; "
                     "fix: raise n_seq_max or finish the other stream first"
                 )
+            self._pack(len(admitted))  # one prompt slot each in this step's decode; their children fork after it
             running_logits = None
             if admitted:
                 with b.freeing_on_error():
@@ -235,6 +236,19 @@ class LlamaStream:
                 continue
             entries.append((tok, b.append(seq.slot, tok), seq.slot, True))
             running.append(seq)
+
+    def _pack(self, incoming: int) -> None:
+        """Keep the running sequences and ``incoming`` prompts in consecutive slots (KV streams): a moved
+        sequence decodes from its new slot."""
+        moves = self.backend.pack([seq.slot for seq in self._running], incoming)
+        if not moves:
+            return
+        for k, seq in enumerate(self._running):
+            new = moves.get(seq.slot)
+            if new is not None:
+                seq.slot = new
+                tok, pos, _, want = self._entries[k]
+                self._entries[k] = (tok, pos, new, want)
 
     def _finish(self, seq: _Seq, reason: str, finished: list[_Ticket]) -> None:
         seq.finish = reason
