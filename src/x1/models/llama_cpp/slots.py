@@ -129,7 +129,7 @@ class SlotCache:
         free = [i for i, s in enumerate(self.slots) if not s.busy]
         holes = [i for i in free if i < n][incoming:]  # the lowest ones are the newcomers'
         tops = sorted((i for i in running if i >= n), reverse=True)
-        spare = free[incoming:]
+        spare = [i for i in free if i >= n]  # demotion targets: never a hole that is about to be filled
         moves: dict[int, int] = {}
         for hole, top in zip(holes, tops, strict=False):
             self._demote(hole, [i for i in spare if i != hole and not self.slots[i].busy])
