@@ -25,8 +25,13 @@ def passing_probe(calls: list[str] | None = None, failing: dict[str, str] | None
     return run
 
 
+def auto_features() -> list[str]:
+    return build.choose_features("auto", EVERYTHING, passing_probe()).features
+
+
 def test_amx_that_the_cpu_reports_but_cannot_run_is_left_out() -> None:
-    choice = build.choose_features("auto", EVERYTHING, passing_probe(failing={"amx_int8": "probe killed by SIGSEGV"}))
+    named = ",".join([*auto_features(), "amx_int8", "amx_bf16"])
+    choice = build.choose_features(named, EVERYTHING, passing_probe(failing={"amx_int8": "probe killed by SIGSEGV"}))
     assert "amx_int8" not in choice.features and "amx_bf16" not in choice.features
     assert {"avx512", "avx512_vnni", "avx2"} <= set(choice.features)
     assert "SIGSEGV" in choice.off["amx_int8"] and choice.off["amx_bf16"] == "needs amx_int8"
@@ -36,8 +41,17 @@ def test_amx_that_the_cpu_reports_but_cannot_run_is_left_out() -> None:
     assert "SIGSEGV" in choice.describe()
 
 
-def test_amx_is_on_only_when_its_probe_runs() -> None:
-    choice = build.choose_features("auto", EVERYTHING, passing_probe())
+def test_auto_leaves_amx_out_with_the_reason_and_a_named_list_builds_it() -> None:
+    calls: list[str] = []
+    auto = build.choose_features("auto", EVERYTHING, passing_probe(calls))
+    assert "amx_int8" not in auto.features and "amx_int8" not in calls and "avx512_vnni" in auto.features
+    assert "PR #26954" in auto.off["amx_int8"] and "PR #26954" in auto.off["amx_bf16"]
+    assert "-DGGML_AMX_TILE=OFF" in build.cmake_args(auto.features)
+
+
+def test_amx_is_on_only_when_named_and_its_probe_runs() -> None:
+    named = ",".join([*auto_features(), "amx_int8", "amx_bf16"])
+    choice = build.choose_features(named, EVERYTHING, passing_probe())
     assert choice.features[-2:] == ["amx_int8", "amx_bf16"]
     args = build.cmake_args(choice.features)
     assert "-DGGML_AMX_TILE=ON" in args and "-DGGML_AMX_INT8=ON" in args and "-DGGML_AMX_BF16=ON" in args
@@ -53,7 +67,7 @@ def test_groups_the_cpu_does_not_report_are_neither_probed_nor_built() -> None:
 def test_a_failed_probe_switches_off_what_depends_on_it() -> None:
     choice = build.choose_features("auto", EVERYTHING, passing_probe(failing={"avx512": "probe killed by SIGILL"}))
     assert choice.features == ["sse42", "avx", "avx2", "fma", "f16c", "bmi2", "avx_vnni"]
-    assert choice.off["avx512_vnni"] == "needs avx512" and choice.off["amx_int8"] == "needs avx512 avx512_vnni"
+    assert choice.off["avx512_vnni"] == "needs avx512" and "PR #26954" in choice.off["amx_int8"]
 
 
 def test_safe_and_baseline_sets_and_explicit_lists() -> None:
@@ -65,7 +79,8 @@ def test_safe_and_baseline_sets_and_explicit_lists() -> None:
     assert explicit.features == ["avx", "avx2"]
     with pytest.raises(ValueError, match="unknown CPU feature group.*avx9"):
         build.choose_features("avx9", EVERYTHING, passing_probe())
-    assert build._next_rung(["avx2", "amx_int8"]) == "safe"
+    assert build._next_rung(["avx2", "avx512", "amx_int8", "amx_bf16"]) == "avx2,avx512"  # AMX goes first
+    assert build._next_rung(["avx2", "avx512"]) == "safe"
     assert build._next_rung(["avx2"]) == "baseline"
     assert build._next_rung([]) is None
 

@@ -4,9 +4,13 @@ Why by hand: llama-cpp-python compiles with ``-march=native``, which trusts the 
 Some sandboxes report AMX or AVX-512 that fault on first use (ggml's AMX matmul segfaults), so
 a native build crashes on the first multiply. Here each instruction-set group is turned on only
 when the CPU reports it *and* a small program that uses it computes the right answer in a child
-process. The chosen set names a wheel cache (``~/.cache/x1/wheels/<set>``), so a second setup
-on the machine installs in seconds, and a wheel built for one set is never reused for another
-(pip's own wheel cache keys on the sdist alone, not on ``CMAKE_ARGS``).
+process. ``auto`` leaves AMX out even when its probe passes: ggml's own AMX kernels (llama.cpp
+0.3.36) die of SIGILL on ``tilezero`` in a worker thread on machines where the same tile
+multiply runs fine from C, in any thread, with the permission asked for (measured, see
+AUTO_LEFT_OUT). Name the groups to build them anyway; the self-check's fallback drops them first.
+The chosen set names a wheel cache (``~/.cache/x1/wheels/<set>``), so a second setup on the
+machine installs in seconds, and a wheel built for one set is never reused for another (pip's
+own wheel cache keys on the sdist alone, not on ``CMAKE_ARGS``).
 
     python -m x1.models.llama_cpp.build install [--features auto|safe|baseline|avx2,fma,...]
     python -m x1.models.llama_cpp.build check [--fallback]
@@ -106,6 +110,14 @@ GROUP_NAMES = tuple(g.name for g in GROUPS)
 # Turned on for `safe`: a probe-confirmed subset that every x86-64 CPU of the last decade has,
 # leaving out the groups that some sandboxes report but cannot run.
 SAFE_GROUPS = ("sse42", "avx", "avx2", "fma", "f16c", "bmi2")
+# Left out of `auto` although their probe may pass. On a Xeon that reports AMX (4 Dec 2026), the
+# `auto` build died of SIGILL in ggml_backend_amx_mul_mat (tilezero in an OpenMP worker), with the
+# permission granted and a threaded C probe of the same tiles passing; upstream tracks the fix in
+# llama.cpp PR #26954 (per-thread XFD permission, tile config kept off the stack).
+AUTO_LEFT_OUT = {
+    "amx_int8": "ggml's AMX kernels crash in worker threads (llama.cpp PR #26954); name it to build it",
+    "amx_bf16": "ggml's AMX kernels crash in worker threads (llama.cpp PR #26954); name it to build it",
+}
 
 _PROBE_PROGRAM = """#define _GNU_SOURCE
 #include <immintrin.h>
@@ -185,7 +197,7 @@ def choose_features(mode: str = "auto", flags: set[str] | None = None, run_probe
     if mode == "baseline":
         return Choice([], {name: "baseline asked for" for name in GROUP_NAMES})
     if mode in ("auto", "safe"):
-        wanted = set(GROUP_NAMES) if mode == "auto" else set(SAFE_GROUPS)
+        wanted = set(GROUP_NAMES) - set(AUTO_LEFT_OUT) if mode == "auto" else set(SAFE_GROUPS)
     else:
         wanted = {w.strip() for w in mode.split(",") if w.strip()}
         unknown = wanted - set(GROUP_NAMES)
@@ -200,7 +212,7 @@ def choose_features(mode: str = "auto", flags: set[str] | None = None, run_probe
             missing = [f for f in group.cpu_flags if f not in flags]
             if group.name not in wanted:
                 if not missing:
-                    off[group.name] = f"left out by '{mode}'"
+                    off[group.name] = AUTO_LEFT_OUT[group.name] if mode == "auto" else f"left out by '{mode}'"
                 continue
             if missing:
                 if mode not in ("auto", "safe"):
@@ -306,7 +318,10 @@ def unsupported_build_features(flags: set[str] | None = None) -> list[str]:
 
 
 def _next_rung(features: list[str]) -> str | None:
-    """After a crash: drop to the safe set, then to the baseline, then give up."""
+    """After a crash: drop AMX (the usual culprit), then to the safe set, then to the baseline, then give up."""
+    without_amx = [f for f in features if f not in AUTO_LEFT_OUT]
+    if without_amx != features:
+        return ",".join(without_amx) if without_amx else "baseline"
     if any(f not in SAFE_GROUPS for f in features):
         return "safe"
     if features:
