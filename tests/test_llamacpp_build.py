@@ -178,3 +178,31 @@ def test_self_check_decodes_the_bundled_model_in_a_child() -> None:
 
     line = self_check("smollm2", tokens=4)
     assert line.startswith("llama.cpp self-check ok: smollm2 decoded")
+
+
+def test_check_fallback_drops_amx_first_then_the_rest(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from x1.models.llama_cpp import check
+
+    without_amx = auto_features()
+    record = {"features": [*without_amx, "amx_int8", "amx_bf16"]}
+    installed: list[list[str]] = []
+    crashes = iter([True, True, False])
+
+    def fake_self_check() -> str:
+        if next(crashes):
+            raise BackendError("llama.cpp crashed (SIGILL) in a child process")
+        return "llama.cpp self-check ok"
+
+    def fake_install(choice: build.Choice, **_: object) -> None:
+        installed.append(choice.features)
+        record["features"] = choice.features
+
+    real_choose = build.choose_features
+    monkeypatch.setattr(check, "self_check", fake_self_check)
+    monkeypatch.setattr(build, "read_build_record", lambda: record)
+    monkeypatch.setattr(build, "install", fake_install)
+    monkeypatch.setattr(build, "choose_features", lambda mode: real_choose(mode, EVERYTHING, passing_probe()))
+    assert build.main(["check", "--fallback"]) == 0
+    assert installed == [without_amx, list(build.SAFE_GROUPS)]
+    assert "avx512" in installed[0] and "amx_int8" not in installed[0]
+    assert capsys.readouterr().out.count("self-check FAILED") == 2
