@@ -70,6 +70,12 @@ def test_a_folder_of_another_kind_and_a_bad_aggregate_are_refused(tmp_path: Path
         parse_evaluator(f"prm:{head_folder(tmp_path, 'prm')}?aggregate=median")
     with pytest.raises(ConfigError, match="holds no x1_head.json"):
         parse_evaluator(f"value:{tmp_path}")
+    with pytest.raises(ConfigError, match="dtype='half' is not one of float32, bfloat16, float16"):
+        parse_evaluator(f"value:{value}?dtype=half")
+    with pytest.raises(ConfigError, match="unknown option 'aggregate'; value: takes dtype"):
+        parse_evaluator(f"value:{value}?aggregate=min")
+    both = parse_evaluator(f"prm:{head_folder(tmp_path, 'prm')}?aggregate=last&dtype=bfloat16")
+    assert dict(both.options) == {"aggregate": "last", "dtype": "bfloat16"}
 
 
 # -- strategy parameters ----------------------------------------------------------------------------

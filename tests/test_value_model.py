@@ -247,6 +247,13 @@ def test_process_reward_model_scores_each_step_end(tiny_lm, tmp_path):
     loaded = ProcessRewardModel.load(tmp_path / "prm", device="cpu")
     assert loaded.predict_steps(prompts, steps) == prm.predict_steps(prompts, steps)
     assert load_evaluator(tmp_path / "prm", device="cpu", aggregate="mean").aggregate == "mean"
+    # ?dtype=bfloat16 in a spec: the backbone in bf16, the head in fp32, scores near the fp32 ones
+    from x1.evaluators.spec import build_evaluator, parse_evaluator
+
+    half = build_evaluator(parse_evaluator(f"prm:{tmp_path / 'prm'}?dtype=bfloat16"), None, device="cpu")
+    assert next(half.model.backbone.parameters()).dtype == torch.bfloat16 and half.model.head.weight.dtype == torch.float32
+    for a, b in zip(half.model.predict_steps(prompts, steps), loaded.predict_steps(prompts, steps), strict=True):
+        assert a == pytest.approx(b, abs=0.05) and a != b
 
 
 def test_step_aggregation():
