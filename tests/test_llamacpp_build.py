@@ -80,6 +80,8 @@ def test_safe_and_baseline_sets_and_explicit_lists() -> None:
     with pytest.raises(ValueError, match="unknown CPU feature group.*avx9"):
         build.choose_features("avx9", EVERYTHING, passing_probe())
     assert build._next_rung(["avx2", "avx512", "amx_int8", "amx_bf16"]) == "avx2,avx512"  # AMX goes first
+    assert safe.off["avx512"] == "left out by 'safe'" and explicit.off == {}
+    assert build.choose_features("sse42,avx", EVERYTHING, passing_probe()).off["avx2"] == "not named"
     assert build._next_rung(["avx2", "avx512"]) == "safe"
     assert build._next_rung(["avx2"]) == "baseline"
     assert build._next_rung([]) is None

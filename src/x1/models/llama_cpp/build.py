@@ -212,7 +212,7 @@ def choose_features(mode: str = "auto", flags: set[str] | None = None, run_probe
             missing = [f for f in group.cpu_flags if f not in flags]
             if group.name not in wanted:
                 if not missing:
-                    off[group.name] = AUTO_LEFT_OUT[group.name] if mode == "auto" else f"left out by '{mode}'"
+                    off[group.name] = {"auto": AUTO_LEFT_OUT.get(group.name), "safe": "left out by 'safe'"}.get(mode) or "not named"
                 continue
             if missing:
                 if mode not in ("auto", "safe"):
