@@ -5,6 +5,7 @@ a search guided by it, in-process and through `x1 serve value`; and the run sett
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,15 @@ def test_bradley_terry_loss_by_hand() -> None:
             return torch.tensor([1.0, 3.0, 0.0, 1.0])
 
     assert float(orm_loss(Fixed(), [([1], [3]), ([2], [4])])) == pytest.approx(0.2200948, abs=1e-6)
+
+
+def test_bfloat16_on_a_cpu_without_native_bf16_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    from x1.evaluators.spec import warn_if_bf16_is_emulated
+
+    monkeypatch.setenv("X1_CPU_FLAGS", "avx,avx2,avx512f")
+    with pytest.warns(UserWarning, match="no native bfloat16.*about 8x slower.*fix: drop dtype=bfloat16"):
+        warn_if_bf16_is_emulated("prm:DIR?dtype=bfloat16")
+    monkeypatch.setenv("X1_CPU_FLAGS", "avx,avx2,avx512f,avx512_bf16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_bf16_is_emulated("prm:DIR?dtype=bfloat16")

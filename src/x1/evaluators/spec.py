@@ -7,8 +7,8 @@
     prm:PATH[?aggregate=min|last|product|mean]   a process reward model from ``x1 fit prm``
     orm:PATH              an outcome reward model from ``x1 fit orm``
     ...?dtype=bfloat16    any of the three, its backbone in bfloat16 (float32 by default on a CPU):
-                          3.6x faster scoring on a CPU with native bf16 (AVX512-BF16/AMX), scores
-                          within about 0.02; slower than float32 on a CPU without it
+                          3-3.7x faster scoring on a CPU with native bf16 (AVX512-BF16/AMX), scores
+                          within about 0.02; about 8x slower than float32 without it (a warning says so)
     remote:URL            an ``x1 serve value`` server (whatever it serves)
 
 A spec is checked (the folder exists and holds a model of that kind, the URL has a scheme) before
@@ -169,7 +169,23 @@ def build_evaluator(spec: EvaluatorSpec, policy: Any, *, timeout: float = 60.0, 
     options: dict[str, Any] = dict(spec.options)
     if device:
         options["device"] = device
+    if options.get("dtype") == "bfloat16" and (device or "cpu") == "cpu":
+        warn_if_bf16_is_emulated(spec.text)
     return load_evaluator(spec.target or "", name=spec.text, **options)  # type: ignore[no-any-return]
+
+
+def warn_if_bf16_is_emulated(what: str) -> None:
+    """bfloat16 on a CPU without AVX512-BF16 or AMX-BF16 runs about 8x slower than float32 (measured)."""
+    import warnings
+
+    import torch
+
+    from x1.models.llama_cpp.build import reported_cpu_flags
+
+    if torch.cuda.is_available() or {"avx512_bf16", "amx_bf16"} & reported_cpu_flags():
+        return
+    warnings.warn(f"{what}: this CPU reports no native bfloat16 (avx512_bf16, amx_bf16), so bfloat16 is emulated and scores "
+                  "about 8x slower than float32; fix: drop dtype=bfloat16", stacklevel=3)
 
 
 def build_evaluators_for(specs: Iterable[str], policy: Any, *, value_url: str | None = None, timeout: float = 60.0,
