@@ -170,22 +170,10 @@ def build_evaluator(spec: EvaluatorSpec, policy: Any, *, timeout: float = 60.0, 
     if device:
         options["device"] = device
     if options.get("dtype") == "bfloat16" and (device or "cpu") == "cpu":
-        warn_if_bf16_is_emulated(spec.text)
+        from x1.models.hf_loading import warn_if_cpu_bf16_is_emulated
+
+        warn_if_cpu_bf16_is_emulated(spec.text, fix="drop dtype=bfloat16")
     return load_evaluator(spec.target or "", name=spec.text, **options)  # type: ignore[no-any-return]
-
-
-def warn_if_bf16_is_emulated(what: str) -> None:
-    """bfloat16 on a CPU without AVX512-BF16 or AMX-BF16 runs about 8x slower than float32 (measured)."""
-    import warnings
-
-    import torch
-
-    from x1.models.llama_cpp.build import reported_cpu_flags
-
-    if torch.cuda.is_available() or {"avx512_bf16", "amx_bf16"} & reported_cpu_flags():
-        return
-    warnings.warn(f"{what}: this CPU reports no native bfloat16 (avx512_bf16, amx_bf16), so bfloat16 is emulated and scores "
-                  "about 8x slower than float32; fix: drop dtype=bfloat16", stacklevel=3)
 
 
 def build_evaluators_for(specs: Iterable[str], policy: Any, *, value_url: str | None = None, timeout: float = 60.0,

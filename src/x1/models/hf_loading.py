@@ -46,6 +46,22 @@ def pick_dtype(dtype: Any, device: Any) -> Any:
     return dtype
 
 
+def warn_if_cpu_bf16_is_emulated(what: str, fix: str) -> None:
+    """bfloat16 on a CPU without AVX512-BF16 or AMX-BF16 is emulated: about 8x slower than float32
+    (measured with a PRM's forward pass, see benchmarks/evaluators.py). A warning, so it reads the
+    CPU's reported flags; nothing is built from them."""
+    import warnings
+
+    import torch
+
+    from x1.models.llama_cpp.build import reported_cpu_flags
+
+    if torch.cuda.is_available() or {"avx512_bf16", "amx_bf16"} & reported_cpu_flags():
+        return
+    warnings.warn(f"{what}: this CPU reports no native bfloat16 (avx512_bf16, amx_bf16), so bfloat16 is emulated and "
+                  f"about 8x slower than float32; fix: {fix}", stacklevel=3)
+
+
 def dtype_kwarg() -> str:
     """transformers 4.56 renamed ``torch_dtype`` to ``dtype`` (the old name warns in 5.x)."""
     import transformers

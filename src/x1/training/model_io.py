@@ -62,6 +62,10 @@ def pick_device(device: str = "auto") -> torch.device:
 def mixed_precision(precision: str, device: torch.device) -> tuple[bool, bool]:
     """(bf16, fp16) flags for TrainingArguments. TRL would turn bf16 on by default, even on CPU."""
     if precision == "bf16":
+        if device.type == "cpu":
+            from x1.models.hf_loading import warn_if_cpu_bf16_is_emulated
+
+            warn_if_cpu_bf16_is_emulated("precision bf16", fix="use precision fp32 (or auto) on this CPU")
         return True, False
     if precision == "fp16":
         return False, True
