@@ -90,13 +90,14 @@ def main() -> int:
         for round_ in range(args.rounds):
             for name, target in targets.items():
                 result = measure(target, args.model, args.tokens)
-                console.print(f"round {round_ + 1}, {name} [{target.name}]: " + ", ".join(f"{k} {v:.1f}" for k, v in result.items()))
+                console.print(f"round {round_ + 1}, {name} ({target.name}): " + ", ".join(f"{k} {v:.1f}" for k, v in result.items()),
+                              markup=False)
                 kept = best.setdefault(name, result)
                 for key, value in result.items():
                     kept[key] = max(kept[key], value)
     first = best[names[0]]
     for name in names:
-        console.print(f"{name}: [{targets[name].name}]")
+        console.print(f"{name}: {targets[name].name}", markup=False)
     table = Table("build", "prefill tok/s", "1 seq tok/s", "32 seqs tok/s", f"ratios to {names[0]}",
                   title=f"llama.cpp builds on {args.model}, best of {args.rounds} alternating rounds")
     for name in names:
