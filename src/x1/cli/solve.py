@@ -96,12 +96,20 @@ def doctor(
     model: Annotated[str, typer.Option("--model", "-m", help="the model to decode with in the child process")] = "smollm2",
 ) -> None:
     """Check that llama.cpp runs on this machine: a short decode in a child process, so a crash is reported, not fatal."""
-    from x1.models.llama_cpp.build import choose_features, read_build_record, unsupported_build_features
+    from x1.models.llama_cpp.build import choose_features, read_build_record, reported_cpu_flags, unsupported_build_features
     from x1.models.llama_cpp.check import REBUILD_HINT, self_check
 
     record = read_build_record()
-    console.print(f"this CPU: {choose_features('auto').describe()}")
-    console.print(f"this environment's build: {' '.join(record['features']) if record else 'unknown (not built by scripts/setup.sh)'}")
+    auto = choose_features("auto")
+    console.print(f"this CPU: {auto.describe()}", markup=False)
+    console.print(f"this environment's build: {' '.join(record['features']) if record else 'unknown (not built by scripts/setup.sh)'}",
+                  markup=False)
+    if record and record.get("features") != auto.features:
+        console.print("  setup would build the set above now (an older choice, or a fallback after a crash); "
+                      "`scripts/setup.sh` switches, and its self-check falls back again if that set crashes", markup=False)
+    native = sorted({"avx512_bf16", "amx_bf16"} & reported_cpu_flags())
+    console.print(f"bfloat16 for trained evaluators: native ({', '.join(native)}): value:DIR?dtype=bfloat16 scores about 3x faster"
+                  if native else "bfloat16 for trained evaluators: emulated on this CPU (about 8x slower): keep float32", markup=False)
     unsupported = unsupported_build_features()
     if unsupported:
         fail(f"llama.cpp here was built with {', '.join(unsupported)}, which this CPU does not report; fix: {REBUILD_HINT}")
