@@ -71,6 +71,7 @@ def test_eval_max_live_reaches_the_engine_and_zero_is_refused(tmp_path, monkeypa
 
 
 def test_doctor_names_the_build_to_switch_to_and_whether_bf16_is_native(monkeypatch: pytest.MonkeyPatch) -> None:
+    from x1.models.hf_loading import native_bf16_flags
     from x1.models.llama_cpp import build, check
 
     monkeypatch.setattr(build, "choose_features", lambda mode: build.Choice(["sse42", "avx", "avx2", "avx512"], {}))
@@ -78,10 +79,14 @@ def test_doctor_names_the_build_to_switch_to_and_whether_bf16_is_native(monkeypa
     monkeypatch.setattr(build, "unsupported_build_features", lambda: [])
     monkeypatch.setattr(check, "self_check", lambda model: f"llama.cpp self-check ok: {model}")
     monkeypatch.setenv("X1_CPU_FLAGS", "avx,avx2,avx512f")
+    native_bf16_flags.cache_clear()  # the flags are read once per process
     out = " ".join(runner.invoke(app, ["doctor"]).output.split())
     assert "this environment's build: sse42 avx avx2" in out and "`scripts/setup.sh` switches" in out
     assert "emulated on this CPU (about 8x slower): keep float32" in out and "self-check ok: smollm2" in out
     monkeypatch.setenv("X1_CPU_FLAGS", "avx,avx2,avx512f,avx512_bf16")
+    native_bf16_flags.cache_clear()  # the flags are read once per process
     monkeypatch.setattr(build, "read_build_record", lambda: {"features": ["sse42", "avx", "avx2", "avx512"]})
     out = " ".join(runner.invoke(app, ["doctor"]).output.split())
     assert "native (avx512_bf16)" in out and "switches" not in out
+    monkeypatch.undo()
+    native_bf16_flags.cache_clear()  # later tests read this CPU's own flags

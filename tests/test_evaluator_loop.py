@@ -266,16 +266,21 @@ def test_bradley_terry_loss_by_hand() -> None:
 def test_bfloat16_on_a_cpu_without_native_bf16_warns(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from x1.models.hf_loading import warn_if_cpu_bf16_is_emulated
+    from x1.models.hf_loading import native_bf16_flags, warn_if_cpu_bf16_is_emulated
     from x1.training.model_io import mixed_precision
 
     monkeypatch.setenv("X1_CPU_FLAGS", "avx,avx2,avx512f")
+
+    native_bf16_flags.cache_clear()  # the flags are read once per process
     with pytest.warns(UserWarning, match="no native bfloat16.*about 8x slower.*fix: drop dtype=bfloat16"):
         warn_if_cpu_bf16_is_emulated("prm:DIR?dtype=bfloat16", fix="drop dtype=bfloat16")
     with pytest.warns(UserWarning, match="precision bf16: .*fix: use precision fp32"):
         assert mixed_precision("bf16", torch.device("cpu")) == (True, False)
     monkeypatch.setenv("X1_CPU_FLAGS", "avx,avx2,avx512f,avx512_bf16")
+    native_bf16_flags.cache_clear()  # the flags are read once per process
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_if_cpu_bf16_is_emulated("prm:DIR?dtype=bfloat16", fix="drop dtype=bfloat16")
         mixed_precision("bf16", torch.device("cpu"))
+    monkeypatch.undo()
+    native_bf16_flags.cache_clear()  # later tests read this CPU's own flags

@@ -96,7 +96,8 @@ def doctor(
     model: Annotated[str, typer.Option("--model", "-m", help="the model to decode with in the child process")] = "smollm2",
 ) -> None:
     """Check that llama.cpp runs on this machine: a short decode in a child process, so a crash is reported, not fatal."""
-    from x1.models.llama_cpp.build import choose_features, read_build_record, reported_cpu_flags, unsupported_build_features
+    from x1.models.hf_loading import native_bf16_flags
+    from x1.models.llama_cpp.build import choose_features, read_build_record, unsupported_build_features
     from x1.models.llama_cpp.check import REBUILD_HINT, self_check
 
     record = read_build_record()
@@ -107,7 +108,7 @@ def doctor(
     if record and record.get("features") != auto.features:
         console.print("  setup would build the set above now (an older choice, or a fallback after a crash); "
                       "`scripts/setup.sh` switches, and its self-check falls back again if that set crashes", markup=False)
-    native = sorted({"avx512_bf16", "amx_bf16"} & reported_cpu_flags())
+    native = native_bf16_flags()
     console.print(f"bfloat16 for trained evaluators: native ({', '.join(native)}): value:DIR?dtype=bfloat16 scores about 3x faster"
                   if native else "bfloat16 for trained evaluators: emulated on this CPU (about 8x slower): keep float32", markup=False)
     unsupported = unsupported_build_features()

@@ -8,6 +8,7 @@ are refused with the fix, and a dtype left to "auto" is chosen for the device.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import pickle
@@ -46,6 +47,15 @@ def pick_dtype(dtype: Any, device: Any) -> Any:
     return dtype
 
 
+@functools.cache
+def native_bf16_flags() -> tuple[str, ...]:
+    """The native bfloat16 groups this CPU reports (avx512_bf16, amx_bf16); read once per process,
+    since training asks on every step."""
+    from x1.models.llama_cpp.build import reported_cpu_flags
+
+    return tuple(sorted({"avx512_bf16", "amx_bf16"} & reported_cpu_flags()))
+
+
 def warn_if_cpu_bf16_is_emulated(what: str, fix: str) -> None:
     """bfloat16 on a CPU without AVX512-BF16 or AMX-BF16 is emulated: about 8x slower than float32
     (measured with a PRM's forward pass, see benchmarks/evaluators.py). A warning, so it reads the
@@ -54,9 +64,7 @@ def warn_if_cpu_bf16_is_emulated(what: str, fix: str) -> None:
 
     import torch
 
-    from x1.models.llama_cpp.build import reported_cpu_flags
-
-    if torch.cuda.is_available() or {"avx512_bf16", "amx_bf16"} & reported_cpu_flags():
+    if torch.cuda.is_available() or native_bf16_flags():
         return
     warnings.warn(f"{what}: this CPU reports no native bfloat16 (avx512_bf16, amx_bf16), so bfloat16 is emulated and "
                   f"about 8x slower than float32; fix: {fix}", stacklevel=3)

@@ -114,10 +114,8 @@ SAFE_GROUPS = ("sse42", "avx", "avx2", "fma", "f16c", "bmi2")
 # `auto` build died of SIGILL in ggml_backend_amx_mul_mat (tilezero in an OpenMP worker), with the
 # permission granted and a threaded C probe of the same tiles passing; upstream tracks the fix in
 # llama.cpp PR #26954 (per-thread XFD permission, tile config kept off the stack).
-AUTO_LEFT_OUT = {
-    "amx_int8": "ggml's AMX kernels crash in worker threads (llama.cpp PR #26954); name it to build it",
-    "amx_bf16": "ggml's AMX kernels crash in worker threads (llama.cpp PR #26954); name it to build it",
-}
+_AMX_CRASH = "ggml's AMX kernels crash in worker threads (llama.cpp PR #26954); name it to build it"
+AUTO_LEFT_OUT = {"amx_int8": _AMX_CRASH, "amx_bf16": _AMX_CRASH}
 
 _PROBE_PROGRAM = """#define _GNU_SOURCE
 #include <immintrin.h>
@@ -212,7 +210,12 @@ def choose_features(mode: str = "auto", flags: set[str] | None = None, run_probe
             missing = [f for f in group.cpu_flags if f not in flags]
             if group.name not in wanted:
                 if not missing:
-                    off[group.name] = {"auto": AUTO_LEFT_OUT.get(group.name), "safe": "left out by 'safe'"}.get(mode) or "not named"
+                    if mode == "auto":  # the only groups auto does not want
+                        off[group.name] = AUTO_LEFT_OUT[group.name]
+                    elif mode == "safe":
+                        off[group.name] = "left out by 'safe'"
+                    else:
+                        off[group.name] = "not named"
                 continue
             if missing:
                 if mode not in ("auto", "safe"):
