@@ -77,3 +77,11 @@ def test_wall_time_counts_the_interrupted_sessions_too(tmp_path):
     result = evaluate(tasks, config(n=2), out, "scripted", resume=True, policy=FakeBackend())
     assert 100.0 <= result.wall_s < 160.0
     assert json.loads((out / "results.json").read_text())["wall_s"] == result.wall_s
+    assert result.cpu_s is None  # the killed session's CPU seconds were not recorded, so the total is unknown
+
+
+def test_results_give_the_runs_own_cpu_seconds(tmp_path):
+    out = tmp_path / "run"
+    result = evaluate([number_task("t0", question="q0")], config(n=2), out, "scripted", policy=FakeBackend())
+    assert result.cpu_s is not None and result.cpu_s >= 0.0
+    assert json.loads((out / "elapsed.json").read_text())["cpu_s"] == result.cpu_s

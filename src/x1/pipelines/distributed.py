@@ -18,7 +18,6 @@ import json
 import os
 import socket
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,8 @@ from typing import Any
 import x1
 from x1.config import RunConfig
 from x1.models.base import Backend
-from x1.pipelines.evaluate import EvalError, EvalResult, earlier_wall, open_run, write_results
+from x1.pipelines.evaluate import EvalError, EvalResult, open_run, write_results
+from x1.pipelines.run_clock import RunClock
 from x1.pipelines.solve import open_policy, run_tasks
 from x1.strategies import build_strategy
 from x1.tasks.base import Task
@@ -197,7 +197,7 @@ def evaluate_distributed(
     todo, resumed = open_run(tasks, config, out_dir, resume, task_spec)
     if on_skip:
         on_skip(resumed)
-    start, before = time.perf_counter(), earlier_wall(out_dir, resume)
+    clock = RunClock(out_dir, resume, count_cpu=False)  # the work runs in the workers' processes, not this one
     model_name = config.model.name
     if todo:
         started = connect(ray, address, workers)
@@ -206,4 +206,4 @@ def evaluate_distributed(
         finally:
             if started:
                 ray.shutdown()
-    return write_results(tasks, config, out_dir, task_spec, model_name, before + time.perf_counter() - start, resumed)
+    return write_results(tasks, config, out_dir, task_spec, model_name, clock, resumed)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import random
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,6 +20,7 @@ from x1.config import RunConfig
 from x1.engine import Outcome
 from x1.evaluators.spec import oracle_reason
 from x1.models.base import Backend
+from x1.pipelines.run_clock import RunClock
 from x1.pipelines.rundir import RunDirError, atomic_write_text, check_identity, check_out_dir, finished_records, run_identity
 from x1.pipelines.solve import open_policy, run_tasks
 from x1.strategies import Problem
@@ -56,10 +55,11 @@ class EvalResult:
     prompt_tokens: int
     generated_tokens: int
     policy_calls: int
-    wall_s: float
+    wall_s: float  # every session of the run, including time the machine spent on other jobs
     resumed: int  # problems taken from an earlier, interrupted run
     oracle: str | None = None  # why gold answers guided the search (verifier evaluator, training mode), if they did
     by_level: list[GroupResult] = field(default_factory=list)  # empty unless the tasks carry a level
+    cpu_s: float | None = None  # this run's own CPU seconds, all sessions (None when some session went uncounted)
 
 
 def bootstrap_ci(values: list[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -74,7 +74,8 @@ def bootstrap_ci(values: list[float], confidence: float = 0.95, resamples: int =
     return lo, hi
 
 
-def summarize(records: list[dict], task: str, strategy: str, model: str, wall_s: float, resumed: int) -> EvalResult:
+def summarize(records: list[dict], task: str, strategy: str, model: str, wall_s: float, resumed: int,
+              cpu_s: float | None = None) -> EvalResult:
     correct = [1.0 if r["correct"] else 0.0 for r in records]
     lo, hi = bootstrap_ci(correct)
     return EvalResult(
@@ -92,6 +93,7 @@ def summarize(records: list[dict], task: str, strategy: str, model: str, wall_s:
         policy_calls=sum(r["compute"]["policy_calls"] for r in records),
         wall_s=wall_s,
         resumed=resumed,
+        cpu_s=cpu_s,
     )
 
 
@@ -150,7 +152,7 @@ def open_run(tasks: list[Task], config: RunConfig, out_dir: Path, resume: bool, 
 
 
 def write_results(
-    tasks: list[Task], config: RunConfig, out_dir: Path, task_spec: str, model_name: str, wall_s: float, resumed: int
+    tasks: list[Task], config: RunConfig, out_dir: Path, task_spec: str, model_name: str, clock: RunClock, resumed: int
 ) -> EvalResult:
     """Summarize the trace into results.json, in task order: the interval must not depend on which problem finished first."""
     trace_path = out_dir / "traces.jsonl"
@@ -158,25 +160,12 @@ def write_results(
     ids = {t.id for t in tasks}
     by_id = {r["task_id"]: r for r in read_traces(trace_path) if r["task_id"] in ids} if trace_path.exists() else {}
     records = [by_id[t.id] for t in tasks if t.id in by_id]
-    result = summarize(records, task_spec, config.search.strategy, model_name, wall_s, resumed)
+    elapsed = clock.record()
+    result = summarize(records, task_spec, config.search.strategy, model_name, elapsed.wall_s, resumed, elapsed.cpu_s)
     result.oracle = oracle_reason(config.search.params)
     result.by_level = by_level(records, tasks)
     atomic_write_text(out_dir / "results.json", json.dumps({**asdict(result), "config": config.model_dump()}, indent=2))
-    record_wall(out_dir, wall_s)
     return result
-
-
-def earlier_wall(out_dir: Path, resume: bool) -> float:
-    """Seconds that earlier, interrupted sessions of this run spent: the reported wall time covers them all."""
-    path = out_dir / "elapsed.json"
-    return float(json.loads(path.read_text())["wall_s"]) if resume and path.exists() else 0.0
-
-
-def record_wall(out_dir: Path, wall_s: float) -> None:
-    """Kept up to date while a run goes, so a kill loses at most one tick of the wall-time count."""
-    tmp = out_dir / "elapsed.json.tmp"
-    tmp.write_text(json.dumps({"wall_s": wall_s}))
-    os.replace(tmp, out_dir / "elapsed.json")
 
 
 def evaluate(
@@ -201,11 +190,11 @@ def evaluate(
     todo, resumed = open_run(tasks, config, out_dir, resume, task_spec if bind_identity else None)
     if on_skip:
         on_skip(resumed)
-    start, before = time.perf_counter(), earlier_wall(out_dir, resume)
+    clock = RunClock(out_dir, resume)
     model_name = config.model.name
 
     def tick(n: int, problems: list[Problem]) -> None:
-        record_wall(out_dir, before + time.perf_counter() - start)
+        clock.record()
         if on_tick:
             on_tick(n, problems)
 
@@ -220,4 +209,4 @@ def evaluate(
             if opened:
                 policy.close()
                 gc.collect()
-    return write_results(tasks, config, out_dir, task_spec, model_name, before + time.perf_counter() - start, resumed)
+    return write_results(tasks, config, out_dir, task_spec, model_name, clock, resumed)

@@ -9,8 +9,6 @@ source's generation compute and adds the evaluator's calls.
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 from x1.evaluators.base import EvalItem
@@ -24,7 +22,7 @@ def revote_cell(source: Path, target: Path, tasks: list[Task], voting: str, eval
                 on_done: object = None) -> int:
     """Append a re-voted record to ``target/traces.jsonl`` for every source record not yet there; how many were added."""
     from x1.evaluators.spec import build_evaluator, parse_evaluator
-    from x1.pipelines.evaluate import record_wall
+    from x1.pipelines.run_clock import RunClock
     from x1.pipelines.rundir import drop_torn_last_line
 
     target.mkdir(parents=True, exist_ok=True)
@@ -38,9 +36,7 @@ def revote_cell(source: Path, target: Path, tasks: list[Task], voting: str, eval
     if not todo:
         return 0
     scorer = build_evaluator(parse_evaluator(evaluator), policy=None) if evaluator else None
-    elapsed = target / "elapsed.json"
-    before = float(json.loads(elapsed.read_text())["wall_s"]) if elapsed.exists() else 0.0
-    start = time.perf_counter()
+    clock = RunClock(target, resume=True)
     with out_path.open("a") as fh:
         for record in todo:
             task = by_id[record["task_id"]]
@@ -61,7 +57,7 @@ def revote_cell(source: Path, target: Path, tasks: list[Task], voting: str, eval
             write_record(fh, {**fields, "answer": answer, "answer_thought": None if chosen is None else chosen.id,
                               "score": verdict.score, "correct": verdict.score >= 1.0 - 1e-9, "reason": verdict.reason,
                               "compute": compute, "graph": graph.to_dict(), "revote": {"voting": voting, "evaluator": evaluator}})
-            record_wall(target, before + time.perf_counter() - start)
+            clock.record()
             if callable(on_done):
                 on_done(verdict.score >= 1.0 - 1e-9)
     return len(todo)
