@@ -79,6 +79,17 @@ def test_a_folder_of_another_kind_and_a_bad_aggregate_are_refused(tmp_path: Path
     assert dict(both.options) == {"aggregate": "last", "dtype": "bfloat16"}
 
 
+def test_specs_that_score_alike_share_a_scoring_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Written differently, scoring the same: a re-vote's scores may stand in for the AUC's (scale_auc)."""
+    folder = head_folder(tmp_path, "prm")
+    monkeypatch.chdir(tmp_path)
+    key = parse_evaluator(f"prm:{folder}").scoring_key()
+    assert parse_evaluator("prm:./prm-model?aggregate=min").scoring_key() == key
+    assert parse_evaluator(f"prm:{folder}?aggregate=last").scoring_key() != key
+    assert parse_evaluator(f"prm:{folder}?dtype=bfloat16").scoring_key() != key
+    assert parse_evaluator(f"value:{head_folder(tmp_path, 'value')}").scoring_key() != key
+
+
 # -- strategy parameters ----------------------------------------------------------------------------
 def test_parameters_are_typed_from_the_strategy_fields() -> None:
     mcts = build_strategy("mcts", temperature="1e-3", iterations="5", training="true")

@@ -88,7 +88,7 @@ def tasks_with_answers(k: int = 6):
 
 
 def without_wall(cells):
-    return [{**c, "summary": {k: v for k, v in c["summary"].items() if k != "wall_s"}} for c in cells]
+    return [{**c, "summary": {k: v for k, v in c["summary"].items() if k not in ("wall_s", "cpu_s")}} for c in cells]
 
 
 def test_study_runs_resumes_and_reports(tmp_path):
@@ -106,6 +106,7 @@ def test_study_runs_resumes_and_reports(tmp_path):
         assert d["n"] == 6 and d["ci_low"] <= d["difference"] <= d["ci_high"]
     report = (tmp_path / "scaling.md").read_text()
     assert "| majority | best_of_n | fake | 2 | 6 |" in report and "Paired differences" in report
+    assert "| wall | CPU |" in report and all(c["summary"]["cpu_s"] is not None for c in result["cells"])
     assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "results.json").read_text())["cells"] == result["cells"]
     # Resume: every cell finished, so nothing runs again and the report is the same.
@@ -153,6 +154,25 @@ def test_evaluator_auc_on_held_out_chains(tmp_path):
     assert "| `verifier` | majority-N4 |" in (tmp_path / "scaling.md").read_text()
     confidence = auc_of("confidence", tmp_path, tasks)
     assert confidence.auc is not None and confidence.ci_low <= confidence.auc <= confidence.ci_high
+
+
+def test_auc_reads_the_scores_a_revote_of_the_same_chains_wrote(tmp_path, monkeypatch):
+    """The AUC's evaluator already scored majority's chains in the re-vote: nothing is scored twice, the AUC is the same."""
+    import x1.evaluators.spec
+    from x1.pipelines.scale_report import evaluator_aucs
+
+    arms = [STUDY["arms"][1], {"name": "confidence-vote", "strategy": "best_of_n", "revote": "majority",
+                               "params": {"n": "{N}", "voting": "weighted", "evaluator": "confidence"}}]
+    study = ScaleConfig.model_validate({**STUDY, "arms": arms, "budgets": [4], "reference": None, "auc": ["confidence"]})
+    tasks = tasks_with_answers(8)
+    run_study(study, tmp_path, tasks, policies={"fake": FakeBackend.preset("arithmetic")})
+    scored_afresh = auc_of("confidence", tmp_path, tasks)
+    (tmp_path / "auc.json").unlink()
+    monkeypatch.setattr(x1.evaluators.spec, "build_evaluator", lambda *a, **k: pytest.fail("scored a chain again"))
+    (reused,) = evaluator_aucs(study, tmp_path, tasks)
+    assert (reused.chains, reused.auc, reused.ci_low, reused.ci_high) == (
+        scored_afresh.chains, scored_afresh.auc, scored_afresh.ci_low, scored_afresh.ci_high)
+    assert scored_afresh.chains >= 8 * 3
 
 
 def auc_of(spec, out_dir, tasks):

@@ -50,6 +50,15 @@ class EvaluatorSpec:
         """True when the scores come from the gold answer, not from a model."""
         return self.kind in ORACLES
 
+    def scoring_key(self) -> tuple[str, str | None, tuple[tuple[str, str], ...]]:
+        """Equal for two specs that score every thought alike however they are written (``prm:DIR`` and
+        ``prm:./DIR?aggregate=min``), so scores one already wrote can stand in for the other's."""
+        options = dict(self.options)
+        if self.kind == "prm":
+            options.setdefault("aggregate", "min")
+        target = str(Path(self.target).expanduser().resolve()) if self.kind in MODEL_KINDS and self.target else self.target
+        return self.kind, target, tuple(sorted(options.items()))
+
 
 def parse_evaluator(text: str, value_url: str | None = None) -> EvaluatorSpec:
     """Check one spec; ``value`` alone means the ``--value-url`` server when one is given."""

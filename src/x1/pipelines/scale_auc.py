@@ -63,31 +63,70 @@ def bootstrap_auc(groups: dict[str, list[tuple[float, bool]]], resamples: int = 
     return values[int(0.025 * len(values))], values[min(len(values) - 1, int(0.975 * len(values)))]
 
 
-def evaluator_auc(spec: str, cell: str, records: list[dict], tasks: list[Task], batch: int = 16) -> EvaluatorAUC:
-    """Score every labelled chain of ``records`` with the evaluator ``spec`` names; AUC and its interval."""
+def evaluator_auc(spec: str, cell: str, records: list[dict], tasks: list[Task], batch: int = 16,
+                  known: dict[tuple[str, int], float] | None = None) -> EvaluatorAUC:
+    """Score every labelled chain of ``records`` with the evaluator ``spec`` names; AUC and its interval.
+
+    ``known`` maps (task id, thought id) to the score this evaluator already gave that chain (a
+    re-vote of the same chains wrote it); only the chains it lacks are scored.
+    """
     from x1.evaluators.spec import build_evaluator, parse_evaluator
 
-    evaluator = build_evaluator(parse_evaluator(spec), policy=None)
     chains = labelled_chains(records, {t.id: t for t in tasks})
-    scores: list[float] = []
-    for start in range(0, len(chains), batch):
-        scores += evaluator.evaluate([item for _, item, _ in chains[start : start + batch]])
+    known = known or {}
+    scores = [known.get((task_id, item.thought_id)) for task_id, item, _ in chains]
+    missing = [i for i, score in enumerate(scores) if score is None]
+    if missing:
+        evaluator = build_evaluator(parse_evaluator(spec), policy=None)
+        for start in range(0, len(missing), batch):
+            part = missing[start : start + batch]
+            for i, score in zip(part, evaluator.evaluate([chains[i][1] for i in part]), strict=True):
+                scores[i] = score
     groups: dict[str, list[tuple[float, bool]]] = {}
-    for (task_id, _, label), score in zip(chains, scores, strict=True):
+    final = [float(score) for score in scores if score is not None]
+    for (task_id, _, label), score in zip(chains, final, strict=True):
         groups.setdefault(task_id, []).append((score, label))
-    value = auc(scores, [label for _, _, label in chains])
+    value = auc(final, [label for _, _, label in chains])
     lo, hi = bootstrap_auc(groups) if value is not None else (None, None)
     return EvaluatorAUC(spec, cell, len(groups), len(chains), sum(label for _, _, label in chains), value, lo, hi)
 
 
-def cached_auc(out_dir: Path, spec: str, cell: str, records: list[dict], tasks: list[Task]) -> EvaluatorAUC:
+def scores_given(spec: str, records: list[dict]) -> dict[tuple[str, int], float]:
+    """(task id, thought id) → score, for every thought in ``records`` scored by an evaluator that scores as ``spec`` does."""
+    from x1.evaluators.spec import parse_evaluator
+
+    key = parse_evaluator(spec).scoring_key()
+    same: dict[str, bool] = {}
+    out = {}
+    for record in records:
+        for node in record["graph"]["thoughts"]:
+            for name, score in (node.get("scores") or {}).items():
+                if name not in same:
+                    same[name] = _scoring_key(name) == key
+                if same[name]:
+                    out[(record["task_id"], node["id"])] = float(score)
+    return out
+
+
+def _scoring_key(spec: str) -> tuple | None:
+    from x1.config import ConfigError
+    from x1.evaluators.spec import parse_evaluator
+
+    try:
+        return parse_evaluator(spec).scoring_key()
+    except ConfigError:  # a score under a name that is no spec now (a model folder since removed)
+        return None
+
+
+def cached_auc(out_dir: Path, spec: str, cell: str, records: list[dict], tasks: list[Task],
+               known: dict[tuple[str, int], float] | None = None) -> EvaluatorAUC:
     """The AUC, recomputed only when the cell has more problems than when it was last measured."""
     path = out_dir / "auc.json"
     cache = json.loads(path.read_text()) if path.exists() else {}
     key = f"{spec} @ {cell}"
     if key in cache and cache[key]["records"] == len(records):
         return EvaluatorAUC(**cache[key]["result"])
-    result = evaluator_auc(spec, cell, records, tasks)
+    result = evaluator_auc(spec, cell, records, tasks, known=known)
     cache[key] = {"records": len(records), "result": asdict(result)}
     path.write_text(json.dumps(cache, indent=2))
     return result

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from x1.pipelines.evaluate import EvalResult, bootstrap_ci, summarize
+from x1.pipelines.run_clock import Elapsed, read_elapsed
 from x1.pipelines.scale import ScaleConfig, cell_dir, grid, read_cell
 from x1.tasks.base import Task
 
@@ -53,10 +54,9 @@ def paired_bootstrap(a: list[float], b: list[float], confidence: float = 0.95, r
 
 
 def _cell(study: ScaleConfig, out_dir: Path, arm_name: str, budget: int, records: list[dict]) -> Cell:
-    elapsed = cell_dir(out_dir, arm_name, budget) / "elapsed.json"
-    wall = float(json.loads(elapsed.read_text())["wall_s"]) if elapsed.exists() else 0.0
+    elapsed = read_elapsed(cell_dir(out_dir, arm_name, budget)) or Elapsed(0.0, None)
     arm = next(a for a in study.arms if a.name == arm_name)
-    summary = summarize(records, study.task, arm.strategy, arm.model or study.model.name, wall, resumed=0)
+    summary = summarize(records, study.task, arm.strategy, arm.model or study.model.name, elapsed.wall_s, 0, elapsed.cpu_s)
     n = max(1, summary.n)
     return Cell(arm_name, budget, summary, summary.generated_tokens / n, summary.prompt_tokens / n)
 
@@ -102,7 +102,7 @@ def evaluator_aucs(study: ScaleConfig, out_dir: Path, tasks: list[Task]) -> list
     """AUC of each listed evaluator on the chains of the AUC arm's largest finished budget (held-out problems)."""
     if not study.auc:
         return []
-    from x1.pipelines.scale_auc import cached_auc
+    from x1.pipelines.scale_auc import cached_auc, scores_given
 
     arm_name = study.auc_arm or study.baseline
     arm = next(a for a in study.arms if a.name == arm_name)
@@ -113,7 +113,11 @@ def evaluator_aucs(study: ScaleConfig, out_dir: Path, tasks: list[Task]) -> list
     whole = [(b, records) for b, records in cells if records and len(records) == len(ids)]
     started = sorted(((b, records) for b, records in cells if records), key=lambda c: -len(c[1]))
     for budget, records in (whole or started)[:1]:
-        return [cached_auc(out_dir, spec, f"{arm_name}-N{budget}", records, tasks) for spec in study.auc]
+        # re-votes of these very chains already scored them: their scores stand in, so only the chains they lack are scored
+        revotes = [r for a in study.arms if a.revote == arm_name and budget in study.arm_budgets(a)
+                   for r in read_cell(out_dir, a.name, budget).values() if r["task_id"] in ids]
+        return [cached_auc(out_dir, spec, f"{arm_name}-N{budget}", records, tasks, known=scores_given(spec, revotes))
+                for spec in study.auc]
     return []
 
 
@@ -165,10 +169,14 @@ def markdown(study: ScaleConfig, cells: list[Cell], comparisons: list[Comparison
     lines = [f"# Test-time-compute scaling: {study.task}", "",
              f"{study.n} problems (seed {study.seed}), policy `{study.model.name}`, budgets N = {', '.join(map(str, study.budgets))}. "
              "Accuracy with a 95% bootstrap interval; tokens are means per problem.", ""]
-    lines += _table(["arm", "strategy", "model", "N", "n", "accuracy [95% CI]", "generated tok", "prefilled tok", "wall"],
+    lines += _table(["arm", "strategy", "model", "N", "n", "accuracy [95% CI]", "generated tok", "prefilled tok", "wall", "CPU"],
                     [[c.arm, c.summary.strategy, c.summary.model, c.budget, c.summary.n,
                       pct(c.summary.accuracy, c.summary.ci_low, c.summary.ci_high), f"{c.generated_tokens:.0f}",
-                      f"{c.prompt_tokens:.0f}", f"{c.summary.wall_s:.0f} s"] for c in cells])
+                      f"{c.prompt_tokens:.0f}", f"{c.summary.wall_s:.0f} s",
+                      "—" if c.summary.cpu_s is None else f"{c.summary.cpu_s:.0f} s"] for c in cells])
+    lines += ["", "Wall time counts every session of a cell and whatever else the machine ran meanwhile; CPU is the "
+              "cell's own CPU seconds (all its threads), which compares cells that ran beside other jobs. "
+              "— : some session of the cell predates the CPU count."]
     lines += answers(study, cells, comparisons)
     if comparisons:
         lines += ["", "## Paired differences (same problems)", "",
