@@ -264,3 +264,58 @@ def test_step_aggregation():
     assert aggregate_steps([], "min") == 0.5
     with pytest.raises(ValueError, match="min, last, product, mean"):
         aggregate_steps([0.5], "max")
+
+
+# -- scoring siblings: their shared prefix runs once (shared_prefix) ---------------------------------
+def test_plan_groups_siblings_on_their_parents_path_not_on_a_common_header():
+    from x1.evaluators.shared_prefix import plan
+
+    header = list(range(100, 120))  # 20 tokens every problem starts with (a system prompt)
+    parent_a, parent_b = header + list(range(200, 260)), header + list(range(300, 360))
+    seqs = [parent_a + [1, 2], parent_b + [7], parent_a + [3], parent_a + [4, 5, 6], parent_b + [8, 9], header + [5]]
+    groups, singles = plan(seqs, max_group=16)
+    assert sorted((shared, sorted(members)) for shared, members in groups) == [(80, [0, 2, 3]), (80, [1, 4])]
+    assert singles == [5]
+    assert plan([parent_a, parent_a], max_group=16)[0] == [(79, [0, 1])]  # each member keeps a token of its own
+    assert plan(seqs, max_group=2)[0] and all(len(m) <= 2 for _, m in plan(seqs, max_group=2)[0])
+    assert plan([header[:10] + [1], header[:10] + [2]], max_group=16) == ([], [0, 1])  # too short to pay
+
+
+def sibling_paths() -> tuple[list[str], list[list[str]]]:
+    """What a beam step scores: three children of one thought, three of another problem's, and a lone first step."""
+    long_prompt = "<|im_start|>system\nSolve the problem step by step, one short step per paragraph.<|im_end|>\n"
+    first, second = long_prompt + "<|im_start|>user\nWhat is 12 * 7 - 5?<|im_end|>\n", long_prompt + "<|im_start|>user\n3+4?<|im_end|>\n"
+    parent = ["12 * 7 = 84\n\n", "84 - 5 = 79\n\n"]
+    other = ["3 + 4 = 7\n\n", "7 * 2 = 14\n\n"]
+    prompts = [first] * 3 + [second] * 4
+    steps = [parent + ["The answer is: 79"], parent + ["So 79\n\n"], parent + ["The answer is: 80"],
+             other + ["The answer is: 14"], other + ["14 - 1 = 13\n\n"], other + ["The answer is: 15"], ["7"]]
+    return prompts, steps
+
+
+def test_sibling_paths_score_as_if_each_ran_alone(tiny_lm, monkeypatch):
+    from x1.evaluators import shared_prefix
+
+    prm = ProcessRewardModel.from_pretrained_lm(tiny_lm, device="cpu", seed=2, head_std=1.0)
+    prompts, steps = sibling_paths()
+    shared_rows = []
+    run = shared_prefix.hidden_after_prefixes
+
+    def counted(backbone, groups, device):
+        shared_rows.append(sum(len(s) for _, s in groups))
+        return run(backbone, groups, device)
+
+    monkeypatch.setattr(shared_prefix, "hidden_after_prefixes", counted)
+    shared = prm.predict_steps(prompts, steps, batch_size=8)
+    assert shared_rows == [6]  # the two families of siblings ran on their shared prefixes; the lone step padded
+    prm.share_prefixes = False
+    alone = [prm.predict_steps([p], [s])[0] for p, s in zip(prompts, steps, strict=True)]
+    for a, b in zip(shared, alone, strict=True):
+        assert a == pytest.approx(b, abs=1e-5)
+    value = ValueModel.from_pretrained_lm(tiny_lm, device="cpu", seed=1, head_std=1.0)
+    texts = [p + "".join(s) for p, s in zip(prompts, steps, strict=True)]
+    value.share_prefixes = False
+    one_by_one = [value.predict([t])[0] for t in texts]
+    value.share_prefixes = True
+    assert value.predict(texts) == pytest.approx(one_by_one, abs=1e-5)
+    assert len(shared_rows) == 2

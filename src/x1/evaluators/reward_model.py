@@ -73,13 +73,8 @@ class ProcessRewardModel(HeadedLM):
             raise ValueError(f"predict_steps got {len(prompts)} prompts but {len(steps)} step lists")
         encoded = [self.encode_steps(p, s) for p, s in zip(prompts, steps, strict=True)]
         seqs = [ids or [self.pad_id] for ids, _ in encoded]
-
-        def run(ids: torch.Tensor, mask: torch.Tensor, rows: list[int]) -> list[list[float]]:
-            scores = self.forward(ids, mask).float()
-            shift = (mask.shape[1] - mask.sum(dim=1)).tolist() if self.padding_side == "left" else [0] * len(rows)
-            return [[float(scores[r, e + int(shift[r])]) for e in encoded[i][1]] for r, i in enumerate(rows)]
-
-        return self._batched(seqs, run, batch_size)
+        logits = self.position_logits(seqs, batch_size)
+        return [[float(v) for v in self.activation(row[ends]).tolist()] for row, (_, ends) in zip(logits, encoded, strict=True)]
 
 
 def aggregate_steps(scores: list[float], how: str = "min") -> float:

@@ -108,6 +108,7 @@ class HeadedLM(nn.Module):
         self.max_length = max_length
         self.padding_side = padding_side
         self.batch_size = batch_size
+        self.share_prefixes = True  # inference runs a prefix that sequences share once (position_logits)
         pad = getattr(tokenizer, "pad_token_id", None)
         eos = getattr(tokenizer, "eos_token_id", None)
         self.pad_id = int(pad if pad is not None else eos if eos is not None else 0)  # never read: the mask decides
@@ -279,7 +280,9 @@ class HeadedLM(nn.Module):
 
     def token_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The head's raw output at every position: [batch, length] (float32 unless the head was cast)."""
-        hidden = self.hidden_states(input_ids, attention_mask)
+        return self._head(self.hidden_states(input_ids, attention_mask))
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)
 
     def last_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -312,12 +315,46 @@ class HeadedLM(nn.Module):
             self.train(was_training)
         return results
 
+    def position_logits(self, seqs: list[list[int]], batch_size: int | None = None) -> list[torch.Tensor]:
+        """The head's raw output at every position of each sequence ([length], float32), in input order.
+
+        Sequences that share a long token prefix (a thought's children, which a search scores together)
+        run it once (``shared_prefix``); the rest are padded and batched, shortest together.
+        """
+        from x1.evaluators import shared_prefix
+
+        size = max(1, batch_size or self.batch_size)
+        groups, singles = shared_prefix.plan(seqs, size) if self.share_prefixes else ([], list(range(len(seqs))))
+        results: list[Any] = [None] * len(seqs)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                for chunk in shared_prefix.chunks(groups, size):
+                    hidden = shared_prefix.hidden_after_prefixes(
+                        self.backbone, [(seqs[members[0]][:shared], [seqs[i][shared:] for i in members]) for shared, members in chunk],
+                        self.device)
+                    for (shared, members), (head, tails) in zip(chunk, hidden, strict=True):
+                        head_logits, tail_logits = self._head(head).float(), self._head(tails).float()
+                        for row, i in enumerate(members):
+                            results[i] = torch.cat([head_logits, tail_logits[row, : len(seqs[i]) - shared]])
+        finally:
+            self.train(was_training)
+
+        def run(ids: torch.Tensor, mask: torch.Tensor, _: list[int]) -> list[torch.Tensor]:
+            logits = self.token_logits(ids, mask).float()
+            return [row[m.bool()] for row, m in zip(logits, mask, strict=True)]
+
+        for i, logits in zip(singles, self._batched([seqs[i] for i in singles], run, batch_size), strict=True):
+            results[i] = logits
+        return results
+
     def predict(self, texts: list[str], batch_size: int | None = None) -> list[float]:
         """The activated score of each whole text (batched; padding-independent)."""
         if not texts:
             return []
         seqs = [self._truncate(self.encode(t))[0] or [self.pad_id] for t in texts]
-        return self._batched(seqs, lambda ids, mask, _: self.forward(ids, mask).float().tolist(), batch_size)
+        return [float(self.activation(logits[-1])) for logits in self.position_logits(seqs, batch_size)]
 
     def unit_scores(self, texts: list[str], batch_size: int | None = None) -> list[float]:
         """Scores in [0, 1] for the Evaluator contract (1 = will succeed)."""
