@@ -3,8 +3,10 @@
 A long run is interrupted and resumed, paused (SIGSTOP) while another job has the machine, or
 runs beside other jobs at a lower priority. Wall time then counts the other jobs too, so a cell
 of a study that happened to run beside a test suite looks slower than one that ran alone. CPU
-seconds (all threads of this process, llama.cpp's included; ``time.process_time``) count only
-this run's work, whatever else the machine did. Both are kept in ``elapsed.json`` and updated as
+seconds (all threads of this process, llama.cpp's included; ``time.process_time``) count this
+run's own threads only: a pause adds nothing to them, and other jobs add only the time this run's
+threads spin while they wait for each other (llama.cpp's and OpenMP's do). Both are kept in
+``elapsed.json`` and updated as
 the run goes, so a kill loses at most one tick. A run whose earlier sessions predate the CPU
 count (or ran in other processes, as a distributed run's workers do) has ``cpu_s`` None: a part
 sum would understate it.

@@ -175,7 +175,8 @@ def markdown(study: ScaleConfig, cells: list[Cell], comparisons: list[Comparison
                       f"{c.prompt_tokens:.0f}", f"{c.summary.wall_s:.0f} s",
                       "—" if c.summary.cpu_s is None else f"{c.summary.cpu_s:.0f} s"] for c in cells])
     lines += ["", "Wall time counts every session of a cell and whatever else the machine ran meanwhile; CPU is the "
-              "cell's own CPU seconds (all its threads), which compares cells that ran beside other jobs. "
+              "cell's own CPU seconds (all its threads), which a pause does not inflate and other jobs inflate less "
+              "(threads that spin while waiting still count). "
               "— : some session of the cell predates the CPU count."]
     lines += answers(study, cells, comparisons)
     if comparisons:
