@@ -151,6 +151,7 @@ def test_evaluator_auc_on_held_out_chains(tmp_path):
     assert measured["cell"] == "majority-N4" and measured["chains"] >= 8 * 3
     assert 0 < measured["positives"] < measured["chains"]
     assert measured["auc"] == 1.0 and measured["ci_low"] == 1.0
+    assert measured["within_auc"] in (1.0, None)  # 1.0 wherever a problem has a right and a wrong chain
     assert "| `verifier` | majority-N4 |" in (tmp_path / "scaling.md").read_text()
     confidence = auc_of("confidence", tmp_path, tasks)
     assert confidence.auc is not None and confidence.ci_low <= confidence.auc <= confidence.ci_high
@@ -173,6 +174,24 @@ def test_auc_reads_the_scores_a_revote_of_the_same_chains_wrote(tmp_path, monkey
     assert (reused.chains, reused.auc, reused.ci_low, reused.ci_high) == (
         scored_afresh.chains, scored_afresh.auc, scored_afresh.ci_low, scored_afresh.ci_high)
     assert scored_afresh.chains >= 8 * 3
+
+
+def test_within_problem_auc_is_blind_to_problem_difficulty():
+    """Scores that only say how easy a problem is rank chains well pooled, and at chance within a problem."""
+    from x1.pipelines.recipe.metrics import auc
+    from x1.pipelines.scale_auc import bootstrap_within_auc
+
+    easy = {f"easy{i}": [(0.9, True), (0.9, True), (0.9, False)] for i in range(10)}
+    hard = {f"hard{i}": [(0.1, True), (0.1, False), (0.1, False)] for i in range(10)}
+    difficulty = {**easy, **hard}
+    pooled = auc([s for pairs in difficulty.values() for s, _ in pairs], [label for pairs in difficulty.values() for _, label in pairs])
+    assert pooled is not None and pooled > 0.65
+    assert bootstrap_within_auc(difficulty)[0] == 0.5 and bootstrap_within_auc(difficulty)[3] == 20
+    # and the other way round: each problem's right chain just above its wrong ones, problems far apart
+    ranked = {f"p{i}": [(i + 0.2, True), (i + 0.1, False), (i + 0.1, False)] for i in range(10)}
+    within, lo, hi, mixed = bootstrap_within_auc(ranked)
+    assert (within, lo, hi, mixed) == (1.0, 1.0, 1.0, 10)
+    assert bootstrap_within_auc({"all right": [(0.5, True)], "all wrong": [(0.4, False)]}) == (None, None, None, 0)
 
 
 def auc_of(spec, out_dir, tasks):

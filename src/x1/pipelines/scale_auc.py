@@ -30,6 +30,13 @@ class EvaluatorAUC:
     auc: float | None
     ci_low: float | None
     ci_high: float | None
+    # Within a problem: P(a right chain outscores a wrong one of the same problem), over the problems
+    # that have both. Reranking and search choose within a problem, so this is the AUC that decides
+    # them; the pooled one above also rewards telling easy problems from hard ones.
+    mixed_problems: int = 0
+    within_auc: float | None = None
+    within_ci_low: float | None = None
+    within_ci_high: float | None = None
 
 
 def labelled_chains(records: list[dict], tasks: dict[str, Task]) -> list[tuple[str, EvalItem, bool]]:
@@ -45,6 +52,31 @@ def labelled_chains(records: list[dict], tasks: dict[str, Task]) -> list[tuple[s
             answer = thought.answer if thought.answer is not None else task.extract_answer(graph.path_text(thought.id))
             out.append((task.id, EvalItem(task, graph, thought.id, prefix), task.verify(answer).score >= 1.0 - 1e-9))
     return out
+
+
+def within_problem_auc(groups: dict[str, list[tuple[float, bool]]], keys: list[str]) -> float | None:
+    """P(right chain's score > wrong chain's score) over every (right, wrong) pair of one problem, ties ½."""
+    wins = pairs = 0.0
+    for key in keys:
+        right = [score for score, label in groups[key] if label]
+        wrong = [score for score, label in groups[key] if not label]
+        for r in right:
+            for w in wrong:
+                wins += 1.0 if r > w else 0.5 if r == w else 0.0
+        pairs += len(right) * len(wrong)
+    return wins / pairs if pairs else None
+
+
+def bootstrap_within_auc(groups: dict[str, list[tuple[float, bool]]], resamples: int = 1000,
+                         seed: int = 0) -> tuple[float | None, float | None, float | None, int]:
+    """(within-problem AUC, its percentile interval over resampled problems, how many problems have both labels)."""
+    keys = sorted(k for k, pairs in groups.items() if any(label for _, label in pairs) and not all(label for _, label in pairs))
+    value = within_problem_auc(groups, keys)
+    if value is None:
+        return None, None, None, 0
+    rng = random.Random(seed)
+    values = sorted(v for v in (within_problem_auc(groups, rng.choices(keys, k=len(keys))) for _ in range(resamples)) if v is not None)
+    return value, values[int(0.025 * len(values))], values[min(len(values) - 1, int(0.975 * len(values)))], len(keys)
 
 
 def bootstrap_auc(groups: dict[str, list[tuple[float, bool]]], resamples: int = 1000, seed: int = 0) -> tuple[float | None, float | None]:
@@ -88,7 +120,9 @@ def evaluator_auc(spec: str, cell: str, records: list[dict], tasks: list[Task], 
         groups.setdefault(task_id, []).append((score, label))
     value = auc(final, [label for _, _, label in chains])
     lo, hi = bootstrap_auc(groups) if value is not None else (None, None)
-    return EvaluatorAUC(spec, cell, len(groups), len(chains), sum(label for _, _, label in chains), value, lo, hi)
+    within, within_lo, within_hi, mixed = bootstrap_within_auc(groups)
+    return EvaluatorAUC(spec, cell, len(groups), len(chains), sum(label for _, _, label in chains), value, lo, hi,
+                        mixed, within, within_lo, within_hi)
 
 
 def scores_given(spec: str, records: list[dict]) -> dict[tuple[str, int], float]:
@@ -124,7 +158,7 @@ def cached_auc(out_dir: Path, spec: str, cell: str, records: list[dict], tasks: 
     path = out_dir / "auc.json"
     cache = json.loads(path.read_text()) if path.exists() else {}
     key = f"{spec} @ {cell}"
-    if key in cache and cache[key]["records"] == len(records):
+    if key in cache and cache[key]["records"] == len(records) and "within_auc" in cache[key]["result"]:
         return EvaluatorAUC(**cache[key]["result"])
     result = evaluator_auc(spec, cell, records, tasks, known=known)
     cache[key] = {"records": len(records), "result": asdict(result)}

@@ -189,11 +189,17 @@ def markdown(study: ScaleConfig, cells: list[Cell], comparisons: list[Comparison
     if aucs:
         lines += ["", "## Evaluators on held-out problems", "",
                   "Every finished chain of the cell, labelled by the task's verifier and scored by the evaluator; "
-                  "the 95% interval resamples problems.", ""]
-        lines += _table(["evaluator", "chains of", "problems", "chains", "correct chains", "AUC [95% CI]"],
-                        [[f"`{a.evaluator}`", a.cell, a.problems, a.chains, a.positives,
-                          "—" if a.auc is None else f"{a.auc:.3f}" + ("" if a.ci_low is None else f" [{a.ci_low:.3f}, {a.ci_high:.3f}]")]
-                         for a in aucs])
+                  "the 95% intervals resample problems. *Pooled*: any right chain against any wrong one. *Within a problem*: "
+                  "a right chain against a wrong one of the same problem, over the problems that have both; reranking and "
+                  "search choose within a problem, so this is the AUC that decides them.", ""]
+
+        def with_ci(value: float | None, lo: float | None, hi: float | None) -> str:
+            return "—" if value is None else f"{value:.3f}" + ("" if lo is None else f" [{lo:.3f}, {hi:.3f}]")
+
+        lines += _table(["evaluator", "chains of", "problems", "chains", "correct chains", "pooled AUC [95% CI]",
+                         "problems with both", "within-problem AUC [95% CI]"],
+                        [[f"`{a.evaluator}`", a.cell, a.problems, a.chains, a.positives, with_ci(a.auc, a.ci_low, a.ci_high),
+                          a.mixed_problems, with_ci(a.within_auc, a.within_ci_low, a.within_ci_high)] for a in aucs])
     if plot_name:
         lines += ["", f"![accuracy against generated tokens]({plot_name})"]
     return "\n".join(lines) + "\n"
