@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
+from study_cells import add_cell_arguments, load_cell
 
 from x1.evaluators.spec import build_evaluator, parse_evaluator
 from x1.pipelines.recipe.metrics import auc
-from x1.pipelines.scale import ScaleConfig, load_study_tasks, read_cell
 from x1.pipelines.scale_auc import labelled_chains
 
 console = Console(width=150)
@@ -43,20 +42,10 @@ def score(evaluator, items, batch: int = 16) -> tuple[list[float], float]:  # ty
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", default="examples/scale-arithmetic.yaml")
-    parser.add_argument("--out", default="docs/results/scaling-study/scale", help="the study's output folder")
-    parser.add_argument("--cell", default="majority-N1", help="ARM-N<budget>: whose chains are scored")
+    add_cell_arguments(parser, "majority-N1", "ARM-N<budget>: whose chains are scored")
     parser.add_argument("--chains", type=int, default=0, help="score only the first CHAINS chains (0: all)")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    study = ScaleConfig.from_yaml(args.study)
-    arm, _, budget = args.cell.rpartition("-N")
-    records = list(read_cell(Path(args.out), arm, int(budget)).values())
-    if not records:
-        raise SystemExit(f"no traces for cell {args.cell} under {args.out}; fix: name a finished cell (e.g. majority-N1)")
-    tasks, _ = load_study_tasks(study)
+    study, records, tasks = load_cell(args)
     chains = labelled_chains(records, {t.id: t for t in tasks})
     if args.chains:
         chains = chains[: args.chains]

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-import torch
 from rich.console import Console
 from rich.table import Table
+from study_cells import add_cell_arguments, load_cell
 
 from x1.evaluators.base import EvalItem
 from x1.evaluators.shared_prefix import plan
 from x1.evaluators.spec import build_evaluator, parse_evaluator
 from x1.graph import ReasoningGraph
-from x1.pipelines.scale import ScaleConfig, load_study_tasks, read_cell
 
 console = Console(width=150)
 
@@ -63,21 +61,12 @@ def tokens_run(model, calls: list[list[EvalItem]], evaluator) -> tuple[int, int]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", default="examples/scale-arithmetic.yaml")
-    parser.add_argument("--out", default="docs/results/scaling-study/scale", help="the study's output folder")
-    parser.add_argument("--cell", default="beam-prm-N4", help="ARM-N<budget>: a search cell whose graphs are replayed")
+    add_cell_arguments(parser, "beam-prm-N4", "ARM-N<budget>: a search cell whose graphs are replayed")
     parser.add_argument("--evaluator", default="prm:docs/results/scaling-study/prm")
     parser.add_argument("--problems", type=int, default=12, help="replay the first PROBLEMS problems' graphs")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    study = ScaleConfig.from_yaml(args.study)
-    arm, _, budget = args.cell.rpartition("-N")
-    records = list(read_cell(Path(args.out), arm, int(budget)).values())[: args.problems]
-    if not records:
-        raise SystemExit(f"no traces for cell {args.cell} under {args.out}; fix: name a finished search cell (e.g. beam-prm-N4)")
-    tasks, _ = load_study_tasks(study)
+    _, records, tasks = load_cell(args)
+    records = records[: args.problems]
     calls = calls_of(records, {t.id: t for t in tasks})
     evaluator = build_evaluator(parse_evaluator(args.evaluator), None, device="cpu")
     model = evaluator.model
