@@ -229,3 +229,22 @@ def test_report_answers_the_two_questions(tmp_path):
     report = (tmp_path / "scaling.md").read_text()
     assert "(a) N=4: the best evaluator-guided arm, oracle-vote, against majority: +" in report
     assert "(b) The policy's best cell, " in report and "against greedy" in report
+
+
+def test_a_cell_still_running_does_not_answer_where_a_finished_one_can():
+    """A running cell has its quick problems only (often the easy ones): 80% on 5 must not beat 50% on 200."""
+    from x1.pipelines.evaluate import summarize
+    from x1.pipelines.scale_report import Cell, answers
+
+    def cell(arm, right, n):
+        records = [{"correct": i < right, "score": float(i < right), "compute": {"prompt_tokens": 1, "generated_tokens": 10,
+                                                                               "policy_calls": 1}} for i in range(n)]
+        return Cell(arm, 4, summarize(records, "samples", "best_of_n", "fake", 0.0, 0), 10.0, 1.0)
+
+    guided = {"strategy": "best_of_n", "params": {"n": "{N}", "voting": "weighted", "evaluator": "judge"}}
+    study = ScaleConfig.model_validate({**STUDY, "arms": [STUDY["arms"][0], STUDY["arms"][1], {"name": "weighted", **guided},
+                                                          {"name": "searching", **guided}]})
+    lines = answers(study, [cell("majority", 80, 200), cell("weighted", 100, 200), cell("searching", 4, 5)], [])
+    assert "(a) N=4: the best evaluator-guided arm, weighted, against majority: no shared problems yet, 10 vs 10 generated tokens." in lines
+    assert "(b) The policy's best cell, weighted at N=4, against greedy: no shared problems yet." in lines
+    assert lines[-1] == "Still running, and left out of the answers where a finished cell exists: searching at N=4 (5 of 200)."

@@ -139,11 +139,18 @@ def answers(study: ScaleConfig, cells: list[Cell], comparisons: list[Comparison]
         return f"{d.difference:+.1%} [{d.ci_low:+.1%}, {d.ci_high:+.1%}] on {d.n} problems: {verdict}"
 
     out = ["", "## The questions", ""]
+    # a cell still running has its quick problems only: it answers a question only where no finished cell can
+    total = max((c.summary.n for c in cells), default=0)
+    running = [c for c in cells if c.summary.n < total]
+
+    def finished_first(candidates: list[Cell]) -> list[Cell]:
+        return [c for c in candidates if c.summary.n == total] or candidates
+
     guided = [c for c in cells if _uses_evaluator(study, c.arm)]
     if not guided:
         out.append("(a) Search with a trained evaluator against majority voting: no evaluator-guided cell has finished yet.")
     for budget in sorted({c.budget for c in guided}):
-        best = max((c for c in guided if c.budget == budget), key=lambda c: (c.summary.accuracy, -c.generated_tokens))
+        best = max(finished_first([c for c in guided if c.budget == budget]), key=lambda c: (c.summary.accuracy, -c.generated_tokens))
         base = next((c for c in cells if c.arm == study.baseline and c.budget == budget), None)
         tokens = f", {best.generated_tokens:.0f} vs {base.generated_tokens:.0f} generated tokens" if base else ""
         out.append(f"(a) N={budget}: the best evaluator-guided arm, {best.arm}, against {study.baseline}: "
@@ -151,9 +158,12 @@ def answers(study: ScaleConfig, cells: list[Cell], comparisons: list[Comparison]
     if study.reference:
         own = [c for c in cells if c.arm != study.reference and c.summary.model == study.model.name]
         if own:
-            best = max(own, key=lambda c: (c.summary.accuracy, -c.generated_tokens))
+            best = max(finished_first(own), key=lambda c: (c.summary.accuracy, -c.generated_tokens))
             out.append(f"(b) The policy's best cell, {best.arm} at N={best.budget}, against {study.reference}: "
                        f"{said(find(best.arm, best.budget, study.reference))}.")
+    if running:
+        out.append("Still running, and left out of the answers where a finished cell exists: "
+                   + ", ".join(f"{c.arm} at N={c.budget} ({c.summary.n} of {total})" for c in running) + ".")
     return out
 
 
