@@ -319,3 +319,14 @@ def test_sibling_paths_score_as_if_each_ran_alone(tiny_lm, monkeypatch):
     value.share_prefixes = True
     assert value.predict(texts) == pytest.approx(one_by_one, abs=1e-5)
     assert len(shared_rows) == 2
+
+
+def test_a_backbone_without_a_kv_cache_scores_whole_padded_sequences(tiny_lm, monkeypatch):
+    from x1.evaluators import shared_prefix
+
+    prm = ProcessRewardModel.from_pretrained_lm(tiny_lm, device="cpu", seed=2, head_std=1.0)
+    prompts, steps = sibling_paths()
+    shared = prm.predict_steps(prompts, steps, batch_size=8)
+    monkeypatch.setattr(shared_prefix, "hidden_after_prefixes", lambda backbone, groups, device: None)
+    for a, b in zip(prm.predict_steps(prompts, steps, batch_size=8), shared, strict=True):
+        assert a == pytest.approx(b, abs=1e-5)

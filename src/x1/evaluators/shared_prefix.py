@@ -87,8 +87,9 @@ def _cache_argument(backbone: torch.nn.Module) -> str:
 
 
 def hidden_after_prefixes(backbone: torch.nn.Module, groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
-                          device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """For each (prefix, suffixes) group: (the prefix's hidden states [p, h], its suffixes' [k, s, h]).
+                          device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """For each (prefix, suffixes) group: (the prefix's hidden states [p, h], its suffixes' [k, s, h]);
+    None when the backbone keeps no KV cache (then the caller pads whole sequences instead).
 
     Two forward calls for all the groups: the prefixes together, then every suffix on a copy of its
     group's cache rows. Both are right-padded and masked: a pad only follows a row's real tokens, so
@@ -97,7 +98,9 @@ def hidden_after_prefixes(backbone: torch.nn.Module, groups: Sequence[tuple[Sequ
     prefixes = [list(prefix) for prefix, _ in groups]
     ids, mask = _right_padded(prefixes)
     out = backbone(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True)
-    cache = getattr(out, "cache", None) or out.past_key_values  # transformers 5 calls it cache, 4 past_key_values
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)  # transformers 5: cache; 4: past_key_values
+    if cache is None:
+        return None
     rows = [g for g, (_, suffixes) in enumerate(groups) for _ in suffixes]
     cache.batch_select_indices(torch.tensor(rows, device=device))
     suffixes = [list(s) for _, group_suffixes in groups for s in group_suffixes]

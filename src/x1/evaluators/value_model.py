@@ -334,6 +334,9 @@ class HeadedLM(nn.Module):
                     hidden = shared_prefix.hidden_after_prefixes(
                         self.backbone, [(seqs[members[0]][:shared], [seqs[i][shared:] for i in members]) for shared, members in chunk],
                         self.device)
+                    if hidden is None:  # a backbone without a KV cache: its sequences run whole, padded
+                        singles += [i for _, members in chunk for i in members]
+                        continue
                     for (shared, members), (head, tails) in zip(chunk, hidden, strict=True):
                         head_logits, tail_logits = self._head(head).float(), self._head(tails).float()
                         for row, i in enumerate(members):
