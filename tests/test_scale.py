@@ -160,7 +160,7 @@ def test_evaluator_auc_on_held_out_chains(tmp_path):
 def test_auc_reads_the_scores_a_revote_of_the_same_chains_wrote(tmp_path, monkeypatch):
     """The AUC's evaluator already scored majority's chains in the re-vote: nothing is scored twice, the AUC is the same."""
     import x1.evaluators.spec
-    from x1.pipelines.scale_report import evaluator_aucs
+    from x1.pipelines.scale_report import evaluator_aucs, read_cells
 
     arms = [STUDY["arms"][1], {"name": "confidence-vote", "strategy": "best_of_n", "revote": "majority",
                                "params": {"n": "{N}", "voting": "weighted", "evaluator": "confidence"}}]
@@ -170,7 +170,7 @@ def test_auc_reads_the_scores_a_revote_of_the_same_chains_wrote(tmp_path, monkey
     scored_afresh = auc_of("confidence", tmp_path, tasks)
     (tmp_path / "auc.json").unlink()
     monkeypatch.setattr(x1.evaluators.spec, "build_evaluator", lambda *a, **k: pytest.fail("scored a chain again"))
-    (reused,) = evaluator_aucs(study, tmp_path, tasks)
+    (reused,) = evaluator_aucs(study, tmp_path, tasks, read_cells(study, tmp_path, tasks))
     assert (reused.chains, reused.auc, reused.ci_low, reused.ci_high) == (
         scored_afresh.chains, scored_afresh.auc, scored_afresh.ci_low, scored_afresh.ci_high)
     assert scored_afresh.chains >= 8 * 3

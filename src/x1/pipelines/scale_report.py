@@ -72,11 +72,18 @@ def _compare(arm: str, budget: int, mine: dict[str, dict], against: str, against
     return Comparison(arm, budget, against, against_budget, len(shared), diff, lo, hi)
 
 
-def collect(study: ScaleConfig, out_dir: Path, tasks: list[Task]) -> tuple[list[Cell], list[Comparison]]:
+Records = dict[tuple[str, int], dict[str, dict]]  # (arm, budget) → task id → trace record
+
+
+def read_cells(study: ScaleConfig, out_dir: Path, tasks: list[Task]) -> Records:
+    """Every cell's finished records on the evaluation problems, read once for the whole report."""
+    ids = {t.id for t in tasks}
+    return {(arm.name, b): {k: v for k, v in read_cell(out_dir, arm.name, b).items() if k in ids} for arm, b in grid(study)}
+
+
+def collect(study: ScaleConfig, out_dir: Path, tasks: list[Task], records: Records) -> tuple[list[Cell], list[Comparison]]:
     """Cells with at least one finished problem, and every arm compared with the baseline (same N) and the reference."""
     order = [t.id for t in tasks]
-    ids = set(order)
-    records = {(arm.name, b): {k: v for k, v in read_cell(out_dir, arm.name, b).items() if k in ids} for arm, b in grid(study)}
     cells = [_cell(study, out_dir, arm, b, [recs[t] for t in order if t in recs]) for (arm, b), recs in records.items() if recs]
     comparisons: list[Comparison] = []
     for (arm, b), recs in records.items():
@@ -98,7 +105,7 @@ def collect(study: ScaleConfig, out_dir: Path, tasks: list[Task]) -> tuple[list[
     return cells, comparisons
 
 
-def evaluator_aucs(study: ScaleConfig, out_dir: Path, tasks: list[Task]) -> list[Any]:
+def evaluator_aucs(study: ScaleConfig, out_dir: Path, tasks: list[Task], records: Records) -> list[Any]:
     """AUC of each listed evaluator on the chains of the AUC arm's largest finished budget (held-out problems)."""
     if not study.auc:
         return []
@@ -107,16 +114,14 @@ def evaluator_aucs(study: ScaleConfig, out_dir: Path, tasks: list[Task]) -> list
     arm_name = study.auc_arm or study.baseline
     arm = next(a for a in study.arms if a.name == arm_name)
     ids = {t.id for t in tasks}
-    cells = [(b, [r for tid, r in read_cell(out_dir, arm_name, b).items() if tid in ids])
-             for b in sorted(study.arm_budgets(arm), reverse=True)]
+    cells = [(b, list(records.get((arm_name, b), {}).values())) for b in sorted(study.arm_budgets(arm), reverse=True)]
     # a finished cell first (a cell just started would give an AUC on a handful of problems), else the fullest one
-    whole = [(b, records) for b, records in cells if records and len(records) == len(ids)]
-    started = sorted(((b, records) for b, records in cells if records), key=lambda c: -len(c[1]))
-    for budget, records in (whole or started)[:1]:
+    whole = [(b, chains) for b, chains in cells if chains and len(chains) == len(ids)]
+    started = sorted(((b, chains) for b, chains in cells if chains), key=lambda c: -len(c[1]))
+    for budget, chains in (whole or started)[:1]:
         # re-votes of these very chains already scored them: their scores stand in, so only the chains they lack are scored
-        revotes = [r for a in study.arms if a.revote == arm_name and budget in study.arm_budgets(a)
-                   for r in read_cell(out_dir, a.name, budget).values() if r["task_id"] in ids]
-        return [cached_auc(out_dir, spec, f"{arm_name}-N{budget}", records, tasks, known=scores_given(spec, revotes))
+        revotes = [r for a in study.arms if a.revote == arm_name for r in records.get((a.name, budget), {}).values()]
+        return [cached_auc(out_dir, spec, f"{arm_name}-N{budget}", chains, tasks, known=scores_given(spec, revotes))
                 for spec in study.auc]
     return []
 
@@ -252,8 +257,9 @@ def plot(cells: list[Cell], path: Path) -> bool:
 
 def write_report(study: ScaleConfig, out_dir: Path, tasks: list[Task]) -> dict[str, Any]:
     """results.json, scaling.md and scaling.png from whatever cells have finished problems (a partial study reports too)."""
-    cells, comparisons = collect(study, out_dir, tasks)
-    aucs = evaluator_aucs(study, out_dir, tasks)
+    records = read_cells(study, out_dir, tasks)
+    cells, comparisons = collect(study, out_dir, tasks, records)
+    aucs = evaluator_aucs(study, out_dir, tasks, records)
     plotted = plot(cells, out_dir / "scaling.png") if cells else False
     (out_dir / "scaling.md").write_text(markdown(study, cells, comparisons, "scaling.png" if plotted else None, aucs))
     result = {"study": study.model_dump(mode="json"), "cells": [asdict(c) for c in cells],
