@@ -298,16 +298,18 @@ def test_sibling_paths_score_as_if_each_ran_alone(tiny_lm, monkeypatch):
 
     prm = ProcessRewardModel.from_pretrained_lm(tiny_lm, device="cpu", seed=2, head_std=1.0)
     prompts, steps = sibling_paths()
-    shared_rows = []
-    run = shared_prefix.hidden_after_prefixes
+    calls = []
+    run = shared_prefix.forward_rows
 
-    def counted(backbone, groups, device):
-        shared_rows.append(sum(len(s) for _, s in groups))
-        return run(backbone, groups, device)
+    def counted(backbone, rows, device, keep):
+        calls.append([len(tokens) for _, tokens in rows])
+        return run(backbone, rows, device, keep)
 
-    monkeypatch.setattr(shared_prefix, "hidden_after_prefixes", counted)
+    monkeypatch.setattr(shared_prefix, "forward_rows", counted)
     shared = prm.predict_steps(prompts, steps, batch_size=8)
-    assert shared_rows == [6]  # the two families of siblings ran on their shared prefixes; the lone step padded
+    # the two families' shared prefixes and the lone path whole, then the six siblings' own tokens on their prefixes
+    assert [len(rows) for rows in calls] == [3, 6]
+    assert sum(calls[1]) < sum(len(prm.encode(p + "".join(s))) for p, s in zip(prompts[:6], steps[:6], strict=True)) / 3
     prm.share_prefixes = False
     alone = [prm.predict_steps([p], [s])[0] for p, s in zip(prompts, steps, strict=True)]
     for a, b in zip(shared, alone, strict=True):
@@ -318,7 +320,7 @@ def test_sibling_paths_score_as_if_each_ran_alone(tiny_lm, monkeypatch):
     one_by_one = [value.predict([t])[0] for t in texts]
     value.share_prefixes = True
     assert value.predict(texts) == pytest.approx(one_by_one, abs=1e-5)
-    assert len(shared_rows) == 2
+    assert len(calls) == 4
 
 
 def test_a_backbone_without_a_kv_cache_scores_whole_padded_sequences(tiny_lm, monkeypatch):
@@ -327,6 +329,78 @@ def test_a_backbone_without_a_kv_cache_scores_whole_padded_sequences(tiny_lm, mo
     prm = ProcessRewardModel.from_pretrained_lm(tiny_lm, device="cpu", seed=2, head_std=1.0)
     prompts, steps = sibling_paths()
     shared = prm.predict_steps(prompts, steps, batch_size=8)
-    monkeypatch.setattr(shared_prefix, "hidden_after_prefixes", lambda backbone, groups, device: None)
+    monkeypatch.setattr(shared_prefix, "forward_rows", lambda backbone, rows, device, keep: None)
     for a, b in zip(prm.predict_steps(prompts, steps, batch_size=8), shared, strict=True):
         assert a == pytest.approx(b, abs=1e-5)
+
+
+# -- scoring a search's next round: the paths scored last call are kept (kv_memo) ------------------------
+def test_a_loaded_evaluator_runs_only_the_new_steps_of_paths_it_scored_before(tiny_lm, tmp_path, monkeypatch):
+    from x1.evaluators import shared_prefix
+
+    ProcessRewardModel.from_pretrained_lm(tiny_lm, device="cpu", seed=2, head_std=1.0).save(tmp_path / "prm")
+    prm = ProcessRewardModel.load(tmp_path / "prm", device="cpu")
+    assert prm.kv_memo is not None and len(prm.kv_memo) == 0
+    prompts, steps = sibling_paths()
+    parents = [(prompts[0], steps[0][:2]), (prompts[3], steps[3][:2])]  # what the search scored one round earlier
+    prm.predict_steps([p for p, _ in parents], [s for _, s in parents])
+    assert len(prm.kv_memo) == 2
+    new_tokens = []
+    run = shared_prefix.forward_rows
+
+    def counted(backbone, rows, device, keep):
+        new_tokens.append(sum(len(tokens) for _, tokens in rows))
+        return run(backbone, rows, device, keep)
+
+    monkeypatch.setattr(shared_prefix, "forward_rows", counted)
+    children = prm.predict_steps(prompts[:6], steps[:6], batch_size=8)
+    whole = sum(len(prm.encode_steps(p, s)[0]) for p, s in zip(prompts[:6], steps[:6], strict=True))
+    parent_tokens = sum(len(prm.encode_steps(p, s)[0]) for p, s in parents)
+    assert sum(new_tokens) <= whole - 3 * parent_tokens + 6  # each family's parent ran in the earlier call, not again
+    assert prm.kv_memo.reused_tokens >= parent_tokens - 2
+    fresh = ProcessRewardModel.load(tmp_path / "prm", device="cpu")
+    fresh.share_prefixes = False
+    alone = [fresh.predict_steps([p], [s])[0] for p, s in zip(prompts[:6], steps[:6], strict=True)]
+    for a, b in zip(children, alone, strict=True):
+        assert a == pytest.approx(b, abs=1e-5)
+    # the same paths again: all of them are kept whole, so nothing runs
+    new_tokens.clear()
+    for a, b in zip(prm.predict_steps(prompts[:6], steps[:6], batch_size=8), children, strict=True):
+        assert a == b
+    assert sum(new_tokens) == 0
+
+
+def test_a_model_that_trains_keeps_no_caches(tiny_lm, tmp_path):
+    ValueModel.from_pretrained_lm(tiny_lm, device="cpu", seed=1, head_std=1.0).save(tmp_path / "vm")
+    assert ValueModel.from_pretrained_lm(tiny_lm, device="cpu").kv_memo is None  # a fresh head is built to be fitted
+    model = ValueModel.load(tmp_path / "vm", device="cpu")
+    model.train()  # its weights would change between calls, so a kept cache would be stale
+    model.predict(TEXTS)
+    assert len(model.kv_memo) == 0 and model.training
+    model.eval()
+    model.predict(TEXTS)
+    assert len(model.kv_memo) == len(set(TEXTS))
+
+
+def test_kv_memo_finds_the_longest_kept_prefix_and_evicts_the_least_recently_used():
+    from x1.evaluators.kv_memo import BLOCK, KVMemo
+
+    def kv(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(torch.zeros(1, n, 2), torch.zeros(1, n, 2))]  # 16 bytes per token
+
+    header = list(range(1000, 1000 + 2 * BLOCK))
+    a, b, c = header + list(range(40)), header + list(range(100, 140)), header + list(range(200, 240))
+    memo = KVMemo(budget_bytes=16 * (len(a) + len(b)))
+    memo.put(a, kv(len(a)), torch.zeros(len(a)))
+    memo.put(b, kv(len(b)), torch.zeros(len(b)))
+    kept, n = memo.find(a[:50] + [7, 7])
+    assert kept.tokens == tuple(a) and n == 50
+    assert memo.find(list(range(5))) == (None, 0)  # shorter than a block
+    assert memo.find(header[:BLOCK - 1] + [9] * 40) == (None, 0)  # nothing shares a whole block
+    memo.find(b)  # b is now the most recently used
+    memo.put(c, kv(len(c)), torch.zeros(len(c)))  # over budget: a goes
+    assert len(memo) == 2 and memo.used_bytes <= memo.budget_bytes
+    kept, n = memo.find(a)
+    assert kept.tokens in (tuple(b), tuple(c)) and n == len(header)  # the header is still found through the others
+    memo.put(list(range(10_000)), kv(10_000), torch.zeros(10_000))  # larger than the whole budget: not kept
+    assert len(memo) == 2

@@ -13,9 +13,13 @@ for generation servers, not for a scoring head on a local backbone, so this is w
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from x1.evaluators.kv_memo import KV, KVMemo
 
 MIN_SHARED = 16  # tokens: a shorter common prefix (a BOS, a chat-template header) is not worth a second forward call
 GROUP_COST = 64  # tokens: what a group's own two forward calls cost beside the padded batches, in tokens run
@@ -69,51 +73,132 @@ def plan(seqs: Sequence[Sequence[int]], max_group: int, min_shared: int = MIN_SH
     return groups[::-1], singles[::-1]
 
 
-def chunks(groups: list[tuple[int, list[int]]], max_rows: int) -> list[list[tuple[int, list[int]]]]:
-    """Groups by prefix length (less padding), cut into chunks of at most ``max_rows`` members (a larger group stays whole)."""
-    out: list[list[tuple[int, list[int]]]] = []
-    rows = max_rows
-    for group in sorted(groups, key=lambda g: g[0]):
-        if rows + len(group[1]) > max_rows:
-            out.append([])
-            rows = 0
-        out[-1].append(group)
-        rows += len(group[1])
-    return out
-
-
 def _cache_argument(backbone: torch.nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
 
 
-def hidden_after_prefixes(backbone: torch.nn.Module, groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
-                          device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """For each (prefix, suffixes) group: (the prefix's hidden states [p, h], its suffixes' [k, s, h]);
-    None when the backbone keeps no KV cache (then the caller pads whole sequences instead).
+def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A transformers cache's (keys, values) per layer, each [batch, kv_heads, length, head_dim]."""
+    if hasattr(cache, "layers"):  # transformers 5
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))  # transformers 4
 
-    Two forward calls for all the groups: the prefixes together, then every suffix on a copy of its
-    group's cache rows. Both are right-padded and masked: a pad only follows a row's real tokens, so
-    it changes none of them, and each suffix's positions continue from its own prefix's length.
+
+def forward_rows(backbone: torch.nn.Module, rows: Sequence[tuple[KV | None, Sequence[int]]], device: torch.device,
+                 keep: Sequence[bool]) -> tuple[list[torch.Tensor], list[KV | None]] | None:
+    """Run each row's new tokens on its own past KV cache (or none) in one forward call.
+
+    Returns each row's hidden states at its new tokens ([new, hidden]) and, where ``keep`` says so, its
+    whole KV cache (past and new); None when the backbone keeps no KV cache (then the caller pads whole
+    sequences instead). Pasts and new tokens are both right-padded and masked: a pad follows a row's
+    real tokens, so it changes none of them, and each row's positions continue from its own past.
     """
-    prefixes = [list(prefix) for prefix, _ in groups]
-    ids, mask = _right_padded(prefixes)
-    out = backbone(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True)
-    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)  # transformers 5: cache; 4: past_key_values
-    if cache is None:
+    past_lens = [0 if kv is None else int(kv[0][0].shape[1]) for kv, _ in rows]
+    width = max(past_lens)
+    ids, new_mask = _right_padded([tokens for _, tokens in rows])
+    positions = torch.tensor(past_lens).unsqueeze(1) + torch.arange(ids.shape[1]).unsqueeze(0)
+    past_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    arguments: dict[str, Any] = {}
+    if width:
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        some = next(kv for kv, _ in rows if kv is not None)
+        for layer, (k0, v0) in enumerate(some):
+            keys = k0.new_zeros((len(rows), k0.shape[0], width, k0.shape[2]))
+            values = v0.new_zeros((len(rows), v0.shape[0], width, v0.shape[2]))
+            for r, (kv, _) in enumerate(rows):
+                if kv is not None:
+                    keys[r, :, : past_lens[r]] = kv[layer][0]
+                    values[r, :, : past_lens[r]] = kv[layer][1]
+            cache.update(keys, values, layer)
+        for r, n in enumerate(past_lens):
+            past_mask[r, :n] = 1
+        arguments[_cache_argument(backbone)] = cache
+    out = backbone(input_ids=ids.to(device), attention_mask=torch.cat([past_mask, new_mask], dim=1).to(device),
+                   position_ids=positions.to(device), use_cache=True, **arguments)
+    after = getattr(out, "cache", None) or getattr(out, "past_key_values", None)  # transformers 5: cache; 4: past_key_values
+    if after is None:
         return None
-    rows = [g for g, (_, suffixes) in enumerate(groups) for _ in suffixes]
-    cache.batch_select_indices(torch.tensor(rows, device=device))
-    suffixes = [list(s) for _, group_suffixes in groups for s in group_suffixes]
-    tail_ids, tail_mask = _right_padded(suffixes)
-    starts = torch.tensor([len(prefixes[g]) for g in rows]).unsqueeze(1)
-    positions = starts + torch.arange(tail_ids.shape[1]).unsqueeze(0)
-    tail = backbone(input_ids=tail_ids.to(device), attention_mask=torch.cat([mask[rows], tail_mask], dim=1).to(device),
-                    position_ids=positions.to(device), use_cache=True, **{_cache_argument(backbone): cache})
-    results, row = [], 0
-    for g, (_, group_suffixes) in enumerate(groups):
-        results.append((out.last_hidden_state[g, : len(prefixes[g])], tail.last_hidden_state[row : row + len(group_suffixes)]))
-        row += len(group_suffixes)
+    layers = _layers(after)
+    hidden, kept = [], []
+    for r, (_, tokens) in enumerate(rows):
+        hidden.append(out.last_hidden_state[r, : len(tokens)])
+        if not keep[r]:
+            kept.append(None)
+            continue
+        spans = (slice(0, past_lens[r]), slice(width, width + len(tokens)))
+        kept.append([(torch.cat([k[r, :, span] for span in spans], dim=1), torch.cat([v[r, :, span] for span in spans], dim=1))
+                     for k, v in layers])
+    return hidden, kept
+
+
+def position_outputs(backbone: torch.nn.Module, head: Callable[[torch.Tensor], torch.Tensor], seqs: Sequence[Sequence[int]],
+                     size: int, device: torch.device, memo: KVMemo | None = None) -> list[torch.Tensor] | None:
+    """The head's output at every position of each sequence, prefixes shared (``plan``) and kept (``memo``).
+
+    Two forward calls per chunk of rows. The first runs each group's shared prefix, and each sequence
+    that has no siblings here whole, on top of what the memo holds of it. The second runs the groups'
+    members' own tokens on their prefix's cache. Every scored path then goes into the memo for the
+    next call, whose children extend it. None when the backbone keeps no KV cache.
+    """
+    results: list[Any] = [None] * len(seqs)
+    todo = list(range(len(seqs)))
+    if memo is not None:  # paths kept whole (scored before) need no forward at all
+        for i, seq in enumerate(seqs):
+            kept, n = memo.find(seq)
+            if kept is not None and n == len(seq):
+                results[i] = kept.logits[:n]
+                memo.reused_tokens += n
+        todo = [i for i in todo if results[i] is None]
+    planned, lone = plan([seqs[i] for i in todo], size)
+    groups = [(shared, [todo[k] for k in members]) for shared, members in planned]
+    singles = [todo[k] for k in lone]
+    # A job: tokens to have a cache and outputs for: a group's shared prefix, or a lone sequence whole.
+    jobs = [list(seqs[members[0]][:shared]) for shared, members in groups] + [list(seqs[i]) for i in singles]
+    job_kv: list[KV | None] = [None] * len(jobs)
+    job_logits: list[torch.Tensor | None] = [None] * len(jobs)
+    for j, tokens in enumerate(jobs):
+        kept, n = memo.find(tokens) if memo is not None else (None, 0)
+        if kept is not None:  # its first n tokens' cache and outputs: views, not copies
+            n = min(n, len(tokens))
+            job_kv[j], job_logits[j] = [(k[:, :n], v[:, :n]) for k, v in kept.kv], kept.logits[:n]
+            memo.reused_tokens += n  # type: ignore[union-attr]
+    to_run = [j for j, tokens in enumerate(jobs) if job_logits[j] is None or len(job_logits[j]) < len(tokens)]  # type: ignore[arg-type]
+    keep_job = [j < len(groups) or memo is not None for j in range(len(jobs))]
+    for chunk in _by_length(to_run, lambda j: len(jobs[j]), size):
+        past = [len(job_logits[j]) if job_logits[j] is not None else 0 for j in chunk]  # type: ignore[arg-type]
+        done = forward_rows(backbone, [(job_kv[j], jobs[j][n:]) for j, n in zip(chunk, past, strict=True)], device,
+                            [keep_job[j] for j in chunk])
+        if done is None:
+            return None
+        for j, n, hidden, kv in zip(chunk, past, *done, strict=True):
+            new = head(hidden)
+            job_logits[j] = torch.cat([job_logits[j], new]) if n else new  # type: ignore[list-item]
+            job_kv[j] = kv
+    ran = set(to_run)
+    for j, i in enumerate(singles, start=len(groups)):
+        results[i] = job_logits[j]
+        if memo is not None and j in ran:  # one the memo held whole is kept already (its cache here is a view of it)
+            memo.put(seqs[i], job_kv[j], job_logits[j])  # type: ignore[arg-type]
+    members = [(g, i) for g, (_, group) in enumerate(groups) for i in group]
+    for chunk in _by_length(range(len(members)), lambda m: len(seqs[members[m][1]]), size):
+        rows = [(job_kv[members[m][0]], seqs[members[m][1]][groups[members[m][0]][0]:]) for m in chunk]
+        done = forward_rows(backbone, rows, device, [memo is not None] * len(chunk))
+        if done is None:
+            return None
+        for m, hidden, kv in zip(chunk, *done, strict=True):
+            g, i = members[m]
+            results[i] = torch.cat([job_logits[g], head(hidden)])  # type: ignore[list-item]
+            if memo is not None and kv is not None:
+                memo.put(seqs[i], kv, results[i])
     return results
+
+
+def _by_length(indices: Iterable[int], length: Callable[[int], int], size: int) -> list[list[int]]:
+    """Chunks of at most ``size`` indices, shortest together (less padding)."""
+    order = sorted(indices, key=length)
+    return [order[k : k + size] for k in range(0, len(order), size)]
 
 
 def _right_padded(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,6 +206,6 @@ def _right_padded(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Te
     ids = torch.zeros((len(seqs), width), dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        ids[row, : len(seq)] = torch.tensor(list(seq), dtype=torch.long)
         mask[row, : len(seq)] = 1
     return ids, mask

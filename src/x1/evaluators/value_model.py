@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from x1.evaluators.base import EvalItem
+from x1.evaluators.kv_memo import KVMemo
 from x1.evaluators.spec import HEAD_CONFIG
 from x1.models.base import BackendError
 
@@ -109,6 +110,7 @@ class HeadedLM(nn.Module):
         self.padding_side = padding_side
         self.batch_size = batch_size
         self.share_prefixes = True  # inference runs a prefix that sequences share once (position_logits)
+        self.kv_memo: KVMemo | None = None  # scored paths' caches for the next call; ``load`` sets one for inference
         pad = getattr(tokenizer, "pad_token_id", None)
         eos = getattr(tokenizer, "eos_token_id", None)
         self.pad_id = int(pad if pad is not None else eos if eos is not None else 0)  # never read: the mask decides
@@ -221,6 +223,9 @@ class HeadedLM(nn.Module):
         elif trainable:
             model.base = base
         # else merged: neither the base nor this folder holds these weights, so no new adapter may name them
+        if not trainable:
+            model.eval()
+            model.kv_memo = KVMemo()  # weights that never change: a cache made in one call is right in the next
         return model
 
     @staticmethod
@@ -319,38 +324,31 @@ class HeadedLM(nn.Module):
         """The head's raw output at every position of each sequence ([length], float32), in input order.
 
         Sequences that share a long token prefix (a thought's children, which a search scores together)
-        run it once (``shared_prefix``); the rest are padded and batched, shortest together.
+        run it once (``shared_prefix``), on top of what ``kv_memo`` kept of it from earlier calls; with
+        ``share_prefixes`` off, whole sequences are padded and batched, shortest together.
         """
         from x1.evaluators import shared_prefix
 
         size = max(1, batch_size or self.batch_size)
-        groups, singles = shared_prefix.plan(seqs, size) if self.share_prefixes else ([], list(range(len(seqs))))
-        results: list[Any] = [None] * len(seqs)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                for chunk in shared_prefix.chunks(groups, size):
-                    hidden = shared_prefix.hidden_after_prefixes(
-                        self.backbone, [(seqs[members[0]][:shared], [seqs[i][shared:] for i in members]) for shared, members in chunk],
-                        self.device)
-                    if hidden is None:  # a backbone without a KV cache: its sequences run whole, padded
-                        singles += [i for _, members in chunk for i in members]
-                        continue
-                    for (shared, members), (head, tails) in zip(chunk, hidden, strict=True):
-                        head_logits, tail_logits = self._head(head).float(), self._head(tails).float()
-                        for row, i in enumerate(members):
-                            results[i] = torch.cat([head_logits, tail_logits[row, : len(seqs[i]) - shared]])
-        finally:
-            self.train(was_training)
+        if self.share_prefixes and seqs:
+            was_training = self.training
+            self.eval()
+            try:
+                with torch.no_grad():
+                    # a model that trains changes its weights between calls, so it keeps no caches for the next one
+                    memo = None if was_training else self.kv_memo
+                    shared = shared_prefix.position_outputs(self.backbone, lambda h: self._head(h).float(), seqs, size,
+                                                            self.device, memo)
+            finally:
+                self.train(was_training)
+            if shared is not None:  # None: a backbone without a KV cache; its sequences run whole, padded
+                return shared
 
         def run(ids: torch.Tensor, mask: torch.Tensor, _: list[int]) -> list[torch.Tensor]:
             logits = self.token_logits(ids, mask).float()
             return [row[m.bool()] for row, m in zip(logits, mask, strict=True)]
 
-        for i, logits in zip(singles, self._batched([seqs[i] for i in singles], run, batch_size), strict=True):
-            results[i] = logits
-        return results
+        return self._batched(seqs, run, batch_size)
 
     def predict(self, texts: list[str], batch_size: int | None = None) -> list[float]:
         """The activated score of each whole text (batched; padding-independent)."""
