@@ -109,10 +109,12 @@ def test_study_runs_resumes_and_reports(tmp_path):
     assert "| wall | CPU |" in report and all(c["summary"]["cpu_s"] is not None for c in result["cells"])
     assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "results.json").read_text())["cells"] == result["cells"]
-    # Resume: every cell finished, so nothing runs again and the report is the same.
+    # Resume: every cell finished, so nothing runs again, the report is the same, and no cell's own files are rewritten.
+    written = {p: p.read_bytes() for p in (tmp_path / "runs").glob("*/*.json")}
     again = FakeBackend.preset("arithmetic")
     assert without_wall(run_study(study, tmp_path, tasks, policies={"fake": again})["cells"]) == without_wall(result["cells"])
     assert again.stats.calls == 0
+    assert {p: p.read_bytes() for p in (tmp_path / "runs").glob("*/*.json")} == written
 
 
 def test_interrupted_cell_resumes_where_it_stopped(tmp_path):

@@ -203,6 +203,9 @@ def run_study(
             revote_cell(cell_dir(out_dir, arm.revote, budget), run_dir, tasks, params.get("voting", "majority"),
                         params.get("evaluator"), on_done=on_done)
             continue
+        if (run_dir / "results.json").exists() and read_cell(out_dir, arm.name, budget).keys() >= {t.id for t in tasks}:
+            skipped(len(tasks))  # finished: its results, wall and CPU seconds stay as its own run wrote them
+            continue
         policy = policies.get(config.model.name)
         needs_model = not (run_dir / "results.json").exists()
         if policy is None and needs_model:
