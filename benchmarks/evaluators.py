@@ -57,6 +57,8 @@ def main() -> int:
     for spec in study.auc:
         evaluators = {d: build_evaluator(parse_evaluator(s), None, device="cpu")
                       for d, s in (("float32", spec), ("bfloat16", with_dtype(spec, "bfloat16")))}
+        for evaluator in evaluators.values():
+            evaluator.model.kv_memo = None  # each round scores the same chains: kept caches would time lookups, not scoring
         best: dict[str, float] = {}
         scores: dict[str, list[float]] = {}
         for _ in range(args.rounds):

@@ -73,8 +73,11 @@ def test_a_folder_of_another_kind_and_a_bad_aggregate_are_refused(tmp_path: Path
         parse_evaluator(f"value:{tmp_path}")
     with pytest.raises(ConfigError, match="dtype='half' is not one of float32, bfloat16, float16"):
         parse_evaluator(f"value:{value}?dtype=half")
-    with pytest.raises(ConfigError, match="unknown option 'aggregate'; value: takes dtype"):
+    with pytest.raises(ConfigError, match="unknown option 'aggregate'; value: takes cache_mb, dtype"):
         parse_evaluator(f"value:{value}?aggregate=min")
+    for bad in ("-1", "1.5", "lots", ""):
+        with pytest.raises(ConfigError, match=f"cache_mb='{bad}' is not a whole number of megabytes; fix: e.g. cache_mb=512"):
+            parse_evaluator(f"value:{value}?cache_mb={bad}")
     both = parse_evaluator(f"prm:{head_folder(tmp_path, 'prm')}?aggregate=last&dtype=bfloat16")
     assert dict(both.options) == {"aggregate": "last", "dtype": "bfloat16"}
 
@@ -87,6 +90,7 @@ def test_specs_that_score_alike_share_a_scoring_key(tmp_path: Path, monkeypatch:
     assert parse_evaluator("prm:./prm-model?aggregate=min").scoring_key() == key
     assert parse_evaluator(f"prm:{folder}?aggregate=last").scoring_key() != key
     assert parse_evaluator(f"prm:{folder}?dtype=bfloat16").scoring_key() != key
+    assert parse_evaluator(f"prm:{folder}?cache_mb=0&aggregate=min").scoring_key() == key  # what it keeps changes no score
     assert parse_evaluator(f"value:{head_folder(tmp_path, 'value')}").scoring_key() != key
 
 

@@ -380,6 +380,8 @@ def test_a_model_that_trains_keeps_no_caches(tiny_lm, tmp_path):
     model.eval()
     model.predict(TEXTS)
     assert len(model.kv_memo) == len(set(TEXTS))
+    assert load_evaluator(tmp_path / "vm", device="cpu", cache_mb="0").model.kv_memo is None
+    assert load_evaluator(tmp_path / "vm", device="cpu", cache_mb="64").model.kv_memo.budget_bytes == 64 << 20
 
 
 def test_kv_memo_finds_the_longest_kept_prefix_and_evicts_the_least_recently_used():

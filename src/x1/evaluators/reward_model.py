@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from x1.evaluators.base import EvalItem
+from x1.evaluators.kv_memo import KVMemo
 from x1.evaluators.value_model import HEAD_CONFIG, HeadedLM, ValueModel, ValueModelEvaluator
 from x1.models.base import BackendError
 
@@ -132,10 +133,15 @@ def load_evaluator(directory: str | Path, name: str | None = None, **options: An
         raise BackendError(f"{directory} holds no {HEAD_CONFIG}; fix: point at a folder written by a value or reward model's save()")
     kind = json.loads(config_path.read_text()).get("kind")
     aggregate = options.pop("aggregate", "min")
+    cache_mb = options.pop("cache_mb", None)
     if kind == "value":
-        return ValueModelEvaluator(ValueModel.load(directory, **options), name=name or "value")
-    if kind == "orm":
-        return OutcomeRewardEvaluator(OutcomeRewardModel.load(directory, **options), name=name or "orm")
-    if kind == "prm":
-        return PRMEvaluator(ProcessRewardModel.load(directory, **options), name=name or "prm", aggregate=aggregate)
-    raise BackendError(f"{directory}: unknown model kind {kind!r} (expected value, orm or prm)")
+        evaluator: Any = ValueModelEvaluator(ValueModel.load(directory, **options), name=name or "value")
+    elif kind == "orm":
+        evaluator = OutcomeRewardEvaluator(OutcomeRewardModel.load(directory, **options), name=name or "orm")
+    elif kind == "prm":
+        evaluator = PRMEvaluator(ProcessRewardModel.load(directory, **options), name=name or "prm", aggregate=aggregate)
+    else:
+        raise BackendError(f"{directory}: unknown model kind {kind!r} (expected value, orm or prm)")
+    if cache_mb is not None:
+        evaluator.model.kv_memo = KVMemo(int(cache_mb) << 20) if int(cache_mb) else None
+    return evaluator

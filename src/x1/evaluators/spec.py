@@ -9,6 +9,8 @@
     ...?dtype=bfloat16    any of the three, its backbone in bfloat16 (float32 by default on a CPU):
                           3-3.7x faster scoring on a CPU with native bf16 (AVX512-BF16/AMX), scores
                           within about 0.02; about 8x slower than float32 without it (a warning says so)
+    ...?cache_mb=N        any of the three: the KV cache it keeps of paths it scored, so a search's next
+                          call runs only the new steps (1024 by default; 0 keeps none; scores are the same)
     remote:URL            an ``x1 serve value`` server (whatever it serves)
 
 A spec is checked (the folder exists and holds a model of that kind, the URL has a scheme) before
@@ -34,7 +36,7 @@ ORACLES = ("verifier",)
 AGGREGATES = ("min", "last", "product", "mean")
 DTYPES = ("float32", "bfloat16", "float16")
 FORMS = ("confidence, verifier (oracle), judge, value:PATH, prm:PATH[?aggregate=min|last|product|mean], orm:PATH, remote:URL; "
-         "value, prm and orm also take ?dtype=float32|bfloat16|float16")
+         "value, prm and orm also take ?dtype=float32|bfloat16|float16 and ?cache_mb=N")
 HEAD_CONFIG = "x1_head.json"  # written by every trained evaluator's save() (see value_model.py)
 
 
@@ -54,6 +56,7 @@ class EvaluatorSpec:
         """Equal for two specs that score every thought alike however they are written (``prm:DIR`` and
         ``prm:./DIR?aggregate=min``), so scores one already wrote can stand in for the other's."""
         options = dict(self.options)
+        options.pop("cache_mb", None)  # how much it keeps between calls changes no score
         if self.kind == "prm":
             options.setdefault("aggregate", "min")
         target = str(Path(self.target).expanduser().resolve()) if self.kind in MODEL_KINDS and self.target else self.target
@@ -80,7 +83,7 @@ def parse_evaluator(text: str, value_url: str | None = None) -> EvaluatorSpec:
         return EvaluatorSpec(text, kind, rest)
     path, _, query = rest.partition("?")
     options = tuple(parse_qsl(query, keep_blank_values=True))
-    allowed = {"aggregate", "dtype"} if kind == "prm" else {"dtype"}
+    allowed = {"aggregate", "dtype", "cache_mb"} if kind == "prm" else {"dtype", "cache_mb"}
     unknown = [k for k, _ in options if k not in allowed]
     if unknown:
         raise ConfigError(f"evaluator {text!r}: unknown option {unknown[0]!r}; {kind}: takes {', '.join(sorted(allowed))}")
@@ -90,6 +93,10 @@ def parse_evaluator(text: str, value_url: str | None = None) -> EvaluatorSpec:
     dtype = dict(options).get("dtype")
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError(f"evaluator {text!r}: dtype={dtype!r} is not one of {', '.join(DTYPES)}")
+    cache_mb = dict(options).get("cache_mb")
+    if cache_mb is not None and not (cache_mb.isdigit() and len(cache_mb) < 8):
+        raise ConfigError(f"evaluator {text!r}: cache_mb={cache_mb!r} is not a whole number of megabytes; "
+                          "fix: e.g. cache_mb=512, or 0 to keep none")
     check_model_folder(path, kind, what=f"evaluator {text!r}")
     return EvaluatorSpec(text, kind, path, options)
 
