@@ -136,6 +136,16 @@ def test_cli_scale_runs_a_pilot_and_reports_bad_input(tmp_path):
     assert res.exit_code == 0, res.output
     assert "| greedy | cot | fake | 1 | 3 |" in res.output
     assert (tmp_path / "out" / "runs" / "majority-N2").is_dir() and not (tmp_path / "out" / "runs" / "beam-N1").exists()
+    # a re-vote alone: it needs its source's chains, so the source comes along, and its finished cells do not run again
+    revote = {"name": "reweighted", "strategy": "best_of_n", "revote": "majority",
+              "params": {"n": "{N}", "voting": "weighted", "evaluator": "confidence"}}
+    path.write_text(yaml.safe_dump({**STUDY, "arms": [*STUDY["arms"], revote]}))
+    before = (tmp_path / "out" / "runs" / "majority-N2" / "traces.jsonl").read_bytes()
+    res = runner.invoke(app, ["scale", str(path), "--out", str(tmp_path / "out"), "--n", "3", "--arms", "reweighted"])
+    assert res.exit_code == 0, res.output
+    assert "re-votes read the chains of majority" in res.output and "| reweighted | best_of_n | fake | 2 | 3 |" in res.output
+    assert (tmp_path / "out" / "runs" / "majority-N2" / "traces.jsonl").read_bytes() == before
+    assert [a["name"] for a in json.loads((tmp_path / "out" / "study.json").read_text())["arms"]][-1] == "reweighted"
     res = runner.invoke(app, ["scale", str(path), "--out", str(tmp_path / "out"), "--arms", "nosuch"])
     assert res.exit_code == 2 and "unknown arm" in res.output
     bad = tmp_path / "bad.yaml"

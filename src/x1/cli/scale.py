@@ -42,6 +42,11 @@ def scale_command(
             unknown = sorted(set(wanted) - {a.name for a in study.arms})
             if unknown:
                 fail(f"--arms names unknown arm(s) {unknown}; the study has: {', '.join(a.name for a in study.arms)}")
+            # a re-vote reads its source arm's chains, so the source comes along (its finished cells are skipped)
+            sources = sorted({a.revote for a in study.arms if a.name in wanted and a.revote and a.revote not in wanted})
+            if sources:
+                err_console.print(f"--arms: re-votes read the chains of {', '.join(sources)}, which run(s) too where unfinished")
+                wanted += sources
             study.arms = [a for a in study.arms if a.name in wanted]
             if study.baseline not in wanted:
                 study.baseline = study.arms[0].name

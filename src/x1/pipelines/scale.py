@@ -10,7 +10,6 @@ first. Arm parameters may name the budget: ``n: "{N}"`` or ``width: "{max(1, N /
 from __future__ import annotations
 
 import ast
-import json
 import operator
 from collections.abc import Callable
 from pathlib import Path
@@ -182,7 +181,6 @@ def run_study(
 
     study.check()
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "study.json").write_text(json.dumps(study.model_dump(mode="json"), indent=2))
     policies = policies if policies is not None else {}
     for arm, budget in grid(study):
         config = cell_config(study, arm, budget)

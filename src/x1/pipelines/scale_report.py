@@ -267,4 +267,5 @@ def write_report(study: ScaleConfig, out_dir: Path, tasks: list[Task]) -> dict[s
     tmp = out_dir / "results.json.tmp"
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(out_dir / "results.json")
+    (out_dir / "study.json").write_text(json.dumps(result["study"], indent=2))  # the study the report covers
     return result
