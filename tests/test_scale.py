@@ -146,6 +146,12 @@ def test_cli_scale_runs_a_pilot_and_reports_bad_input(tmp_path):
     assert "re-votes read the chains of majority" in res.output and "| reweighted | best_of_n | fake | 2 | 3 |" in res.output
     assert (tmp_path / "out" / "runs" / "majority-N2" / "traces.jsonl").read_bytes() == before
     assert [a["name"] for a in json.loads((tmp_path / "out" / "study.json").read_text())["arms"]][-1] == "reweighted"
+    res = runner.invoke(app, ["scale", str(path), "--out", str(tmp_path / "out"), "--n", "3", "--budgets", "2", "--arms", "greedy"])
+    assert res.exit_code == 2 and "leave no cell to run" in res.output  # greedy has budget 1 only
+    res = runner.invoke(app, ["scale", str(path), "--out", str(tmp_path / "out"), "--n", "3", "--budgets", "1"])
+    assert res.exit_code == 0, res.output
+    assert "| reweighted | best_of_n | fake | 2 | 3 |" in res.output and "| beam | beam | fake | 1 | 3 |" in res.output
+    assert not (tmp_path / "out" / "runs" / "beam-N2").exists()  # budget 2 was not run, yet the report covers it
     res = runner.invoke(app, ["scale", str(path), "--out", str(tmp_path / "out"), "--arms", "nosuch"])
     assert res.exit_code == 2 and "unknown arm" in res.output
     bad = tmp_path / "bad.yaml"

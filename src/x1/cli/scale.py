@@ -15,7 +15,7 @@ def scale_command(
     config: Annotated[Path, typer.Argument(help="study YAML: task, n, budgets, arms (see examples/scale-arithmetic.yaml)")],
     out: Annotated[Path | None, typer.Option("--out", help="study directory (default runs/scale-CONFIGNAME); re-run to resume")] = None,
     n: Annotated[int | None, typer.Option("--n", min=1, help="override the study's number of problems (a smaller pilot)")] = None,
-    budgets: Annotated[str | None, typer.Option("--budgets", help="override the budgets, e.g. 1,4 (other cells stay on disk)")] = None,
+    budgets: Annotated[str | None, typer.Option("--budgets", help="run only these budgets, e.g. 1,4 (the report covers all)")] = None,
     arms: Annotated[str | None, typer.Option("--arms", help="run only these arms, comma-separated (the report covers all)")] = None,
     report_only: Annotated[bool, typer.Option("--report-only", help="rewrite the report from finished cells; run nothing")] = False,
 ) -> None:
@@ -31,27 +31,40 @@ def scale_command(
         study = ScaleConfig.from_yaml(config)
         if n is not None:
             study.n = n
+        full = study.model_copy(deep=True)  # what the report covers: every arm and budget of the YAML
         if budgets:
             try:
-                study.budgets = sorted({int(b) for b in budgets.split(",") if b.strip()})
+                wanted_budgets = sorted({int(b) for b in budgets.split(",") if b.strip()})
             except ValueError:
                 fail(f"--budgets {budgets!r} must be integers separated by commas, e.g. 1,4,16")
-        full = study.model_copy(deep=True)
+            if not wanted_budgets or min(wanted_budgets) < 1:
+                fail(f"--budgets {budgets!r} must name budgets of 1 or more, e.g. 1,4,16")
+            study.budgets = wanted_budgets
+            # an arm with budgets of its own runs those among the chosen ones, and none if none are
+            study.arms = [a for a in study.arms if not a.budgets or set(a.budgets) & set(wanted_budgets)]
+            for arm in study.arms:
+                if arm.budgets:
+                    arm.budgets = [b for b in arm.budgets if b in wanted_budgets]
         if arms:
             wanted = [a.strip() for a in arms.split(",") if a.strip()]
-            unknown = sorted(set(wanted) - {a.name for a in study.arms})
+            unknown = sorted(set(wanted) - {a.name for a in full.arms})
             if unknown:
-                fail(f"--arms names unknown arm(s) {unknown}; the study has: {', '.join(a.name for a in study.arms)}")
+                fail(f"--arms names unknown arm(s) {unknown}; the study has: {', '.join(a.name for a in full.arms)}")
             # a re-vote reads its source arm's chains, so the source comes along (its finished cells are skipped)
             sources = sorted({a.revote for a in study.arms if a.name in wanted and a.revote and a.revote not in wanted})
             if sources:
                 err_console.print(f"--arms: re-votes read the chains of {', '.join(sources)}, which run(s) too where unfinished")
                 wanted += sources
             study.arms = [a for a in study.arms if a.name in wanted]
-            if study.baseline not in wanted:
-                study.baseline = study.arms[0].name
-            if study.reference not in wanted:
-                study.reference = None
+        if not study.arms:
+            fail("--arms and --budgets leave no cell to run; fix: name an arm that has one of those budgets")
+        names = {a.name for a in study.arms}
+        if study.baseline not in names:
+            study.baseline = study.arms[0].name
+        if study.reference not in names:
+            study.reference = None
+        if study.auc_arm not in names:
+            study.auc_arm = None
         study.check()
         out_dir = out or Path("runs") / f"scale-{config.stem}"
         tasks, dropped = load_study_tasks(study)
@@ -76,8 +89,7 @@ def scale_command(
                 def on_done(correct: bool) -> None:
                     progress.update(bar, advance=1)
 
-                run_study(study, out_dir, tasks, on_cell=on_cell, on_done=on_done)
-            write_report(full, out_dir, tasks)  # every arm of the YAML, also those this call did not run
+                run_study(study, out_dir, tasks, on_cell=on_cell, on_done=on_done, report=full)  # the report: every cell of the YAML
     except (BackendError, ConfigError, EvalError, TaskError, ValueError) as err:
         fail(str(err))
     console.print((out_dir / "scaling.md").read_text(), markup=False, highlight=False, soft_wrap=True)

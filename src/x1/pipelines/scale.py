@@ -170,8 +170,10 @@ def run_study(
     on_cell: Callable[[str, int, int, int], None] | None = None,
     on_done: Callable[[bool], None] | None = None,
     policies: dict[str, Backend] | None = None,
+    report: ScaleConfig | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) every cell, then write results.json, scaling.md and scaling.png into ``out_dir``.
+    """Run (or resume) every cell, then write results.json, scaling.md and scaling.png into ``out_dir``
+    for ``report`` (default: this study; a run of some of its arms or budgets reports them all).
 
     ``on_cell(arm, budget, done_already, total)`` announces a cell; ``on_done(correct)`` fires per finished problem.
     """
@@ -210,7 +212,7 @@ def run_study(
             policy = policies[config.model.name] = open_policy(config)
         evaluate(tasks, config, run_dir, study.task, resume=resume, policy=policy, on_skip=skipped,
                  on_done=(lambda outcome: on_done(outcome.correct)) if on_done else None)
-    return write_report(study, out_dir, tasks)
+    return write_report(report or study, out_dir, tasks)
 
 
 def load_study_tasks(study: ScaleConfig) -> tuple[list[Task], int]:
