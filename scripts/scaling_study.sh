@@ -36,12 +36,15 @@ $X1 eval -t "$TASK" "${OPTS[@]}" --seed 1 --n "$N_TRAIN" -s mcts -p training=tru
 # 2. Labels: Monte-Carlo step labels for the PRM, Monte-Carlo returns for the value model.
 [ -s "$OUT/process.jsonl" ] || $X1 data process --traces "$OUT/train/traces.jsonl" --out "$OUT/process.jsonl"
 [ -s "$OUT/values.jsonl" ] || $X1 data values --traces "$OUT/train/traces.jsonl" --out "$OUT/values.jsonl" --source mc
+#    A remedy (docs/results/scaling.md): the same step labels kept soft (the Monte-Carlo fraction), not cut at 0.5.
+[ -s "$OUT/process-soft.jsonl" ] || $X1 data process --traces "$OUT/train/traces.jsonl" --out "$OUT/process-soft.jsonl" --format x1
 
 # 3. The evaluators: LoRA adapters and heads on SmolLM2-135M's backbone (a small model guiding the larger policy).
 FIT=docs/results/scaling-study/fit-evaluators.yaml
 [ -s "$OUT/prm/x1_head.json" ] || $X1 fit prm --data "$OUT/process.jsonl" -m smollm2 --out "$OUT/prm" --config "$FIT" --threads 2
+[ -s "$OUT/prm-soft/x1_head.json" ] || $X1 fit prm --data "$OUT/process-soft.jsonl" -m smollm2 --out "$OUT/prm-soft" --config "$FIT" --threads 2
 [ -s "$OUT/value/x1_head.json" ] || $X1 fit value --data "$OUT/values.jsonl" -m smollm2 --out "$OUT/value" --config "$FIT" --threads 2
-weights() { (cd "$OUT" && sha256sum prm/*.safetensors value/*.safetensors); }
+weights() { (cd "$OUT" && sha256sum prm/*.safetensors value/*.safetensors prm-soft/*.safetensors); }
 if [ -s "$OUT/evaluators.sha256" ]; then
   if ! weights | cmp -s - "$OUT/evaluators.sha256"; then
     echo "the evaluators refitted here differ from those recorded in $OUT/evaluators.sha256," >&2
