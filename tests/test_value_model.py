@@ -392,6 +392,7 @@ def test_kv_memo_finds_the_longest_kept_prefix_and_evicts_the_least_recently_use
 
     header = list(range(1000, 1000 + 2 * BLOCK))
     a, b, c = header + list(range(40)), header + list(range(100, 140)), header + list(range(200, 240))
+    assert 256 << 20 <= KVMemo().budget_bytes <= 4 << 30  # by default an eighth of the machine's memory, at most 4 GiB
     memo = KVMemo(budget_bytes=16 * (len(a) + len(b)))
     memo.put(a, kv(len(a)), torch.zeros(len(a)))
     memo.put(b, kv(len(b)), torch.zeros(len(b)))

@@ -6,13 +6,15 @@ once for all its children; this memo keeps the path from the call that scored th
 next call does not run it again either. Lookups go by the token prefix, block by block, so a path
 that only shares the system prompt with a kept one still reuses that much.
 
-Entries are kept least recently used first out, within a byte budget: a 200-token path of
-SmolLM2-135M in float32 is about 9 MB. Only a model loaded for inference keeps one, because its
+Entries are kept least recently used first out, within a byte budget (an eighth of the machine's
+memory, at most 4 GiB, unless ``?cache_mb=`` says otherwise): a 200-token path of SmolLM2-135M in
+float32 is about 9 MB. Only a model loaded for inference keeps one, because its
 weights never change; a model that trains would read caches its old weights made.
 """
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +27,20 @@ from x1.evaluators.shared_prefix import common_prefix_len
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each [kv_heads, length, head_dim]
 BLOCK = 16  # tokens: lookups try prefixes of whole blocks, longest first, then extend to the exact common prefix
 CANDIDATES = 8  # kept paths compared at the longest shared block: siblings share blocks, and one of them may share more
-DEFAULT_BUDGET_BYTES = 1 << 30
+
+
+def default_budget_bytes() -> int:
+    """An eighth of the machine's memory, at most 4 GiB (1 GiB where the size is unknown).
+
+    MCTS with 24 problems in flight (the scaling study's N = 4 cell, replayed least recently used
+    out by ``benchmarks/kv_memo_budget.py``) finds an expansion's parent kept 50% of the time with
+    1 GiB, 81% with 2 and 100% with 4; beam search and DVTS at N = 4 need 1 GiB for 100%.
+    """
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 30
+    return int(min(4 << 30, max(total // 8, 256 << 20)))
 
 
 @dataclass
@@ -41,8 +56,8 @@ class Kept:
 class KVMemo:
     """Paths' KV caches by token prefix, least recently used evicted first, within ``budget_bytes``."""
 
-    def __init__(self, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
-        self.budget_bytes = budget_bytes
+    def __init__(self, budget_bytes: int | None = None) -> None:
+        self.budget_bytes = default_budget_bytes() if budget_bytes is None else budget_bytes
         self._kept: OrderedDict[tuple[int, ...], Kept] = OrderedDict()
         # hash of a whole-block prefix -> the kept paths that start with it, oldest first
         self._by_block: dict[int, dict[tuple[int, ...], None]] = {}
