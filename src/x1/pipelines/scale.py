@@ -207,8 +207,7 @@ def run_study(
             skipped(len(tasks))  # finished: its results, wall and CPU seconds stay as its own run wrote them
             continue
         policy = policies.get(config.model.name)
-        needs_model = not (run_dir / "results.json").exists()
-        if policy is None and needs_model:
+        if policy is None:  # an unfinished cell has problems to run (a finished one was skipped above)
             policy = policies[config.model.name] = open_policy(config)
         evaluate(tasks, config, run_dir, study.task, resume=resume, policy=policy, on_skip=skipped,
                  on_done=(lambda outcome: on_done(outcome.correct)) if on_done else None)
