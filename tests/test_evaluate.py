@@ -51,6 +51,11 @@ def test_resume_runs_only_unfinished_problems(tmp_path):
     assert sorted(ids) == [f"t{i}" for i in range(6)]  # none twice
     assert result.resumed == 4 and result.n == 6
     assert fake.stats.calls > 0
+    # a finished run resumed again runs nothing and leaves its summary and clock as they were
+    written = {p.name: p.read_bytes() for p in out.glob("*.json")}
+    again = FakeBackend()
+    assert evaluate(tasks, config(n=2), out, "scripted", resume=True, policy=again) == result
+    assert again.stats.calls == 0 and {p.name: p.read_bytes() for p in out.glob("*.json")} == written
     with pytest.raises(EvalError, match="strategy"):
         evaluate(tasks, config("cot"), out, "scripted", resume=True, policy=FakeBackend())
 

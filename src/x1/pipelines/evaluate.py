@@ -13,7 +13,7 @@ import json
 import random
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from x1.config import RunConfig
@@ -151,6 +151,16 @@ def open_run(tasks: list[Task], config: RunConfig, out_dir: Path, resume: bool, 
     return [t for t in tasks if t.id not in done], len(done.keys() & {t.id for t in tasks})
 
 
+def read_results(out_dir: Path) -> EvalResult | None:
+    """The summary a finished run wrote (results.json), or None when there is none or it is unreadable."""
+    try:
+        data = json.loads((out_dir / "results.json").read_text())
+        data["by_level"] = [GroupResult(**g) for g in data.get("by_level", [])]
+        return EvalResult(**{f.name: data[f.name] for f in fields(EvalResult) if f.name in data})
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
 def write_results(
     tasks: list[Task], config: RunConfig, out_dir: Path, task_spec: str, model_name: str, clock: RunClock, resumed: int
 ) -> EvalResult:
@@ -190,6 +200,10 @@ def evaluate(
     todo, resumed = open_run(tasks, config, out_dir, resume, task_spec if bind_identity else None)
     if on_skip:
         on_skip(resumed)
+    if not todo and resume:
+        finished = read_results(out_dir)
+        if finished is not None and finished.n == len(tasks):
+            return finished  # nothing ran: its results, wall and CPU seconds stay as the run that finished it wrote them
     clock = RunClock(out_dir, resume)
     model_name = config.model.name
 
