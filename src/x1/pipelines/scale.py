@@ -177,7 +177,7 @@ def run_study(
 
     ``on_cell(arm, budget, done_already, total)`` announces a cell; ``on_done(correct)`` fires per finished problem.
     """
-    from x1.pipelines.evaluate import evaluate
+    from x1.pipelines.evaluate import evaluate, read_results
     from x1.pipelines.scale_report import write_report
     from x1.pipelines.solve import open_policy
 
@@ -203,8 +203,9 @@ def run_study(
             revote_cell(cell_dir(out_dir, arm.revote, budget), run_dir, tasks, params.get("voting", "majority"),
                         params.get("evaluator"), on_done=on_done)
             continue
-        if (run_dir / "results.json").exists() and read_cell(out_dir, arm.name, budget).keys() >= {t.id for t in tasks}:
-            skipped(len(tasks))  # finished: its results, wall and CPU seconds stay as its own run wrote them
+        finished = read_results(run_dir)
+        if finished is not None and finished.n == len(tasks):
+            skipped(len(tasks))  # finished: no model opens, and its files stay as its own run wrote them
             continue
         policy = policies.get(config.model.name)
         if policy is None:  # an unfinished cell has problems to run (a finished one was skipped above)
