@@ -407,3 +407,33 @@ def test_kv_memo_finds_the_longest_kept_prefix_and_evicts_the_least_recently_use
     assert kept.tokens in (tuple(b), tuple(c)) and n == len(header)  # the header is still found through the others
     memo.put(list(range(10_000)), kv(10_000), torch.zeros(10_000))  # larger than the whole budget: not kept
     assert len(memo) == 2
+
+
+def test_memos_without_a_budget_of_their_own_share_one_and_evict_the_oldest_entry_of_any():
+    from x1.evaluators.kv_memo import KVMemo, MemoPool, shared_pool
+
+    def kv(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(torch.zeros(1, n, 2), torch.zeros(1, n, 2))]  # 16 bytes per token
+
+    assert KVMemo().pool is KVMemo().pool is shared_pool()  # value, PRM and ORM loaded together keep one budget
+    assert KVMemo(budget_bytes=1 << 20).pool is not shared_pool()  # ?cache_mb= is a budget of its own
+    pool = MemoPool(16 * 3 * 40)  # room for three 40-token paths
+    value, prm = KVMemo(budget_bytes=1), KVMemo(budget_bytes=1)
+    for memo in (value, prm):  # both draw from the test's pool, as default memos draw from the shared one
+        memo.pool = pool
+        pool.join(memo)
+    paths = [[i] * 40 for i in range(4)]
+    value.put(paths[0], kv(40), torch.zeros(40))
+    prm.put(paths[1], kv(40), torch.zeros(40))
+    value.put(paths[2], kv(40), torch.zeros(40))
+    assert pool.used_bytes == 3 * 640 and value.used_bytes == 2 * 640
+    assert value.find(paths[0])[1] == 40  # value's first path is now the most recently used of all
+    value.put(paths[3], kv(40), torch.zeros(40))  # over the shared budget: the oldest entry of either memo goes
+    assert [len(value), len(prm)] == [3, 0] and pool.used_bytes == pool.budget_bytes
+    prm.put(paths[1], kv(40), torch.zeros(40))  # and now value's oldest (paths[2]) makes room for prm's
+    assert [len(value), len(prm)] == [2, 1] and value.find(paths[2]) == (None, 0)
+    del value  # an evaluator dropped with its memo gives its share back
+    import gc
+
+    gc.collect()
+    assert pool.used_bytes == 640

@@ -6,15 +6,21 @@ once for all its children; this memo keeps the path from the call that scored th
 next call does not run it again either. Lookups go by the token prefix, block by block, so a path
 that only shares the system prompt with a kept one still reuses that much.
 
-Entries are kept least recently used first out, within a byte budget (an eighth of the machine's
-memory, at most 4 GiB, unless ``?cache_mb=`` says otherwise): a 200-token path of SmolLM2-135M in
-float32 is about 9 MB. Only a model loaded for inference keeps one, because its
-weights never change; a model that trains would read caches its old weights made.
+Entries are kept least recently used first out, within a byte budget: a 200-token path of
+SmolLM2-135M in float32 is about 9 MB. By default every memo of the process draws from one shared
+budget (an eighth of the machine's memory, at most 4 GiB), so a run or a server that loads a value
+model, a PRM and an ORM together keeps no more than one alone would; the least recently used entry
+of any of them goes first. ``?cache_mb=`` gives an evaluator a budget of its own. Only a model loaded
+for inference keeps one, because its weights never change; a model that trains would read caches its
+old weights made.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,21 +57,84 @@ class Kept:
     kv: KV
     logits: torch.Tensor
     nbytes: int
+    used_at: int = 0  # the pool's clock at the last put or find: which memo's oldest entry is oldest
+
+
+class MemoPool:
+    """One byte budget for several memos; making room evicts the least recently used entry of any of them.
+
+    The lock is the pool's, not a memo's: the serve batchers run each evaluator on a thread of its own,
+    and two of them may draw from one pool at once.
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.lock = threading.RLock()
+        self._memos: weakref.WeakSet[KVMemo] = weakref.WeakSet()  # a memo dropped with its evaluator frees its share
+        self._clock = itertools.count(1)
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(memo.used_bytes for memo in list(self._memos))
+
+    def join(self, memo: KVMemo) -> None:
+        self._memos.add(memo)
+
+    def tick(self) -> int:
+        return next(self._clock)
+
+    def make_room(self, nbytes: int) -> bool:
+        """Evict, oldest first across the pool's memos, until ``nbytes`` more fit; False if they never would."""
+        if nbytes > self.budget_bytes:
+            return False
+        used = self.used_bytes
+        while used + nbytes > self.budget_bytes:
+            holders = [memo for memo in list(self._memos) if memo._kept]
+            if not holders:
+                return False
+            oldest = min(holders, key=lambda memo: next(iter(memo._kept.values())).used_at)
+            used -= oldest._evict()
+        return True
+
+
+_shared_pool: MemoPool | None = None
+_shared_pool_guard = threading.Lock()
+
+
+def shared_pool() -> MemoPool:
+    """The process's pool for memos without a budget of their own (``default_budget_bytes``), made on first use."""
+    global _shared_pool
+    with _shared_pool_guard:
+        if _shared_pool is None:
+            _shared_pool = MemoPool(default_budget_bytes())
+        return _shared_pool
 
 
 class KVMemo:
-    """Paths' KV caches by token prefix, least recently used evicted first, within ``budget_bytes``."""
+    """Paths' KV caches by token prefix, least recently used evicted first.
+
+    ``budget_bytes`` gives the memo a pool of its own; without it, it shares the process's pool.
+    """
 
     def __init__(self, budget_bytes: int | None = None) -> None:
-        self.budget_bytes = default_budget_bytes() if budget_bytes is None else budget_bytes
+        self.pool = shared_pool() if budget_bytes is None else MemoPool(budget_bytes)
+        self.pool.join(self)
         self._kept: OrderedDict[tuple[int, ...], Kept] = OrderedDict()
         # hash of a whole-block prefix -> the kept paths that start with it, oldest first
         self._by_block: dict[int, dict[tuple[int, ...], None]] = {}
-        self.used_bytes = 0
+        self.used_bytes = 0  # this memo's entries; the pool's budget bounds the sum over its memos
         self.reused_tokens = 0  # what callers took from kept paths instead of running it (a statistic)
+
+    @property
+    def budget_bytes(self) -> int:
+        return self.pool.budget_bytes
 
     def __len__(self) -> int:
         return len(self._kept)
+
+    def _touch(self, kept: Kept) -> None:
+        self._kept.move_to_end(kept.tokens)
+        kept.used_at = self.pool.tick()
 
     def find(self, tokens: Sequence[int]) -> tuple[Kept | None, int]:
         """(a kept path, how many of ``tokens`` it starts with), the longest found; (None, 0) below one block.
@@ -73,9 +142,13 @@ class KVMemo:
         The longest whole-block prefix that any kept path shares decides where to look; of the paths
         that share it (the newest ``CANDIDATES``), the one that shares most wins.
         """
+        with self.pool.lock:
+            return self._find(tokens)
+
+    def _find(self, tokens: Sequence[int]) -> tuple[Kept | None, int]:
         exact = self._kept.get(tuple(tokens))
         if exact is not None:
-            self._kept.move_to_end(exact.tokens)
+            self._touch(exact)
             return exact, len(tokens)
         for n in range(len(tokens) // BLOCK * BLOCK, 0, -BLOCK):
             paths = self._by_block.get(hash(tuple(tokens[:n])))
@@ -87,31 +160,32 @@ class KVMemo:
                 if common > shared:
                     best, shared = self._kept[key], common
             if best is not None and shared >= n:  # not a hash collision
-                self._kept.move_to_end(best.tokens)
+                self._touch(best)
                 return best, shared
         return None, 0
 
     def put(self, tokens: Sequence[int], kv: KV, logits: torch.Tensor) -> None:
         key = tuple(tokens)
-        if key in self._kept:
-            self._kept.move_to_end(key)
-            return
-        nbytes = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
-        if nbytes > self.budget_bytes:
-            return
-        while self._kept and self.used_bytes + nbytes > self.budget_bytes:
-            self._evict()
-        self._kept[key] = Kept(key, kv, logits, nbytes)
-        self.used_bytes += nbytes
-        for n in range(BLOCK, len(key) + 1, BLOCK):
-            self._by_block.setdefault(hash(key[:n]), {})[key] = None
+        with self.pool.lock:
+            if key in self._kept:
+                self._touch(self._kept[key])
+                return
+            nbytes = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
+            if not self.pool.make_room(nbytes):
+                return
+            self._kept[key] = Kept(key, kv, logits, nbytes, self.pool.tick())
+            self.used_bytes += nbytes
+            for n in range(BLOCK, len(key) + 1, BLOCK):
+                self._by_block.setdefault(hash(key[:n]), {})[key] = None
 
     def clear(self) -> None:
-        self._kept.clear()
-        self._by_block.clear()
-        self.used_bytes = 0
+        with self.pool.lock:
+            self._kept.clear()
+            self._by_block.clear()
+            self.used_bytes = 0
 
-    def _evict(self) -> None:
+    def _evict(self) -> int:
+        """Drop this memo's least recently used entry; its size (the pool calls this with its lock held)."""
         key, kept = self._kept.popitem(last=False)
         self.used_bytes -= kept.nbytes
         for n in range(BLOCK, len(key) + 1, BLOCK):
@@ -120,3 +194,4 @@ class KVMemo:
             del paths[key]
             if not paths:
                 del self._by_block[h]
+        return kept.nbytes

@@ -9,8 +9,10 @@
     ...?dtype=bfloat16    any of the three, its backbone in bfloat16 (float32 by default on a CPU):
                           3-3.7x faster scoring on a CPU with native bf16 (AVX512-BF16/AMX), scores
                           within about 0.02; about 8x slower than float32 without it (a warning says so)
-    ...?cache_mb=N        any of the three: the KV cache it keeps of paths it scored, so a search's next
-                          call runs only the new steps (1024 by default; 0 keeps none; scores are the same)
+    ...?cache_mb=N        any of the three: a budget of its own for the KV caches it keeps of paths it
+                          scored, so a search's next call runs only the new steps (by default all of a
+                          process's evaluators share one, an eighth of the memory, at most 4 GiB; 0 keeps
+                          none; scores are the same)
     remote:URL            an ``x1 serve value`` server (whatever it serves)
 
 A spec is checked (the folder exists and holds a model of that kind, the URL has a scheme) before
