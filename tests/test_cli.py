@@ -1,5 +1,6 @@
 """The `x1` command as a user runs it."""
 
+import re
 
 import pytest
 from helpers import trace_record
@@ -66,6 +67,7 @@ def test_eval_max_live_reaches_the_engine_and_zero_is_refused(tmp_path, monkeypa
                                  "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert seen == [3]
+    assert re.search(r"^\[\d\d:\d\d:\d\d\] mcts · jsonl:\S+: 2/2 \(100%\) · \d/2 right · ", result.output, re.M), result.output
     result = runner.invoke(app, ["eval", "--task", f"jsonl:{data}", "--model", "fake", "--max-live", "0", "--out", str(tmp_path / "s")])
     assert result.exit_code == 2 and "max-live" in result.output
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from x1.cli.progress import RunProgress
 from x1.cli.root import console, err_console, fail
 
 
@@ -76,18 +76,17 @@ def scale_command(
             write_report(full, out_dir, tasks)
         else:
             cells = grid(study)
-            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       TimeRemainingColumn())
-            with Progress(*columns, console=err_console) as progress:
-                bar = progress.add_task("study", total=len(cells) * len(tasks))
-                state = {"label": ""}
+            with RunProgress("study", len(cells) * len(tasks), remaining=True) as progress:
+                right = [0, 0]
 
                 def on_cell(arm: str, budget: int, done: int, total: int) -> None:
-                    state["label"] = f"{arm} N={budget}"
-                    progress.update(bar, advance=done, description=state["label"])
+                    right[:] = [0, 0]
+                    progress.skip(done, description=f"{arm} N={budget}")
 
                 def on_done(correct: bool) -> None:
-                    progress.update(bar, advance=1)
+                    right[0] += correct
+                    right[1] += 1
+                    progress.advance(1, status=f"{right[0]}/{right[1]} right (this cell, this run)")
 
                 run_study(study, out_dir, tasks, on_cell=on_cell, on_done=on_done, report=full)  # the report: every cell of the YAML
     except (BackendError, ConfigError, EvalError, TaskError, ValueError) as err:

@@ -31,6 +31,7 @@ from x1.cli.options import (
     ValueUrlOpt,
     build_config,
 )
+from x1.cli.progress import RunProgress
 from x1.cli.root import console, err_console, fail
 from x1.config import DEFAULT_MODEL, ConfigError, RunConfig, parse_params
 from x1.engine import Outcome
@@ -273,18 +274,16 @@ def eval_(
 
             resolve_model(cfg.model.name, cfg.model.model_name)
         open_run(problems, cfg, out_dir, resume, task)  # the run directory's errors come before any progress bar or model
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=err_console) as progress:
-            bar = progress.add_task(f"{strategy} · {task}", total=len(problems))
+        with RunProgress(f"{strategy} · {task}", len(problems)) as progress:
             right = [0, 0]
 
             def done(correct: bool) -> None:
                 right[0] += correct
                 right[1] += 1
-                progress.update(bar, advance=1, description=f"{strategy} · {task} · {right[0]}/{right[1]} right")
+                progress.advance(1, status=f"{right[0]}/{right[1]} right")
 
             def skip(k: int) -> None:
-                progress.advance(bar, k)
+                progress.skip(k)
 
             if workers:
                 from x1.pipelines.distributed import evaluate_distributed
