@@ -238,6 +238,11 @@ def test_the_loop_closes_from_the_cli(kind: str, tiny: str, tmp_path: Path) -> N
     baseline = [s["confidence"] for s in scores_of(confident) if "confidence" in s]
     assert trained and all(0.0 <= v <= 1.0 for v in trained)
     assert trained != baseline[: len(trained)]
+    # the trained evaluator's compute is charged to the problems it scored, apart from the policy's tokens
+    charged = [trace_record(line)["compute"]["evaluator_tokens"] for line in (guided / "traces.jsonl").read_text().splitlines()]
+    assert all(n > 0 for n in charged)
+    assert json.loads((guided / "results.json").read_text())["evaluator_tokens"] == sum(charged)
+    assert json.loads((confident / "results.json").read_text())["evaluator_tokens"] == 0
 
     with BackgroundServer(create_value_app(load_value_scorer(str(model)))) as server:
         remote = f"remote:{server.url}"

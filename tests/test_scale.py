@@ -5,7 +5,7 @@ import re
 
 import pytest
 import yaml
-from helpers import number_task
+from helpers import number_task, trace_record
 from typer.testing import CliRunner
 
 from x1.cli import app
@@ -270,3 +270,42 @@ def test_a_cell_still_running_does_not_answer_where_a_finished_one_can():
     assert "(a) N=4: the best evaluator-guided arm, weighted, against majority: no shared problems yet, 10 vs 10 generated tokens." in lines
     assert "(b) The policy's best cell, weighted at N=4, against greedy: no shared problems yet." in lines
     assert lines[-1] == "Still running, and left out of the answers where a finished cell exists: searching at N=4 (5 of 200)."
+
+
+def test_a_revote_charges_its_evaluators_positions_and_an_old_count_stays_unknown(tmp_path, monkeypatch):
+    from x1.evaluators import spec as spec_module
+    from x1.pipelines.evaluate import summarize
+
+    class Counting:
+        """An evaluator with a model: 10 positions per scored chain."""
+
+        name, model_calls, model_tokens = "counting", 0, 0
+
+        def evaluate(self, items):
+            self.model_calls += 1
+            self.model_tokens += 10 * len(items)
+            return [0.5] * len(items)
+
+    arms = [STUDY["arms"][1], {"name": "counted", "strategy": "best_of_n", "revote": "majority",
+                               "params": {"n": "{N}", "voting": "weighted", "evaluator": "verifier"}}]
+    study = ScaleConfig.model_validate({**STUDY, "arms": arms, "budgets": [4], "reference": None})
+    monkeypatch.setattr(spec_module, "build_evaluator", lambda spec, policy=None, **kw: Counting())
+    result = run_study(study, tmp_path, tasks_with_answers(5), policies={"fake": FakeBackend.preset("arithmetic")})
+    cells = {c["arm"]: c["summary"] for c in result["cells"]}
+    records = [trace_record(x) for x in (tmp_path / "runs" / "counted-N4").joinpath("traces.jsonl").read_text().splitlines()]
+    chains = [len([t for t in r["graph"]["thoughts"] if t["terminal"]]) for r in records]
+    assert [r["compute"]["evaluator_tokens"] for r in records] == [10 * n for n in chains]
+    assert cells["counted"]["evaluator_tokens"] == 10 * sum(chains) and cells["majority"]["evaluator_tokens"] == 0
+    assert "| evaluator tok |" in (tmp_path / "scaling.md").read_text()
+    # records written before the count: known to be 0 where no evaluator was called, unknown where one was
+    old = [{"correct": True, "score": 1.0, "compute": {"prompt_tokens": 1, "generated_tokens": 1, "policy_calls": 1,
+                                                      "evaluator_calls": calls}} for calls in (0, 3)]
+    assert summarize(old[:1], "t", "s", "m", 0.0, 0).evaluator_tokens == 0
+    assert summarize(old, "t", "s", "m", 0.0, 0).evaluator_tokens is None
+
+
+def test_an_evaluators_positions_are_shared_by_item_count_and_sum_exactly():
+    from x1.engine import _shares
+
+    assert _shares(100, [0, 0, 1]) == {0: 67, 1: 33}
+    assert sum(_shares(7, [3, 1, 2, 1, 3]).values()) == 7

@@ -365,9 +365,11 @@ def test_a_loaded_evaluator_runs_only_the_new_steps_of_paths_it_scored_before(ti
         assert a == pytest.approx(b, abs=1e-5)
     # the same paths again: all of them are kept whole, so nothing runs
     new_tokens.clear()
+    before = prm.positions_run
     for a, b in zip(prm.predict_steps(prompts[:6], steps[:6], batch_size=8), children, strict=True):
         assert a == b
-    assert sum(new_tokens) == 0
+    assert sum(new_tokens) == 0 and prm.positions_run == before  # the compute an evaluator charges is what it ran
+    assert fresh.positions_run >= whole  # one path at a time: every position of every path
 
 
 def test_a_model_that_trains_keeps_no_caches(tiny_lm, tmp_path):

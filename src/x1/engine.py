@@ -391,16 +391,21 @@ class Engine:
             if evaluator is None:
                 raise BackendError(f"no evaluator named {name!r}; configured: {sorted(self.evaluators) or 'none'}")
             items = [EvalItem(problems[i].task, problems[i].graph, tid, problems[i].graph.meta["prefix"]) for i, tid in pairs]
-            calls_before = evaluator.model_calls
+            calls_before, tokens_before = evaluator.model_calls, getattr(evaluator, "model_tokens", 0)
             scores = evaluator.evaluate(items)
             calls = evaluator.model_calls - calls_before
+            tokens = getattr(evaluator, "model_tokens", 0) - tokens_before
             for (i, tid), s in zip(pairs, scores, strict=True):
                 problems[i].graph[tid].scores[name] = s
                 scored[(name, i, tid)] = s
-            # Charge the evaluator's calls to the problems it served, spread evenly.
+            # Charge the evaluator's calls to the problems it served, spread evenly; its tokens by each one's items.
             if calls and pairs:
-                for i in {i for i, _ in pairs}:
-                    problems[i].graph.root.compute.evaluator_calls += max(1, calls // len({i for i, _ in pairs}))
+                served = {i for i, _ in pairs}
+                for i in served:
+                    problems[i].graph.root.compute.evaluator_calls += max(1, calls // len(served))
+            if tokens and pairs:
+                for i, share in _shares(tokens, [i for i, _ in pairs]).items():
+                    problems[i].graph.root.compute.evaluator_tokens += share
         return scored
 
     def _finish(self, problem: Problem, strategy: Strategy, wall_s: float) -> Outcome:
@@ -441,3 +446,14 @@ class Engine:
                 if not graph.meta.get("done"):
                     graphs[record["task_id"]] = graph
             return graphs
+
+
+def _shares(total: int, owners: list[int]) -> dict[int, int]:
+    """``total`` split over ``owners`` (one entry per item) by their item counts, summing to ``total`` exactly."""
+    counts: dict[int, int] = {}
+    for owner in owners:
+        counts[owner] = counts.get(owner, 0) + 1
+    shares = {owner: total * n // len(owners) for owner, n in counts.items()}
+    first = next(iter(shares))
+    shares[first] += total - sum(shares.values())
+    return shares

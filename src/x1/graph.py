@@ -28,15 +28,19 @@ class Compute:
     generated_tokens: int = 0
     policy_calls: int = 0
     evaluator_calls: int = 0
+    # positions a trained evaluator's backbone ran (padding included; after shared prefixes and kept caches)
+    evaluator_tokens: int = 0
 
     def add(self, other: Compute) -> None:
         self.prompt_tokens += other.prompt_tokens
         self.generated_tokens += other.generated_tokens
         self.policy_calls += other.policy_calls
         self.evaluator_calls += other.evaluator_calls
+        self.evaluator_tokens += other.evaluator_tokens
 
     @property
     def tokens(self) -> int:
+        """The policy's tokens (the evaluator's are counted apart: another model, another cost per token)."""
         return self.prompt_tokens + self.generated_tokens
 
 

@@ -45,6 +45,7 @@ class Outcome:
                 "generated_tokens": compute.generated_tokens,
                 "policy_calls": compute.policy_calls,
                 "evaluator_calls": compute.evaluator_calls,
+                "evaluator_tokens": compute.evaluator_tokens,
             },
             "graph": self.graph.to_dict(),
             **{key: self.task.meta[key] for key in GROUP_KEYS if key in self.task.meta},

@@ -40,6 +40,8 @@ class EvalItem:
 class Evaluator(Protocol):
     name: str
     model_calls: int  # how many model forward calls it has made (0 for verifiers)
+    # A trained evaluator also has ``model_tokens``: the positions its model has run (the engine reads it
+    # where it is there, and charges the difference to the problems a call scored).
 
     def evaluate(self, items: list[EvalItem]) -> list[float]:
         """Scores in [0, 1], one per item, in order."""

@@ -103,6 +103,10 @@ class PRMEvaluator:
     batch_size: int | None = None
     model_calls: int = 0
 
+    @property
+    def model_tokens(self) -> int:
+        return self.model.positions_run
+
     def __post_init__(self) -> None:
         aggregate_steps([], self.aggregate)  # fail at construction on an unknown aggregation
 

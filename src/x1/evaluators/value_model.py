@@ -111,10 +111,19 @@ class HeadedLM(nn.Module):
         self.batch_size = batch_size
         self.share_prefixes = True  # inference runs a prefix that sequences share once (position_logits)
         self.kv_memo: KVMemo | None = None  # scored paths' caches for the next call; ``load`` sets one for inference
+        # positions the backbone has run, padding included (a LoRA wrapper calls this same module): the compute an
+        # evaluator's calls cost, which the engine charges to the problems it scored (Compute.evaluator_tokens)
+        self.positions_run = 0
+        backbone.register_forward_pre_hook(self._count_positions, with_kwargs=True)
         pad = getattr(tokenizer, "pad_token_id", None)
         eos = getattr(tokenizer, "eos_token_id", None)
         self.pad_id = int(pad if pad is not None else eos if eos is not None else 0)  # never read: the mask decides
         self.base: dict[str, str | None] | None = None  # where the backbone's weights came from; an adapter needs it
+
+    def _count_positions(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if isinstance(ids, torch.Tensor):
+            self.positions_run += int(ids.numel())
 
     def _backbone_device(self) -> torch.device:
         return next(self.backbone.parameters()).device
@@ -385,6 +394,10 @@ class ValueModelEvaluator:
     name: str = "value"
     batch_size: int | None = None
     model_calls: int = 0
+
+    @property
+    def model_tokens(self) -> int:
+        return self.model.positions_run
 
     def evaluate(self, items: list[EvalItem]) -> list[float]:
         if not items:

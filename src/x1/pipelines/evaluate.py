@@ -60,6 +60,8 @@ class EvalResult:
     oracle: str | None = None  # why gold answers guided the search (verifier evaluator, training mode), if they did
     by_level: list[GroupResult] = field(default_factory=list)  # empty unless the tasks carry a level
     cpu_s: float | None = None  # this run's own CPU seconds, all sessions (None when some session went uncounted)
+    # positions trained evaluators ran for these problems (None when some record predates the count)
+    evaluator_tokens: int | None = None
 
 
 def bootstrap_ci(values: list[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -94,7 +96,20 @@ def summarize(records: list[dict], task: str, strategy: str, model: str, wall_s:
         wall_s=wall_s,
         resumed=resumed,
         cpu_s=cpu_s,
+        evaluator_tokens=sum_evaluator_tokens(records),
     )
+
+
+def evaluator_tokens_of(compute: dict) -> int | None:
+    """A record's evaluator positions; a record that predates the count has 0 if no evaluator call was made, else None."""
+    if "evaluator_tokens" in compute:
+        return int(compute["evaluator_tokens"])
+    return 0 if not compute.get("evaluator_calls") else None
+
+
+def sum_evaluator_tokens(records: list[dict]) -> int | None:
+    counts = [evaluator_tokens_of(r["compute"]) for r in records]
+    return None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
 
 
 def by_level(records: list[dict], tasks: list[Task]) -> list[GroupResult]:

@@ -184,15 +184,19 @@ def markdown(study: ScaleConfig, cells: list[Cell], comparisons: list[Comparison
     lines = [f"# Test-time-compute scaling: {study.task}", "",
              f"{study.n} problems (seed {study.seed}), policy `{study.model.name}`, budgets N = {', '.join(map(str, study.budgets))}. "
              "Accuracy with a 95% bootstrap interval; tokens are means per problem.", ""]
-    lines += _table(["arm", "strategy", "model", "N", "n", "accuracy [95% CI]", "generated tok", "prefilled tok", "wall", "CPU"],
+    lines += _table(["arm", "strategy", "model", "N", "n", "accuracy [95% CI]", "generated tok", "prefilled tok", "evaluator tok",
+                     "wall", "CPU"],
                     [[c.arm, c.summary.strategy, c.summary.model, c.budget, c.summary.n,
                       pct(c.summary.accuracy, c.summary.ci_low, c.summary.ci_high), f"{c.generated_tokens:.0f}",
-                      f"{c.prompt_tokens:.0f}", f"{c.summary.wall_s:.0f} s",
-                      "—" if c.summary.cpu_s is None else f"{c.summary.cpu_s:.0f} s"] for c in cells])
-    lines += ["", "Wall time counts every session of a cell and whatever else the machine ran meanwhile; CPU is the "
-              "cell's own CPU seconds (all its threads), which a pause does not inflate and other jobs inflate less "
-              "(threads that spin while waiting still count). "
-              "— : some session of the cell predates the CPU count."]
+                      f"{c.prompt_tokens:.0f}",
+                      "—" if c.summary.evaluator_tokens is None else f"{c.summary.evaluator_tokens / max(1, c.summary.n):.0f}",
+                      f"{c.summary.wall_s:.0f} s", "—" if c.summary.cpu_s is None else f"{c.summary.cpu_s:.0f} s"] for c in cells])
+    lines += ["", "Evaluator tok: positions a trained evaluator's model ran per problem, padding included, after the "
+              "prefixes its paths share and the caches it kept (its own model, smaller than the policy, so not "
+              "comparable token for token). Wall time counts every session of a cell and whatever else the machine "
+              "ran meanwhile; CPU is the cell's own CPU seconds (all its threads), which a pause does not inflate and "
+              "other jobs inflate less (threads that spin while waiting still count). "
+              "— : some session of the cell predates that count."]
     lines += answers(study, cells, comparisons)
     if comparisons:
         lines += ["", "## Paired differences (same problems)", "",

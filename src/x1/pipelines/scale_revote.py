@@ -22,6 +22,7 @@ def revote_cell(source: Path, target: Path, tasks: list[Task], voting: str, eval
                 on_done: object = None) -> int:
     """Append a re-voted record to ``target/traces.jsonl`` for every source record not yet there; how many were added."""
     from x1.evaluators.spec import build_evaluator, parse_evaluator
+    from x1.pipelines.evaluate import evaluator_tokens_of
     from x1.pipelines.run_clock import RunClock
     from x1.pipelines.rundir import drop_torn_last_line
 
@@ -42,17 +43,21 @@ def revote_cell(source: Path, target: Path, tasks: list[Task], voting: str, eval
             task = by_id[record["task_id"]]
             graph = ReasoningGraph.from_dict(record["graph"])
             tips = graph.terminals()
-            calls = 0
+            calls = tokens = 0
             if scorer is not None and evaluator is not None and tips:
                 prefix = str(graph.meta.get("prefix", ""))
+                tokens_before = getattr(scorer, "model_tokens", 0)
                 scores = scorer.evaluate([EvalItem(task, graph, t.id, prefix) for t in tips])
-                calls = 1
+                calls, tokens = 1, getattr(scorer, "model_tokens", 0) - tokens_before
                 for thought, score in zip(tips, scores, strict=True):
                     thought.scores[evaluator] = float(score)
             chosen = vote(tips, voting, evaluator)
             answer = None if chosen is None else chosen.answer
             verdict = task.verify(answer)
             compute = dict(record["compute"], evaluator_calls=record["compute"].get("evaluator_calls", 0) + calls)
+            before = evaluator_tokens_of(record["compute"])
+            if before is not None:  # a source that predates the count, with evaluator calls of its own, leaves it unknown
+                compute["evaluator_tokens"] = before + tokens
             fields = {k: v for k, v in record.items() if k != "trace_version"}
             write_record(fh, {**fields, "answer": answer, "answer_thought": None if chosen is None else chosen.id,
                               "score": verdict.score, "correct": verdict.score >= 1.0 - 1e-9, "reason": verdict.reason,

@@ -100,6 +100,7 @@ def node_data(t: Thought, pos: tuple[float, int], on_path: bool, status: str | N
             "generated_tokens": t.compute.generated_tokens,
             "policy_calls": t.compute.policy_calls,
             "evaluator_calls": t.compute.evaluator_calls,
+            "evaluator_tokens": t.compute.evaluator_tokens,
         },
         "pruned": t.pruned,
         "path": on_path,
@@ -177,4 +178,4 @@ def problem_data(record: dict[str, Any]) -> dict[str, Any]:
 def _compute_dict(graph: ReasoningGraph) -> dict[str, int]:
     c = graph.total_compute()
     return {"prompt_tokens": c.prompt_tokens, "generated_tokens": c.generated_tokens, "policy_calls": c.policy_calls,
-            "evaluator_calls": c.evaluator_calls}
+            "evaluator_calls": c.evaluator_calls, "evaluator_tokens": c.evaluator_tokens}

@@ -200,7 +200,8 @@
     }
     const c = n.compute;
     h += row("compute", fmt(c.generated_tokens) + " generated + " + fmt(c.prompt_tokens) + " prefilled tokens, " + fmt(c.policy_calls) +
-      " policy / " + fmt(c.evaluator_calls) + " evaluator calls");
+      " policy / " + fmt(c.evaluator_calls) + " evaluator calls" +
+      (c.evaluator_tokens ? " (" + fmt(c.evaluator_tokens) + " evaluator tokens)" : ""));
     h += links("parents", n.parents) + links("children", n.children) + "</table>";
     if (Object.keys(n.meta).length) h += "<details><summary>meta</summary><pre>" + esc(JSON.stringify(n.meta, null, 1)) + "</pre></details>";
     detail.innerHTML = h;
