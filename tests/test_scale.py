@@ -136,9 +136,9 @@ def test_cli_scale_runs_a_pilot_and_reports_bad_input(tmp_path):
     res = runner.invoke(app, ["scale", str(path), "--out", str(tmp_path / "out"), "--n", "3", "--arms", "greedy,majority"])
     assert res.exit_code == 0, res.output
     assert "| greedy | cot | fake | 1 | 3 |" in res.output
-    # off a terminal (a study in the background, logging to a file) progress comes as dated lines, a cell per line at least
-    assert re.search(r"^\[\d\d:\d\d:\d\d\] majority N=2: 6/9 \(67%\)", res.output, re.M), res.output
-    assert re.search(r"^\[\d\d:\d\d:\d\d\] majority N=2: 9/9 \(100%\) · \d/3 right \(this cell, this run\)", res.output, re.M)
+    # off a terminal (a study in the background, logging to a file) progress comes as dated lines, each cell's own
+    assert re.search(r"^\[\d\d:\d\d:\d\d\] cell 3/3: majority N=2: 0/3 \(0%\)", res.output, re.M), res.output
+    assert re.search(r"^\[\d\d:\d\d:\d\d\] cell 3/3: majority N=2: 3/3 \(100%\) · \d/3 right in this run", res.output, re.M)
     assert (tmp_path / "out" / "runs" / "majority-N2").is_dir() and not (tmp_path / "out" / "runs" / "beam-N1").exists()
     # a re-vote alone: it needs its source's chains, so the source comes along, and its finished cells do not run again
     revote = {"name": "reweighted", "strategy": "best_of_n", "revote": "majority",

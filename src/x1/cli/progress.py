@@ -30,7 +30,7 @@ class RunProgress:
     many are right so far), which otherwise only shows in the next line.
     """
 
-    def __init__(self, description: str, total: int, *, remaining: bool = False, transient: bool = False,
+    def __init__(self, description: str, total: int, *, done: int = 0, remaining: bool = False, transient: bool = False,
                  console: Console | None = None, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.description, self.total = description, total
         self._console = console or err_console
@@ -43,7 +43,7 @@ class RunProgress:
                 columns.append(TimeRemainingColumn())
             self._bar = Progress(*columns, console=self._console, transient=transient)
         self.status = ""
-        self.done = 0  # finished, skipped ones included
+        self.done = done  # finished, those an earlier run finished included
         self._worked = 0  # finished by this run: what the pace is taken from
         self._start = self._last_line = 0.0
         self._unreported = False
@@ -57,7 +57,7 @@ class RunProgress:
         self._start = self._clock()
         if self._bar is not None:
             self._bar.__enter__()
-            self._task = self._bar.add_task(self.description, total=self.total)
+            self._task = self._bar.add_task(self.description, total=self.total, completed=self.done)
         else:
             self._line()
         return self

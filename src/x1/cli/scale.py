@@ -76,19 +76,32 @@ def scale_command(
             write_report(full, out_dir, tasks)
         else:
             cells = grid(study)
-            with RunProgress("study", len(cells) * len(tasks), remaining=True) as progress:
-                right = [0, 0]
+            # a bar (or dated lines) per cell: cells differ in cost by 30x, so only a cell's own pace says when it ends
+            current: list[RunProgress] = []
+            seen: set[tuple[str, int]] = set()
+            right = [0, 0]
 
-                def on_cell(arm: str, budget: int, done: int, total: int) -> None:
-                    right[:] = [0, 0]
-                    progress.skip(done, description=f"{arm} N={budget}")
+            def close() -> None:
+                while current:
+                    current.pop().__exit__(None, None, None)
 
-                def on_done(correct: bool) -> None:
-                    right[0] += correct
-                    right[1] += 1
-                    progress.advance(1, status=f"{right[0]}/{right[1]} right (this cell, this run)")
+            def on_cell(arm: str, budget: int, done: int, total: int) -> None:
+                close()
+                right[:] = [0, 0]
+                label = f"cell {len(seen) + 1}/{len(cells)}: {arm} N={budget}"
+                seen.add((arm, budget))
+                current.append(RunProgress(label, total, done=done, remaining=True).__enter__())
 
+            def on_done(correct: bool) -> None:
+                right[0] += correct
+                right[1] += 1
+                if current:
+                    current[0].advance(1, status=f"{right[0]}/{right[1]} right in this run")
+
+            try:
                 run_study(study, out_dir, tasks, on_cell=on_cell, on_done=on_done, report=full)  # the report: every cell of the YAML
+            finally:
+                close()
     except (BackendError, ConfigError, EvalError, TaskError, ValueError) as err:
         fail(str(err))
     console.print((out_dir / "scaling.md").read_text(), markup=False, highlight=False, soft_wrap=True)
