@@ -168,9 +168,12 @@ def test_evaluator_auc_on_held_out_chains(tmp_path):
     """A verifier-as-evaluator separates right from wrong chains perfectly; the report carries its AUC."""
     study = ScaleConfig.model_validate({**STUDY, "arms": STUDY["arms"][:2], "budgets": [4], "auc": ["verifier"]})
     tasks = tasks_with_answers(8)
-    result = run_study(study, tmp_path, tasks, policies={"fake": FakeBackend.preset("arithmetic")})
+    announced: list[tuple[str, str, int]] = []
+    result = run_study(study, tmp_path, tasks, policies={"fake": FakeBackend.preset("arithmetic")},
+                       on_scoring=lambda *said: announced.append(said))
     (measured,) = result["evaluator_auc"]
     assert measured["cell"] == "majority-N4" and measured["chains"] >= 8 * 3
+    assert announced == [("verifier", "majority-N4", measured["chains"])]  # scoring thousands of chains says so first
     assert 0 < measured["positives"] < measured["chains"]
     assert measured["auc"] == 1.0 and measured["ci_low"] == 1.0
     assert measured["within_auc"] in (1.0, None)  # 1.0 wherever a problem has a right and a wrong chain

@@ -72,8 +72,12 @@ def scale_command(
             fail(f"task {study.task!r} gave no problems; fix: check the task spec and its options")
         if dropped:
             err_console.print(f"{dropped} problem(s) left out: the evaluators' training traces hold them (exclude_traces)")
+        def scoring(spec: str, cell: str, chains: int) -> None:
+            err_console.print(f"scoring {chains:,} chains of {cell} with {spec} for its AUC (kept in auc.json for the next report)",
+                              markup=False, highlight=False, soft_wrap=True)
+
         if report_only:
-            write_report(full, out_dir, tasks)
+            write_report(full, out_dir, tasks, scoring)
         else:
             cells = grid(study)
             # a bar (or dated lines) per cell: cells differ in cost by 30x, so only a cell's own pace says when it ends
@@ -99,7 +103,8 @@ def scale_command(
                     current[0].advance(1, status=f"{right[0]}/{right[1]} right in this run")
 
             try:
-                run_study(study, out_dir, tasks, on_cell=on_cell, on_done=on_done, report=full)  # the report: every cell of the YAML
+                run_study(study, out_dir, tasks, on_cell=on_cell, on_done=on_done, report=full,  # the report: every cell of the YAML
+                          on_scoring=scoring)
             finally:
                 close()
     except (BackendError, ConfigError, EvalError, TaskError, ValueError) as err:

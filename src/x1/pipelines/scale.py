@@ -171,6 +171,7 @@ def run_study(
     on_done: Callable[[bool], None] | None = None,
     policies: dict[str, Backend] | None = None,
     report: ScaleConfig | None = None,
+    on_scoring: Callable[[str, str, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) every cell, then write results.json, scaling.md and scaling.png into ``out_dir``
     for ``report`` (default: this study; a run of some of its arms or budgets reports them all).
@@ -212,7 +213,7 @@ def run_study(
             policy = policies[config.model.name] = open_policy(config)
         evaluate(tasks, config, run_dir, study.task, resume=resume, policy=policy, on_skip=skipped,
                  on_done=(lambda outcome: on_done(outcome.correct)) if on_done else None)
-    return write_report(report or study, out_dir, tasks)
+    return write_report(report or study, out_dir, tasks, on_scoring)
 
 
 def load_study_tasks(study: ScaleConfig) -> tuple[list[Task], int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -96,11 +97,13 @@ def bootstrap_auc(groups: dict[str, list[tuple[float, bool]]], resamples: int = 
 
 
 def evaluator_auc(spec: str, cell: str, records: list[dict], tasks: list[Task], batch: int = 16,
-                  known: dict[tuple[str, int], float] | None = None) -> EvaluatorAUC:
+                  known: dict[tuple[str, int], float] | None = None,
+                  on_scoring: Callable[[str, str, int], None] | None = None) -> EvaluatorAUC:
     """Score every labelled chain of ``records`` with the evaluator ``spec`` names; AUC and its interval.
 
     ``known`` maps (task id, thought id) to the score this evaluator already gave that chain (a
-    re-vote of the same chains wrote it); only the chains it lacks are scored.
+    re-vote of the same chains wrote it); only the chains it lacks are scored, after
+    ``on_scoring(spec, cell, how many)`` announces them (thousands of chains take a while on a CPU).
     """
     from x1.evaluators.spec import build_evaluator, parse_evaluator
 
@@ -109,6 +112,8 @@ def evaluator_auc(spec: str, cell: str, records: list[dict], tasks: list[Task], 
     scores = [known.get((task_id, item.thought_id)) for task_id, item, _ in chains]
     missing = [i for i, score in enumerate(scores) if score is None]
     if missing:
+        if on_scoring:
+            on_scoring(spec, cell, len(missing))
         evaluator = build_evaluator(parse_evaluator(spec), policy=None)
         for start in range(0, len(missing), batch):
             part = missing[start : start + batch]
@@ -153,14 +158,15 @@ def _scoring_key(spec: str) -> tuple | None:
 
 
 def cached_auc(out_dir: Path, spec: str, cell: str, records: list[dict], tasks: list[Task],
-               known: dict[tuple[str, int], float] | None = None) -> EvaluatorAUC:
+               known: dict[tuple[str, int], float] | None = None,
+               on_scoring: Callable[[str, str, int], None] | None = None) -> EvaluatorAUC:
     """The AUC, recomputed only when the cell has more problems than when it was last measured."""
     path = out_dir / "auc.json"
     cache = json.loads(path.read_text()) if path.exists() else {}
     key = f"{spec} @ {cell}"
     if key in cache and cache[key]["records"] == len(records) and "within_auc" in cache[key]["result"]:
         return EvaluatorAUC(**cache[key]["result"])
-    result = evaluator_auc(spec, cell, records, tasks, known=known)
+    result = evaluator_auc(spec, cell, records, tasks, known=known, on_scoring=on_scoring)
     cache[key] = {"records": len(records), "result": asdict(result)}
     path.write_text(json.dumps(cache, indent=2))
     return result

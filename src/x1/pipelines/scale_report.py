@@ -8,6 +8,7 @@ interval and separates arms that unpaired intervals (which overlap) cannot.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,8 @@ def collect(study: ScaleConfig, out_dir: Path, tasks: list[Task], records: Recor
     return cells, comparisons
 
 
-def evaluator_aucs(study: ScaleConfig, out_dir: Path, tasks: list[Task], records: Records) -> list[Any]:
+def evaluator_aucs(study: ScaleConfig, out_dir: Path, tasks: list[Task], records: Records,
+                   on_scoring: Callable[[str, str, int], None] | None = None) -> list[Any]:
     """AUC of each listed evaluator on the chains of the AUC arm's largest finished budget (held-out problems)."""
     if not study.auc:
         return []
@@ -121,8 +123,8 @@ def evaluator_aucs(study: ScaleConfig, out_dir: Path, tasks: list[Task], records
     for budget, chains in (whole or started)[:1]:
         # re-votes of these very chains already scored them: their scores stand in, so only the chains they lack are scored
         revotes = [r for a in study.arms if a.revote == arm_name for r in records.get((a.name, budget), {}).values()]
-        return [cached_auc(out_dir, spec, f"{arm_name}-N{budget}", chains, tasks, known=scores_given(spec, revotes))
-                for spec in study.auc]
+        return [cached_auc(out_dir, spec, f"{arm_name}-N{budget}", chains, tasks, known=scores_given(spec, revotes),
+                           on_scoring=on_scoring) for spec in study.auc]
     return []
 
 
@@ -259,11 +261,15 @@ def plot(cells: list[Cell], path: Path) -> bool:
     return True
 
 
-def write_report(study: ScaleConfig, out_dir: Path, tasks: list[Task]) -> dict[str, Any]:
-    """results.json, scaling.md and scaling.png from whatever cells have finished problems (a partial study reports too)."""
+def write_report(study: ScaleConfig, out_dir: Path, tasks: list[Task],
+                 on_scoring: Callable[[str, str, int], None] | None = None) -> dict[str, Any]:
+    """results.json, scaling.md and scaling.png from whatever cells have finished problems (a partial study reports too).
+
+    ``on_scoring(spec, cell, chains)`` announces chains an evaluator scores for its AUC (see ``evaluator_auc``).
+    """
     records = read_cells(study, out_dir, tasks)
     cells, comparisons = collect(study, out_dir, tasks, records)
-    aucs = evaluator_aucs(study, out_dir, tasks, records)
+    aucs = evaluator_aucs(study, out_dir, tasks, records, on_scoring)
     plotted = plot(cells, out_dir / "scaling.png") if cells else False
     (out_dir / "scaling.md").write_text(markdown(study, cells, comparisons, "scaling.png" if plotted else None, aucs))
     result = {"study": study.model_dump(mode="json"), "cells": [asdict(c) for c in cells],
