@@ -250,6 +250,8 @@ def test_the_loop_closes_from_the_cli(kind: str, tiny: str, tmp_path: Path) -> N
         cli("eval", *common, "-p", f"evaluator={remote}", "--out", str(served))
     over_http = [s[remote] for s in scores_of(served) if remote in s]
     assert over_http == pytest.approx(trained, abs=1e-5)
+    # the server's work is not counted on this side: unknown, not 0
+    assert json.loads((served / "results.json").read_text())["evaluator_tokens"] is None
 
 
 def test_serve_value_loads_a_trained_head_not_the_language_model(tiny: str, tmp_path: Path) -> None:

@@ -406,6 +406,11 @@ class Engine:
             if tokens and pairs:
                 for i, share in _shares(tokens, [i for i, _ in pairs]).items():
                     problems[i].graph.root.compute.evaluator_tokens += share
+            if calls and not hasattr(evaluator, "model_tokens"):  # a server's or the policy's work: not counted here
+                for i in {i for i, _ in pairs}:
+                    uncounted = problems[i].graph.meta.setdefault("uncounted_evaluators", [])
+                    if name not in uncounted:
+                        uncounted.append(name)
         return scored
 
     def _finish(self, problem: Problem, strategy: Strategy, wall_s: float) -> Outcome:

@@ -45,7 +45,8 @@ class Outcome:
                 "generated_tokens": compute.generated_tokens,
                 "policy_calls": compute.policy_calls,
                 "evaluator_calls": compute.evaluator_calls,
-                "evaluator_tokens": compute.evaluator_tokens,
+                # None: an evaluator whose model's work is not counted here (a remote server, the policy as judge) was called
+                "evaluator_tokens": None if self.graph.meta.get("uncounted_evaluators") else compute.evaluator_tokens,
             },
             "graph": self.graph.to_dict(),
             **{key: self.task.meta[key] for key in GROUP_KEYS if key in self.task.meta},

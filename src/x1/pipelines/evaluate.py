@@ -101,9 +101,10 @@ def summarize(records: list[dict], task: str, strategy: str, model: str, wall_s:
 
 
 def evaluator_tokens_of(compute: dict) -> int | None:
-    """A record's evaluator positions; a record that predates the count has 0 if no evaluator call was made, else None."""
+    """A record's evaluator positions, None where unknown: an evaluator that does not count them (a remote server) was
+    called, or the record predates the count and some evaluator was called (with none called, it is 0)."""
     if "evaluator_tokens" in compute:
-        return int(compute["evaluator_tokens"])
+        return None if compute["evaluator_tokens"] is None else int(compute["evaluator_tokens"])
     return 0 if not compute.get("evaluator_calls") else None
 
 

@@ -56,8 +56,10 @@ def revote_cell(source: Path, target: Path, tasks: list[Task], voting: str, eval
             verdict = task.verify(answer)
             compute = dict(record["compute"], evaluator_calls=record["compute"].get("evaluator_calls", 0) + calls)
             before = evaluator_tokens_of(record["compute"])
-            if before is not None:  # a source that predates the count, with evaluator calls of its own, leaves it unknown
-                compute["evaluator_tokens"] = before + tokens
+            # unknown stays unknown: a source that predates the count with evaluator calls of its own, or a scorer that
+            # does not count (a remote server)
+            counted = calls == 0 or hasattr(scorer, "model_tokens")
+            compute["evaluator_tokens"] = before + tokens if before is not None and counted else None
             fields = {k: v for k, v in record.items() if k != "trace_version"}
             write_record(fh, {**fields, "answer": answer, "answer_thought": None if chosen is None else chosen.id,
                               "score": verdict.score, "correct": verdict.score >= 1.0 - 1e-9, "reason": verdict.reason,
