@@ -242,8 +242,33 @@ def test_revote_reuses_the_sampled_chains(tmp_path):
     lines = (tmp_path / "runs" / "oracle-vote-N4" / "traces.jsonl").read_text().splitlines()
     assert sorted(json.loads(x)["task_id"] for x in lines) == sorted(t.id for t in tasks)
     bad = {**STUDY, "arms": [arms[1], arms[0]], "budgets": [4], "reference": None}
-    with pytest.raises(ConfigError, match="revote needs a best_of_n arm listed before it"):
+    with pytest.raises(ConfigError, match="revote needs an arm listed before it"):
         ScaleConfig.model_validate(bad).check()
+    as_beam = {**STUDY, "arms": [arms[0], {**arms[1], "strategy": "beam", "params": {"width": 1}}], "budgets": [4], "reference": None}
+    with pytest.raises(ConfigError, match="must be best_of_n itself"):
+        ScaleConfig.model_validate(as_beam).check()
+
+
+def test_a_search_arms_trees_are_revoted_over_their_terminals(tmp_path):
+    """MCTS answers with its best-valued terminal; a re-vote of its trees votes over all their terminals instead."""
+    arms = [STUDY["arms"][1],
+            {"name": "mcts", "strategy": "mcts", "params": {"iterations": "{2 * N}", "expand": 2}},
+            {"name": "mcts-vote", "strategy": "best_of_n", "revote": "mcts", "params": {"n": "{N}", "voting": "weighted",
+                                                                                         "evaluator": "verifier"}}]
+    study = ScaleConfig.model_validate({**STUDY, "arms": arms, "budgets": [4], "reference": None})
+    tasks = tasks_with_answers(6)
+    result = run_study(study, tmp_path, tasks, policies={"fake": FakeBackend.preset("arithmetic")})
+    cells = {c["arm"]: c for c in result["cells"]}
+    assert cells["mcts-vote"]["summary"]["n"] == 6 and cells["mcts-vote"]["generated_tokens"] == cells["mcts"]["generated_tokens"]
+    assert cells["mcts-vote"]["summary"]["correct"] > cells["mcts"]["summary"]["correct"]  # right terminals MCTS passed over
+    trees = {trace_record(x)["task_id"]: trace_record(x) for x in (tmp_path / "runs" / "mcts-N4" / "traces.jsonl").read_text().splitlines()}
+    by_id = {t.id: t for t in tasks}
+    for line in (tmp_path / "runs" / "mcts-vote-N4" / "traces.jsonl").read_text().splitlines():
+        record = trace_record(line)
+        tree, task = trees[record["task_id"]], by_id[record["task_id"]]
+        assert len(record["graph"]["thoughts"]) == len(tree["graph"]["thoughts"])  # the same tree, nothing sampled
+        right = [t for t in record["graph"]["thoughts"] if t["terminal"] and task.verify(t["answer"]).score == 1]
+        assert record["correct"] == bool(right)  # the verifier-weighted vote finds a right terminal wherever the tree has one
 
 
 def test_report_answers_the_two_questions(tmp_path):

@@ -33,7 +33,8 @@ class ArmConfig(BaseModel):
     budgets: list[int] | None = None  # None: the study's budgets; [1] for an arm that does not scale (greedy CoT)
     model: str | None = None  # another policy for this arm only (the reference model)
     temperature: float | None = Field(None, ge=0)
-    # re-vote the chains of this best-of-N arm (same budget) with this arm's voting and evaluator, sampling nothing
+    # re-vote the finished chains of this earlier arm's runs (same budget) with this arm's voting and evaluator, sampling
+    # nothing: a best-of-N arm's samples, or the terminals of a search's trees (MCTS answers by value, not by a vote)
     revote: str | None = None
 
 
@@ -85,9 +86,9 @@ class ScaleConfig(BaseModel):
         for i, arm in enumerate(self.arms):
             if arm.revote is not None:
                 source = next((a for a in self.arms[:i] if a.name == arm.revote), None)
-                if source is None or source.strategy != "best_of_n" or arm.strategy != "best_of_n":
-                    raise ConfigError(f"arm {arm.name!r}: revote needs a best_of_n arm listed before it, and must be best_of_n "
-                                      f"itself; fix: revote: the name of an earlier best_of_n arm")
+                if source is None or arm.strategy != "best_of_n":
+                    raise ConfigError(f"arm {arm.name!r}: revote needs an arm listed before it, and must be best_of_n itself "
+                                      f"(its voting decides); fix: revote: the name of an earlier arm, strategy: best_of_n")
                 if set(self.arm_budgets(arm)) - set(self.arm_budgets(source)):
                     raise ConfigError(f"arm {arm.name!r}: revote of {source.name!r} needs its budgets to be among the source's")
             for budget in self.arm_budgets(arm):
