@@ -255,21 +255,27 @@ def test_a_search_arms_trees_are_revoted_over_their_terminals(tmp_path):
             {"name": "mcts", "strategy": "mcts", "params": {"iterations": "{2 * N}", "expand": 2}},
             {"name": "mcts-vote", "strategy": "best_of_n", "revote": "mcts", "params": {"n": "{N}", "voting": "weighted",
                                                                                          "evaluator": "verifier"}}]
-    study = ScaleConfig.model_validate({**STUDY, "arms": arms, "budgets": [4], "reference": None})
+    study = ScaleConfig.model_validate({**STUDY, "arms": arms, "budgets": [1, 4], "reference": None})
     tasks = tasks_with_answers(6)
     result = run_study(study, tmp_path, tasks, policies={"fake": FakeBackend.preset("arithmetic")})
-    cells = {c["arm"]: c for c in result["cells"]}
-    assert cells["mcts-vote"]["summary"]["n"] == 6 and cells["mcts-vote"]["generated_tokens"] == cells["mcts"]["generated_tokens"]
-    assert cells["mcts-vote"]["summary"]["correct"] > cells["mcts"]["summary"]["correct"]  # right terminals MCTS passed over
-    trees = {trace_record(x)["task_id"]: trace_record(x) for x in (tmp_path / "runs" / "mcts-N4" / "traces.jsonl").read_text().splitlines()}
-    by_id = {t.id: t for t in tasks}
-    for line in (tmp_path / "runs" / "mcts-vote-N4" / "traces.jsonl").read_text().splitlines():
-        record = trace_record(line)
-        tree, task = trees[record["task_id"]], by_id[record["task_id"]]
-        assert len(record["graph"]["thoughts"]) == len(tree["graph"]["thoughts"])  # the same tree, nothing sampled
-        right = [t for t in record["graph"]["thoughts"] if t["terminal"] and task.verify(t["answer"]).score == 1]
-        assert record["correct"] == bool(right)  # the verifier-weighted vote finds a right terminal wherever the tree has one
-
+    cells = {(c["arm"], c["budget"]): c for c in result["cells"]}
+    vote4, mcts4 = cells[("mcts-vote", 4)], cells[("mcts", 4)]
+    assert vote4["summary"]["n"] == 6 and vote4["generated_tokens"] == mcts4["generated_tokens"]
+    assert vote4["summary"]["correct"] > mcts4["summary"]["correct"]  # right terminals MCTS passed over
+    by_id, unfinished = {t.id: t for t in tasks}, 0
+    for budget in (1, 4):
+        runs = tmp_path / "runs"
+        trees = {r["task_id"]: r for r in map(trace_record, (runs / f"mcts-N{budget}" / "traces.jsonl").read_text().splitlines())}
+        for record in map(trace_record, (runs / f"mcts-vote-N{budget}" / "traces.jsonl").read_text().splitlines()):
+            tree, task = trees[record["task_id"]], by_id[record["task_id"]]
+            assert len(record["graph"]["thoughts"]) == len(tree["graph"]["thoughts"])  # the same tree, nothing sampled
+            terminals = [t for t in record["graph"]["thoughts"] if t["terminal"]]
+            if terminals:  # the verifier-weighted vote finds a right terminal wherever the tree has one
+                assert record["correct"] == any(task.verify(t["answer"]).score == 1 for t in terminals)
+            else:  # a tree that finished nothing keeps the search's own answer (MCTS's best leaf)
+                unfinished += 1
+                assert (record["answer"], record["correct"]) == (tree["answer"], tree["correct"])
+    assert unfinished  # two iterations leave some trees with no finished chain
 
 def test_report_answers_the_two_questions(tmp_path):
     arms = [STUDY["arms"][0], STUDY["arms"][1], {"name": "oracle-vote", "strategy": "best_of_n", "revote": "majority",

@@ -1,10 +1,12 @@
-"""Re-voting: another vote over the chains a best-of-N cell already sampled.
+"""Re-voting: another vote over the chains a best-of-N cell already sampled, or a search's trees hold.
 
 Majority, evaluator-weighted and reward-ranked best-of-N differ only in the vote, so a study
 samples the N chains once and re-votes them: the arms are then compared on the very same
 chains (a sharper pairing than equal seeds), and trying another evaluator or step aggregation
 (min, last, product) costs evaluator calls, not generation. The re-voted record keeps the
-source's generation compute and adds the evaluator's calls.
+source's generation compute and adds the evaluator's calls. A search's tree is re-voted over its
+terminals (its finished chains); a tree with none keeps the search's own answer (MCTS falls back to
+its best leaf), so the re-vote changes how finished chains are chosen and nothing else.
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ def revote_cell(source: Path, target: Path, tasks: list[Task], voting: str, eval
                 calls, tokens = 1, getattr(scorer, "model_tokens", 0) - tokens_before
                 for thought, score in zip(tips, scores, strict=True):
                     thought.scores[evaluator] = float(score)
-            chosen = vote(tips, voting, evaluator)
-            answer = None if chosen is None else chosen.answer
+            if tips:
+                chosen = vote(tips, voting, evaluator)
+                answer, answer_thought = (None, None) if chosen is None else (chosen.answer, chosen.id)
+            else:  # nothing finished: the source's own answer stands
+                answer, answer_thought = record["answer"], record["answer_thought"]
             verdict = task.verify(answer)
             compute = dict(record["compute"], evaluator_calls=record["compute"].get("evaluator_calls", 0) + calls)
             before = evaluator_tokens_of(record["compute"])
@@ -61,7 +66,7 @@ def revote_cell(source: Path, target: Path, tasks: list[Task], voting: str, eval
             counted = calls == 0 or hasattr(scorer, "model_tokens")
             compute["evaluator_tokens"] = before + tokens if before is not None and counted else None
             fields = {k: v for k, v in record.items() if k != "trace_version"}
-            write_record(fh, {**fields, "answer": answer, "answer_thought": None if chosen is None else chosen.id,
+            write_record(fh, {**fields, "answer": answer, "answer_thought": answer_thought,
                               "score": verdict.score, "correct": verdict.score >= 1.0 - 1e-9, "reason": verdict.reason,
                               "compute": compute, "graph": graph.to_dict(), "revote": {"voting": voting, "evaluator": evaluator}})
             clock.record()
