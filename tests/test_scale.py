@@ -101,6 +101,10 @@ def test_study_runs_resumes_and_reports(tmp_path):
     assert 0 < sum(c["summary"]["correct"] for c in result["cells"]) < 7 * 6
     cells = {(c["arm"], c["budget"]): c for c in result["cells"]}
     assert cells[("majority", 2)]["generated_tokens"] > cells[("majority", 1)]["generated_tokens"]
+    # coverage: no vote over a cell's chains beats "some chain is right", and two samples cover at least what one does
+    for c in result["cells"]:
+        assert c["summary"]["accuracy"] <= c["coverage"] <= 1.0 and c["distinct_answers"] <= 2
+    assert cells[("majority", 2)]["coverage"] >= cells[("majority", 1)]["coverage"] > 0
     kinds = {(d["arm"], d["budget"], d["against"]) for d in result["comparisons"]}
     assert ("weighted", 2, "majority") in kinds and ("beam", 2, "greedy") in kinds and ("greedy", 1, "majority") in kinds
     for d in result["comparisons"]:
@@ -108,6 +112,7 @@ def test_study_runs_resumes_and_reports(tmp_path):
     report = (tmp_path / "scaling.md").read_text()
     assert "| majority | best_of_n | fake | 2 | 6 |" in report and "Paired differences" in report
     assert "| wall | CPU |" in report and all(c["summary"]["cpu_s"] is not None for c in result["cells"])
+    assert "| accuracy [95% CI] | coverage | answers |" in report
     assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "results.json").read_text())["cells"] == result["cells"]
     # Resume: every cell finished, so nothing runs again, the report is the same, and no cell's own files are rewritten.

@@ -28,6 +28,9 @@ class Cell:
     summary: EvalResult
     generated_tokens: float  # mean per problem
     prompt_tokens: float  # mean per problem (prefilled)
+    # share of problems where some finished chain is right: what the best vote or selection over these chains reaches
+    coverage: float = 0.0
+    distinct_answers: float = 0.0  # mean per problem, among the finished chains
 
 
 @dataclass
@@ -54,12 +57,28 @@ def paired_bootstrap(a: list[float], b: list[float], confidence: float = 0.95, r
     return sum(diffs) / len(diffs), lo, hi
 
 
-def _cell(study: ScaleConfig, out_dir: Path, arm_name: str, budget: int, records: list[dict]) -> Cell:
+def _cell(study: ScaleConfig, out_dir: Path, arm_name: str, budget: int, records: list[dict], tasks: dict[str, Task]) -> Cell:
     elapsed = read_elapsed(cell_dir(out_dir, arm_name, budget)) or Elapsed(0.0, None)
     arm = next(a for a in study.arms if a.name == arm_name)
     summary = summarize(records, study.task, arm.strategy, arm.model or study.model.name, elapsed.wall_s, 0, elapsed.cpu_s)
     n = max(1, summary.n)
-    return Cell(arm_name, budget, summary, summary.generated_tokens / n, summary.prompt_tokens / n)
+    covered, distinct = coverage(records, tasks)
+    return Cell(arm_name, budget, summary, summary.generated_tokens / n, summary.prompt_tokens / n, covered, distinct)
+
+
+def coverage(records: list[dict], tasks: dict[str, Task]) -> tuple[float, float]:
+    """(share of problems with a right finished chain, mean distinct answers among the finished chains).
+
+    Selection can only pick what was generated: a search whose finished chains share their prefixes
+    may cover fewer problems than as many independent samples, and then no vote or evaluator catches up.
+    """
+    right = distinct = 0
+    for record in records:
+        task = tasks[record["task_id"]]
+        answers = {t.get("answer") for t in record["graph"]["thoughts"] if t.get("terminal") and t.get("answer") is not None}
+        distinct += len(answers)
+        right += any(task.verify(a).score >= 1.0 - 1e-9 for a in answers)
+    return right / max(1, len(records)), distinct / max(1, len(records))
 
 
 def _compare(arm: str, budget: int, mine: dict[str, dict], against: str, against_budget: int, theirs: dict[str, dict],
@@ -85,7 +104,8 @@ def read_cells(study: ScaleConfig, out_dir: Path, tasks: list[Task]) -> Records:
 def collect(study: ScaleConfig, out_dir: Path, tasks: list[Task], records: Records) -> tuple[list[Cell], list[Comparison]]:
     """Cells with at least one finished problem, and every arm compared with the baseline (same N) and the reference."""
     order = [t.id for t in tasks]
-    cells = [_cell(study, out_dir, arm, b, [recs[t] for t in order if t in recs]) for (arm, b), recs in records.items() if recs]
+    by_id = {t.id: t for t in tasks}
+    cells = [_cell(study, out_dir, arm, b, [recs[t] for t in order if t in recs], by_id) for (arm, b), recs in records.items() if recs]
     comparisons: list[Comparison] = []
     for (arm, b), recs in records.items():
         if not recs:
@@ -186,14 +206,17 @@ def markdown(study: ScaleConfig, cells: list[Cell], comparisons: list[Comparison
     lines = [f"# Test-time-compute scaling: {study.task}", "",
              f"{study.n} problems (seed {study.seed}), policy `{study.model.name}`, budgets N = {', '.join(map(str, study.budgets))}. "
              "Accuracy with a 95% bootstrap interval; tokens are means per problem.", ""]
-    lines += _table(["arm", "strategy", "model", "N", "n", "accuracy [95% CI]", "generated tok", "prefilled tok", "evaluator tok",
-                     "wall", "CPU"],
+    lines += _table(["arm", "strategy", "model", "N", "n", "accuracy [95% CI]", "coverage", "answers", "generated tok", "prefilled tok",
+                     "evaluator tok", "wall", "CPU"],
                     [[c.arm, c.summary.strategy, c.summary.model, c.budget, c.summary.n,
-                      pct(c.summary.accuracy, c.summary.ci_low, c.summary.ci_high), f"{c.generated_tokens:.0f}",
+                      pct(c.summary.accuracy, c.summary.ci_low, c.summary.ci_high), f"{c.coverage:.1%}", f"{c.distinct_answers:.1f}",
+                      f"{c.generated_tokens:.0f}",
                       f"{c.prompt_tokens:.0f}",
                       "—" if c.summary.evaluator_tokens is None else f"{c.summary.evaluator_tokens / max(1, c.summary.n):.0f}",
                       f"{c.summary.wall_s:.0f} s", "—" if c.summary.cpu_s is None else f"{c.summary.cpu_s:.0f} s"] for c in cells])
-    lines += ["", "Evaluator tok: positions a trained evaluator's model ran per problem, padding included, after the "
+    lines += ["", "Coverage: the share of problems where some finished chain is right, which no vote or evaluator over "
+              "the cell's chains can exceed; answers: distinct answers among a problem's finished chains. "
+              "Evaluator tok: positions a trained evaluator's model ran per problem, padding included, after the "
               "prefixes its paths share and the caches it kept (its own model, smaller than the policy, so not "
               "comparable token for token). Wall time counts every session of a cell and whatever else the machine "
               "ran meanwhile; CPU is the cell's own CPU seconds (all its threads), which a pause does not inflate and "
