@@ -232,7 +232,7 @@ def test_the_loop_closes_from_the_cli(kind: str, tiny: str, tmp_path: Path) -> N
     spec = f"{kind}:{model}"
     common = ["--task", "samples", "--n", "2", "--model", "fake", "-s", "beam", "-p", "width=2", "-p", "branch=2", "-p", "max_depth=3"]
     guided, confident = tmp_path / "guided", tmp_path / "confident"
-    cli("eval", *common, "-p", f"evaluator={spec}", "--out", str(guided))
+    shown = cli("eval", *common, "-p", f"evaluator={spec}", "--out", str(guided))
     cli("eval", *common, "--out", str(confident))
     trained = [s[spec] for s in scores_of(guided) if spec in s]
     baseline = [s["confidence"] for s in scores_of(confident) if "confidence" in s]
@@ -242,6 +242,7 @@ def test_the_loop_closes_from_the_cli(kind: str, tiny: str, tmp_path: Path) -> N
     charged = [trace_record(line)["compute"]["evaluator_tokens"] for line in (guided / "traces.jsonl").read_text().splitlines()]
     assert all(n > 0 for n in charged)
     assert json.loads((guided / "results.json").read_text())["evaluator_tokens"] == sum(charged)
+    assert f"trained evaluators ran {sum(charged):,} positions" in shown
     assert json.loads((confident / "results.json").read_text())["evaluator_tokens"] == 0
 
     with BackgroundServer(create_value_app(load_value_scorer(str(model)))) as server:

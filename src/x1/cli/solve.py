@@ -46,8 +46,9 @@ if TYPE_CHECKING:
 def compute_line(outcome: Outcome) -> str:
     """What one problem cost, in the units the budgets count."""
     c = outcome.graph.total_compute()
+    scored = f", {c.evaluator_tokens} evaluator tokens" if c.evaluator_tokens else ""
     return (
-        f"{c.generated_tokens} generated + {c.prompt_tokens} prefilled tokens, {c.policy_calls} policy calls, "
+        f"{c.generated_tokens} generated + {c.prompt_tokens} prefilled tokens, {c.policy_calls} policy calls{scored}, "
         f"{len(outcome.graph) - 1} thoughts, {outcome.wall_s:.1f}s"
     )
 
@@ -309,6 +310,9 @@ def eval_(
         f"{result.wall_s:.0f}s",
     )
     console.print(table)
+    if result.evaluator_tokens:
+        console.print(f"trained evaluators ran {result.evaluator_tokens:,} positions ({result.evaluator_tokens / max(1, result.n):,.0f} "
+                      "per problem), besides the policy's tokens")
     if result.oracle:
         console.print(f"[bold yellow]oracle run:[/] gold answers guided the search ({escape(result.oracle)}); "
                       "this accuracy is not what the strategy reaches without them")
