@@ -51,6 +51,25 @@ def test_mcts_q_and_n_after_scripted_expansions():
     assert texts["A1"].value == pytest.approx(1.0) and texts["A1"].visits == 1
 
 
+def test_mcts_progressive_widening_expands_a_visited_thought_again():
+    """Without widening the root keeps its first ``expand`` children; with it, it gets more as N(root) grows."""
+
+    def root_children(**widening: float) -> tuple[int, int]:
+        fake = FakeBackend(responder=lambda prompt, i: f"Step {i}: go on.\n\n")
+        engine = Engine(fake, {"scripted": ScriptedEvaluator({})})
+        (outcome,) = engine.run([number_task()], MCTS(iterations=9, expand=2, evaluator="scripted", **widening))
+        g = outcome.graph
+        return len(g.root.children), g.root.visits
+
+    assert root_children() == (2, 9)
+    # widen 1, alpha 0.5: room for sqrt(N) children; the root widens at N = 5 (2 < 2.24) and again at N = 17 (never here)
+    assert root_children(widen=1.0) == (4, 9)
+    # widen 2: 2 < 2 * sqrt(2) at N = 2 and 4 < 2 * sqrt(5) at N = 5; the next (6 < 2 * sqrt(10)) would come at N = 10
+    assert root_children(widen=2.0) == (6, 9)
+    with pytest.raises(ValueError, match="widen_alpha=2.0 is out of range"):
+        build_strategy("mcts", widen_alpha=2)
+
+
 def test_mcts_parallel_virtual_loss_spreads_selections():
     fake = FakeBackend({"": ["A\n\n", "B\n\n"], "A\n\n": ["A1\n\n"], "B\n\n": ["B1\n\n"]})
     evaluator = ScriptedEvaluator({"A": 0.6, "B": 0.55})

@@ -61,6 +61,11 @@ class MCTS(Strategy):
     answer_by: str = "value"  # or "visits"
     stop_at_first_terminal: bool = False
     parallel: int = 1  # leaves selected per tick, with virtual loss
+    # Progressive widening: a thought with children is expanded again (``expand`` more) while it has fewer than
+    # widen · N(s)^widen_alpha of them. 0 = off: a thought is expanded once, so every chain starts with one of the
+    # root's ``expand`` first steps, and the finished chains share prefixes (fewer distinct answers than as many samples).
+    widen: float = 0.0
+    widen_alpha: float = 0.5
     name: str = "mcts"
 
     def __post_init__(self) -> None:
@@ -107,9 +112,12 @@ class MCTS(Strategy):
         thoughts = graph.thoughts
         node = graph.root
         c1, c2, paper = self.c1, self.c2, self.puct_form == "paper"
+        widen, alpha = self.widen, self.widen_alpha
         if self.puct_form not in ("muzero", "paper"):
             raise ValueError(f"unknown PUCT form {self.puct_form!r}; use 'muzero' or 'paper'")
         while not node.terminal:
+            if widen and node.children and len(node.children) < widen * node.visits**alpha:
+                return node  # room for more children here: expand it again (progressive widening)
             parent_visits = node.visits
             if through is not None:
                 parent_visits += through.get(node.id, 0)

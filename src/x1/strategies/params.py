@@ -21,6 +21,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "max_per_parent": (1, None), "groups": (1, None), "diversity_penalty": (0, None),
     "temperature": (0, None), "c1": (0, None), "c2": (1e-9, None), "gamma": (0, 1), "lam": (0, 1), "alpha": (0, 1),
     "threshold": (0, 1), "entropy_threshold": (0, None), "varentropy_threshold": (0, None),
+    "widen": (0, None), "widen_alpha": (0, 1),
 }  # fmt: skip
 CHOICES: dict[str, tuple[str, ...]] = {
     "voting": ("majority", "weighted", "reward"),
