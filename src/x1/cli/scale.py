@@ -72,6 +72,7 @@ def scale_command(
             fail(f"task {study.task!r} gave no problems; fix: check the task spec and its options")
         if dropped:
             err_console.print(f"{dropped} problem(s) left out: the evaluators' training traces hold them (exclude_traces)")
+
         def scoring(spec: str, cell: str, chains: int) -> None:
             err_console.print(f"scoring {chains:,} chains of {cell} with {spec} for its AUC (kept in auc.json for the next report)",
                               markup=False, highlight=False, soft_wrap=True)
