@@ -328,3 +328,33 @@ def test_a_running_sequence_moved_into_a_finished_ones_slot_decodes_on():
         assert moved.token_ids == alone.token_ids
     finally:
         b.close()
+
+
+def test_kv_streams_running_sequences_stay_in_slot_order_so_no_logits_are_permuted(monkeypatch):
+    """llama.cpp takes a KV-stream batch in slot order; the stream keeps its running sequences in that order, so the
+    backend never sorts a batch and copies the logits rows back into the caller's order (a full [rows, vocab] copy)."""
+    from x1.models.llama_cpp import LlamaCppBackend
+    from x1.models.registry import smollm2_path
+
+    b = LlamaCppBackend(smollm2_path(), n_ctx=8 * 256, n_seq_max=8, kv_streams=True)
+    try:
+        requests = [GenerationRequest(chat(b, q), max_tokens=m, temperature=0, n=n)
+                    for q, m, n in [("Reply with one word: yes", 2, 1), ("Count from 1 to 20, separated by commas.", 20, 2),
+                                    ("Name three colours.", 8, 1), ("What is 2 + 2?", 12, 2)]]
+        alone = [b.generate([r])[0] for r in requests]
+        b.clear_cache()
+        batches: list[list[tuple[int, int]]] = []
+        decode = b.decode
+
+        def recorded(entries):  # type: ignore[no-untyped-def]
+            batches.append([(slot, pos) for _, pos, slot, _ in entries])
+            return decode(entries)
+
+        monkeypatch.setattr(b, "decode", recorded)
+        together = b.generate(requests)
+        assert [[c.token_ids for c in group] for group in together] == [[c.token_ids for c in group] for group in alone]
+        assert b.stats.packed >= 1  # sequences finished early and others moved into their slots
+        steps = [batch for batch in batches if len(batch) > 1]
+        assert steps and all(batch == sorted(batch) for batch in steps)
+    finally:
+        b.close()
