@@ -399,15 +399,15 @@ class Engine:
                 problems[i].graph[tid].scores[name] = s
                 scored[(name, i, tid)] = s
             # Charge the evaluator's calls to the problems it served, spread evenly; its tokens by each one's items.
+            served = {i for i, _ in pairs}
             if calls and pairs:
-                served = {i for i, _ in pairs}
                 for i in served:
                     problems[i].graph.root.compute.evaluator_calls += max(1, calls // len(served))
             if tokens and pairs:
                 for i, share in _shares(tokens, [i for i, _ in pairs]).items():
                     problems[i].graph.root.compute.evaluator_tokens += share
             if calls and not hasattr(evaluator, "model_tokens"):  # a server's or the policy's work: not counted here
-                for i in {i for i, _ in pairs}:
+                for i in served:
                     uncounted = problems[i].graph.meta.setdefault("uncounted_evaluators", [])
                     if name not in uncounted:
                         uncounted.append(name)

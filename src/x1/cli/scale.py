@@ -83,7 +83,7 @@ def scale_command(
             cells = grid(study)
             # a bar (or dated lines) per cell: cells differ in cost by 30x, so only a cell's own pace says when it ends
             current: list[RunProgress] = []
-            seen: set[tuple[str, int]] = set()
+            announced = [0]  # cells announced so far (run_study announces each once)
             right = [0, 0]
 
             def close() -> None:
@@ -93,8 +93,8 @@ def scale_command(
             def on_cell(arm: str, budget: int, done: int, total: int) -> None:
                 close()
                 right[:] = [0, 0]
-                label = f"cell {len(seen) + 1}/{len(cells)}: {arm} N={budget}"
-                seen.add((arm, budget))
+                announced[0] += 1
+                label = f"cell {announced[0]}/{len(cells)}: {arm} N={budget}"
                 current.append(RunProgress(label, total, done=done, remaining=True).__enter__())
 
             def on_done(correct: bool) -> None:
