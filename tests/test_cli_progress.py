@@ -30,10 +30,10 @@ def test_off_a_terminal_it_prints_a_line_per_cell_and_at_most_one_a_minute_betwe
         progress.skip(0, description="beam N=4")
     lines = out.getvalue().splitlines()
     assert len(lines) == 4
-    assert re.fullmatch(r"\[\d\d:\d\d:\d\d\] study: 0/40 \(0%\) · 0:00:00 elapsed", lines[0])
+    assert re.fullmatch(r"\[\d\d:\d\d:\d\d\] study: 0/40 \(0%\) · 0s elapsed", lines[0])
     assert "majority N=4: 10/40 (25%)" in lines[1]
     # 6 problems in 60 s: the 24 left take 240 s at this run's pace (the 10 skipped ones are not counted)
-    assert lines[2].endswith("majority N=4: 16/40 (40%) · 4/6 right · 0:01:00 elapsed · about 0:04:00 left at this run's pace")
+    assert lines[2].endswith("majority N=4: 16/40 (40%) · 4/6 right · 1m00s elapsed · about 4m00s left at this run's pace")
     assert "beam N=4: 16/40" in lines[3]
 
 

@@ -16,11 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from x1.cli.root import err_console
-
-
-def clock_text(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+from x1.training.progress import eta_text
 
 
 class RunProgress:
@@ -101,8 +97,8 @@ class RunProgress:
             parts[0] += f" ({self.done / self.total:.0%})"
         if self.status:
             parts.append(self.status)
-        parts.append(f"{clock_text(elapsed)} elapsed")
+        parts.append(f"{eta_text(elapsed)} elapsed")
         if self._worked and self.done < self.total:
-            parts.append(f"about {clock_text((self.total - self.done) * elapsed / self._worked)} left at this run's pace")
+            parts.append(f"about {eta_text((self.total - self.done) * elapsed / self._worked)} left at this run's pace")
         self._console.print(f"[{time.strftime('%H:%M:%S')}] " + " · ".join(parts), markup=False, highlight=False, soft_wrap=True)
         self._last_line, self._unreported = now, False
