@@ -348,3 +348,58 @@ def test_an_evaluators_positions_are_shared_by_item_count_and_sum_exactly():
 
     assert _shares(100, [0, 0, 1]) == {0: 67, 1: 33}
     assert sum(_shares(7, [3, 1, 2, 1, 3]).values()) == 7
+
+
+def test_a_revote_takes_scores_its_source_or_a_sibling_already_wrote(tmp_path, monkeypatch):
+    """value-best then value-weighted score the same chains with the same model: the second computes nothing, is
+    charged what the first paid, and votes on the very same scores; MCTS's trees already hold its evaluator's scores."""
+    from x1.evaluators import spec as spec_module
+
+    built = []
+
+    class Counting:
+        name, model_calls, model_tokens = "counting", 0, 0
+
+        def evaluate(self, items):
+            self.model_calls += 1
+            self.model_tokens += 10 * len(items)
+            return [0.1 * (item.thought_id % 7) for item in items]
+
+    def build(spec, policy=None, **kw):
+        built.append(spec)
+        return Counting()
+
+    arms = [STUDY["arms"][1],
+            {"name": "best", "strategy": "best_of_n", "revote": "majority",
+             "params": {"n": "{N}", "voting": "reward", "evaluator": "judge"}},
+            {"name": "weighted", "strategy": "best_of_n", "revote": "majority",
+             "params": {"n": "{N}", "voting": "weighted", "evaluator": "judge"}},
+            {"name": "mcts", "strategy": "mcts", "params": {"iterations": "{2 * N}", "expand": 2, "evaluator": "confidence"}},
+            {"name": "mcts-weighted", "strategy": "best_of_n", "revote": "mcts",
+             "params": {"n": "{N}", "voting": "weighted", "evaluator": "confidence"}}]
+    study = ScaleConfig.model_validate({**STUDY, "arms": arms, "budgets": [4], "reference": None})
+    tasks = tasks_with_answers(6)
+    monkeypatch.setattr(spec_module, "build_evaluator", build)
+    run_study(study, tmp_path, tasks, policies={"fake": FakeBackend.preset("arithmetic")})
+    # built for the first re-vote of majority's chains and for the MCTS search itself; the other two re-votes reuse
+    assert [s.text for s in built] == ["judge", "confidence"]
+
+    def records(cell):
+        return {r["task_id"]: r for r in map(trace_record, (tmp_path / "runs" / cell / "traces.jsonl").read_text().splitlines())}
+
+    best, weighted = records("best-N4"), records("weighted-N4")
+    for task_id, record in weighted.items():
+        assert record["compute"]["evaluator_calls"] == best[task_id]["compute"]["evaluator_calls"] == 1
+        assert record["compute"]["evaluator_tokens"] == best[task_id]["compute"]["evaluator_tokens"] > 0
+        scored = {t["id"]: t["scores"]["judge"] for t in record["graph"]["thoughts"] if t["terminal"]}
+        assert scored == {t["id"]: t["scores"]["judge"] for t in best[task_id]["graph"]["thoughts"] if t["terminal"]}
+    trees, revoted = records("mcts-N4"), records("mcts-weighted-N4")
+    for task_id, record in revoted.items():
+        assert record["compute"] == trees[task_id]["compute"]  # the search's own scores: nothing more to pay
+    # without the sibling, the scores are computed afresh: the same votes
+    (tmp_path / "runs" / "weighted-N4" / "traces.jsonl").unlink()
+    built.clear()
+    alone = ScaleConfig.model_validate({**STUDY, "arms": [arms[0], arms[2]], "budgets": [4], "reference": None})
+    run_study(alone, tmp_path, tasks, policies={"fake": FakeBackend.preset("arithmetic")})
+    assert [s.text for s in built] == ["judge"]
+    assert {k: r["answer"] for k, r in records("weighted-N4").items()} == {k: r["answer"] for k, r in weighted.items()}

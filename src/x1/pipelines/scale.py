@@ -202,8 +202,10 @@ def run_study(
             if on_cell:
                 on_cell(arm.name, budget, done, len(tasks))
             params = config.search.params
+            siblings = [cell_dir(out_dir, other.name, budget) for other in study.arms
+                        if other.revote == arm.revote and other.name != arm.name and budget in study.arm_budgets(other)]
             revote_cell(cell_dir(out_dir, arm.revote, budget), run_dir, tasks, params.get("voting", "majority"),
-                        params.get("evaluator"), on_done=on_done)
+                        params.get("evaluator"), on_done=on_done, siblings=siblings)
             continue
         finished = read_results(run_dir)
         if finished is not None and finished.n == len(tasks):
