@@ -11,12 +11,12 @@ transformers = pytest.importorskip("transformers")
 
 from helpers import number_task  # noqa: E402
 
+from x1.evaluators.aggregate import aggregate_steps  # noqa: E402
 from x1.evaluators.base import EvalItem  # noqa: E402
 from x1.evaluators.reward_model import (  # noqa: E402
     OutcomeRewardModel,
     PRMEvaluator,
     ProcessRewardModel,
-    aggregate_steps,
     load_evaluator,
 )
 from x1.evaluators.value_model import ValueModel, ValueModelEvaluator  # noqa: E402

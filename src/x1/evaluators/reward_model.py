@@ -8,20 +8,17 @@ positions are exact and training (``encode_steps``) and inference read the same 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 
+from x1.evaluators.aggregate import aggregate_steps
 from x1.evaluators.base import EvalItem
 from x1.evaluators.kv_memo import KVMemo
 from x1.evaluators.value_model import HEAD_CONFIG, HeadedLM, ValueModel, ValueModelEvaluator
 from x1.models.base import BackendError
-
-Aggregate = Literal["min", "last", "product", "mean"]
-AGGREGATES: tuple[str, ...] = ("min", "last", "product", "mean")
 
 
 class OutcomeRewardModel(HeadedLM):
@@ -78,21 +75,6 @@ class ProcessRewardModel(HeadedLM):
         return [[float(v) for v in self.activation(row[ends]).tolist()] for row, (_, ends) in zip(logits, encoded, strict=True)]
 
 
-def aggregate_steps(scores: list[float], how: str = "min") -> float:
-    """One solution score from step scores: weakest step (min), last, product, or mean."""
-    if how not in AGGREGATES:
-        raise ValueError(f"PRM aggregation {how!r} is not one of {', '.join(AGGREGATES)}")
-    if not scores:
-        return 0.5
-    if how == "min":
-        return min(scores)
-    if how == "last":
-        return scores[-1]
-    if how == "product":
-        return math.prod(scores)
-    return sum(scores) / len(scores)
-
-
 @dataclass
 class PRMEvaluator:
     """A process reward model as an Evaluator: step scores along the path, aggregated to [0, 1]."""
@@ -111,10 +93,14 @@ class PRMEvaluator:
         aggregate_steps([], self.aggregate)  # fail at construction on an unknown aggregation
 
     def evaluate(self, items: list[EvalItem]) -> list[float]:
+        return [aggregate_steps(s, self.aggregate) for s in self.step_scores(items)]
+
+    def step_scores(self, items: list[EvalItem]) -> list[list[float]]:
+        """Each item's score per step, before aggregation: kept, they give every other aggregation without the model."""
         if not items:
             return []
         self.model_calls += 1
-        return self.score_paths([item.prefix for item in items], [item.steps for item in items])
+        return self.model.predict_steps([item.prefix for item in items], [item.steps for item in items], self.batch_size)
 
     def score_paths(self, prompts: list[str], steps: list[list[str]]) -> list[float]:
         """One aggregated score per (prompt, steps) path: what ``evaluate`` computes, and what ``x1 serve value`` answers."""

@@ -30,12 +30,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from x1.config import ConfigError
+from x1.evaluators.aggregate import AGGREGATES
 from x1.evaluators.base import Evaluator
 
 SIMPLE = ("confidence", "verifier", "judge")
 MODEL_KINDS = ("value", "prm", "orm")
 ORACLES = ("verifier",)
-AGGREGATES = ("min", "last", "product", "mean")
 DTYPES = ("float32", "bfloat16", "float16")
 FORMS = ("confidence, verifier (oracle), judge, value:PATH, prm:PATH[?aggregate=min|last|product|mean], orm:PATH, remote:URL; "
          "value, prm and orm also take ?dtype=float32|bfloat16|float16 and ?cache_mb=N")
@@ -63,6 +63,18 @@ class EvaluatorSpec:
             options.setdefault("aggregate", "min")
         target = str(Path(self.target).expanduser().resolve()) if self.kind in MODEL_KINDS and self.target else self.target
         return self.kind, target, tuple(sorted(options.items()))
+
+    @property
+    def aggregate(self) -> str:
+        """How a PRM's step scores become one score (min by default)."""
+        return dict(self.options).get("aggregate", "min")
+
+    def step_key(self) -> tuple[str, str | None, tuple[tuple[str, str], ...]] | None:
+        """Equal for two PRM specs whose step scores are the same whatever they aggregate them by; None for other kinds."""
+        if self.kind != "prm":
+            return None
+        kind, target, options = self.scoring_key()
+        return kind, target, tuple(option for option in options if option[0] != "aggregate")
 
 
 def parse_evaluator(text: str, value_url: str | None = None) -> EvaluatorSpec:
