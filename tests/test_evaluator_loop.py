@@ -92,6 +92,11 @@ def test_specs_that_score_alike_share_a_scoring_key(tmp_path: Path, monkeypatch:
     assert parse_evaluator(f"prm:{folder}?dtype=bfloat16").scoring_key() != key
     assert parse_evaluator(f"prm:{folder}?cache_mb=0&aggregate=min").scoring_key() == key  # what it keeps changes no score
     assert parse_evaluator(f"value:{head_folder(tmp_path, 'value')}").scoring_key() != key
+    # the step scores are the same under any aggregation: the step key leaves it out
+    steps = parse_evaluator(f"prm:{folder}").step_key()
+    assert steps is not None and parse_evaluator("prm:./prm-model?aggregate=last").step_key() == steps
+    assert parse_evaluator(f"prm:{folder}?dtype=bfloat16").step_key() != steps
+    assert parse_evaluator(f"value:{head_folder(tmp_path, 'value')}").step_key() is None
 
 
 # -- strategy parameters ----------------------------------------------------------------------------

@@ -403,3 +403,49 @@ def test_a_revote_takes_scores_its_source_or_a_sibling_already_wrote(tmp_path, m
     run_study(alone, tmp_path, tasks, policies={"fake": FakeBackend.preset("arithmetic")})
     assert [s.text for s in built] == ["judge"]
     assert {k: r["answer"] for k, r in records("weighted-N4").items()} == {k: r["answer"] for k, r in weighted.items()}
+
+
+def test_a_prms_step_scores_are_kept_and_give_every_other_aggregation(tmp_path, monkeypatch):
+    """A PRM re-vote keeps each chain's step scores: a re-vote or an AUC with another aggregation needs no model."""
+    from test_evaluator_loop import head_folder
+
+    from x1.evaluators import spec as spec_module
+    from x1.evaluators.aggregate import aggregate_steps
+    from x1.pipelines.scale_auc import scores_given
+
+    built = []
+
+    class SteppedPRM:
+        name, model_calls, model_tokens = "prm", 0, 0
+
+        def __init__(self, aggregate):
+            self.aggregate = aggregate
+
+        def step_scores(self, items):
+            self.model_calls += 1
+            self.model_tokens += 10 * len(items)
+            return [[0.1 * ((item.thought_id + k) % 9) for k in range(len(item.steps))] for item in items]
+
+    def build(spec, policy=None, **kw):
+        built.append(spec.text)
+        return SteppedPRM(spec.aggregate)
+
+    folder = head_folder(tmp_path, "prm")
+    last, least = f"prm:{folder}?aggregate=last", f"prm:{folder}"
+    arms = [STUDY["arms"][1]] + [{"name": name, "strategy": "best_of_n", "revote": "majority",
+                                  "params": {"n": "{N}", "voting": "weighted", "evaluator": spec}}
+                                 for name, spec in (("prm-last", last), ("prm-min", least))]
+    study = ScaleConfig.model_validate({**STUDY, "arms": arms, "budgets": [4], "reference": None})
+    monkeypatch.setattr(spec_module, "build_evaluator", build)
+    run_study(study, tmp_path / "out", tasks_with_answers(5), policies={"fake": FakeBackend.preset("arithmetic")})
+    assert built == [last]  # the min re-vote aggregated the kept step scores
+    runs = tmp_path / "out" / "runs"
+    kept, by_min = ([trace_record(x) for x in (runs / cell / "traces.jsonl").read_text().splitlines()]
+                    for cell in ("prm-last-N4", "prm-min-N4"))
+    mins = {(r["task_id"], t["id"]): t["scores"][least] for r in by_min for t in r["graph"]["thoughts"] if t["terminal"]}
+    assert mins and scores_given(least, kept) == mins
+    for record in kept:
+        for t in (t for t in record["graph"]["thoughts"] if t["terminal"]):
+            steps = t["meta"]["step_scores"][last]
+            assert t["scores"][last] == aggregate_steps(steps, "last")
+            assert mins[(record["task_id"], t["id"])] == aggregate_steps(steps, "min")

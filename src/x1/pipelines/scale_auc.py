@@ -131,30 +131,46 @@ def evaluator_auc(spec: str, cell: str, records: list[dict], tasks: list[Task], 
 
 
 def scores_given(spec: str, records: list[dict]) -> dict[tuple[str, int], float]:
-    """(task id, thought id) → score, for every thought in ``records`` scored by an evaluator that scores as ``spec`` does."""
+    """(task id, thought id) → score, for every thought in ``records`` scored by an evaluator that scores as ``spec`` does,
+    or, for a PRM, whose step scores that model wrote under any aggregation (aggregated as ``spec`` says)."""
+    from x1.evaluators.aggregate import aggregate_steps
     from x1.evaluators.spec import parse_evaluator
+    from x1.pipelines.scale_revote import STEP_SCORES
 
-    key = parse_evaluator(spec).scoring_key()
+    wanted = parse_evaluator(spec)
+    key, step_key = wanted.scoring_key(), wanted.step_key()
     same: dict[str, bool] = {}
+    same_steps: dict[str, bool] = {}
     out = {}
     for record in records:
         for node in record["graph"]["thoughts"]:
+            at = (record["task_id"], node["id"])
             for name, score in (node.get("scores") or {}).items():
                 if name not in same:
-                    same[name] = _scoring_key(name) == key
+                    same[name] = _keys(name)[0] == key
                 if same[name]:
-                    out[(record["task_id"], node["id"])] = float(score)
+                    out[at] = float(score)
+            if step_key is None or at in out:
+                continue
+            for name, steps in ((node.get("meta") or {}).get(STEP_SCORES) or {}).items():
+                if name not in same_steps:
+                    same_steps[name] = _keys(name)[1] == step_key
+                if same_steps[name]:
+                    out[at] = aggregate_steps(steps, wanted.aggregate)
+                    break
     return out
 
 
-def _scoring_key(spec: str) -> tuple | None:
+def _keys(spec: str) -> tuple[tuple | None, tuple | None]:
+    """The spec's scoring key and step key; (None, None) for a name that is no spec now (a model folder since removed)."""
     from x1.config import ConfigError
     from x1.evaluators.spec import parse_evaluator
 
     try:
-        return parse_evaluator(spec).scoring_key()
-    except ConfigError:  # a score under a name that is no spec now (a model folder since removed)
-        return None
+        parsed = parse_evaluator(spec)
+    except ConfigError:
+        return None, None
+    return parsed.scoring_key(), parsed.step_key()
 
 
 def cached_auc(out_dir: Path, spec: str, cell: str, records: list[dict], tasks: list[Task],

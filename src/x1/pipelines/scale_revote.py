@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from x1.evaluators.aggregate import aggregate_steps
 from x1.evaluators.base import EvalItem
 from x1.graph import ReasoningGraph
 from x1.pipelines.evaluate import evaluator_tokens_of
 from x1.strategies.best_of_n import vote
 from x1.tasks.base import Task
 from x1.trace import read_traces, write_record
+
+STEP_SCORES = "step_scores"  # thought.meta key: evaluator spec → a PRM's score per step of the path
 
 
 def revote_cell(source: Path, target: Path, tasks: list[Task], voting: str, evaluator: str | None,
@@ -62,7 +65,14 @@ def revote_cell(source: Path, target: Path, tasks: list[Task], voting: str, eval
                     if scorer is None:
                         scorer = build_evaluator(parse_evaluator(evaluator), policy=None)
                     before = getattr(scorer, "model_tokens", None)
-                    scores = scorer.evaluate([EvalItem(task, graph, t.id, str(graph.meta.get("prefix", ""))) for t in tips])
+                    items = [EvalItem(task, graph, t.id, str(graph.meta.get("prefix", ""))) for t in tips]
+                    if hasattr(scorer, "step_scores"):  # a PRM: its step scores are kept, for every other aggregation
+                        steps = scorer.step_scores(items)
+                        scores = [aggregate_steps(s, scorer.aggregate) for s in steps]
+                        for thought, kept in zip(tips, steps, strict=True):
+                            thought.meta.setdefault(STEP_SCORES, {})[evaluator] = kept
+                    else:
+                        scores = scorer.evaluate(items)
                     # a scorer that does not count its positions (a remote server) leaves the count unknown
                     calls, tokens = 1, None if before is None else scorer.model_tokens - before
                 for thought, score in zip(tips, scores, strict=True):
